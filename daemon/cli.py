@@ -1,0 +1,99 @@
+"""The `genred` command: parses, calls, prints. Thin by design.
+
+Each group of verbs lives in its own module (``cli_classify``, ``cli_catalogue``,
+``cli_service``) with a ``register(subparsers, common)`` function. Those modules must not
+import torch, librosa or SQLAlchemy at module level: ``genred --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from daemon import cli_catalogue, cli_classify, cli_service
+from daemon.config import Config, ConfigError, load
+
+log = logging.getLogger(__name__)
+
+# A handler takes the parsed arguments and the effective config; returns the exit code.
+Handler = Callable[[argparse.Namespace, Config], int]
+
+EXIT_USAGE = 2
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every verb takes, before or after the verb."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--config", metavar="FILE", help="config file (TOML)")
+    common.add_argument("--db", metavar="URL", help="catalogue: SQLAlchemy URL or SQLite path")
+    common.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log verbosity on stderr (default INFO)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="genred",
+        description="Genre-classifying daemon for music libraries.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for module in (cli_classify, cli_catalogue, cli_service):
+        module.register(sub, common)
+    return parser
+
+
+def _db_override(value: str | None) -> str | None:
+    if value is None or "://" in value:
+        return value
+    from pathlib import Path
+
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def setup_logging(level: str) -> None:
+    """stderr, no timestamps when journald adds its own (it sets JOURNAL_STREAM)."""
+    import os
+
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    # A verb's flag that overrides a config key uses dest="cfg_<key>" (e.g. cfg_workers,
+    # cfg_retrain_schedule); None means "not given".
+    overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}
+    overrides["db"] = _db_override(getattr(args, "db", None))
+    overrides["log_level"] = getattr(args, "log_level", None)
+    try:
+        cfg = load(getattr(args, "config", None), overrides)
+    except ConfigError as e:
+        print(f"genred: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(cfg.log_level)
+    handler: Handler = args.handler
+    try:
+        return handler(args, cfg)
+    except ConfigError as e:
+        print(f"genred: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

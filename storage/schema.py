@@ -1,0 +1,181 @@
+"""The catalogue's tables, as typed SQLAlchemy 2.x models.
+
+The catalogue is the single source of truth genred keeps: what tracks exist, what each
+model predicted for them (history kept), what users corrected (history kept), which model
+versions exist and which is active, what each retrain decided, and the tag values genred
+replaced (so `genred tags restore` can put them back).
+
+The work queue is the set of tracks with ``status == "pending"``: marking a track pending
+and recording its prediction (which sets it ``ok``) are each one short transaction, so after
+a crash every pending track is processed exactly once more and none twice.
+
+Any change here needs an Alembic migration in ``storage/migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# Track.status values
+PENDING = "pending"  # queued for classification
+OK = "ok"  # classified; has a current prediction
+ERROR = "error"  # could not be decoded/classified; see Track.error
+MISSING = "missing"  # file gone; history kept, matched back by fingerprint if it reappears
+STATUSES = (PENDING, OK, ERROR, MISSING)
+
+
+class Track(Base):
+    __tablename__ = "tracks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int | None] = mapped_column(Integer)
+    mtime: Mapped[float | None] = mapped_column(Float)
+    # Hash of the audio stream (not the tags): a tag edit does not change it, a move keeps it.
+    fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    duration: Mapped[float | None] = mapped_column(Float)
+    format: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    predictions: Mapped[list[Prediction]] = relationship(
+        back_populates="track", cascade="all, delete-orphan", order_by="Prediction.id"
+    )
+    corrections: Mapped[list[Correction]] = relationship(
+        back_populates="track", cascade="all, delete-orphan", order_by="Correction.id"
+    )
+    tag_backups: Mapped[list[TagBackup]] = relationship(
+        back_populates="track", cascade="all, delete-orphan", order_by="TagBackup.id"
+    )
+
+
+class Prediction(Base):
+    """One model's answer for one track. Exactly one row per track has ``current`` set."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        Index("ix_predictions_track_current", "track_id", "current"),
+        Index("ix_predictions_current_genre", "current", "genre"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    genre: Mapped[str] = mapped_column(String(128))
+    confidence: Mapped[float] = mapped_column(Float, index=True)
+    probabilities: Mapped[dict[str, Any]] = mapped_column(JSON)
+    current: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    track: Mapped[Track] = relationship(back_populates="predictions")
+
+
+# Correction.source values
+USER = "user"
+TAG = "tag"
+IMPORT = "import"
+
+
+class Correction(Base):
+    """A label for a track. The newest ``active`` one is the track's corrected genre;
+    ``genred uncorrect`` deactivates rather than deletes, so history is never lost."""
+
+    __tablename__ = "corrections"
+    __table_args__ = (Index("ix_corrections_track_active", "track_id", "active"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
+    genre: Mapped[str] = mapped_column(String(128), index=True)
+    source: Mapped[str] = mapped_column(String(16), default=USER)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+    track: Mapped[Track] = relationship(back_populates="corrections")
+
+
+class ModelVersion(Base):
+    """A model bundle on disk that genred knows of. One row has ``active`` set."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    labels: Mapped[list[Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    parent: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    """One retrain attempt and what it decided (promoted / rejected / skipped / failed)."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule | cli | train
+    base_model: Mapped[str | None] = mapped_column(String(64))
+    new_model: Mapped[str | None] = mapped_column(String(64))
+    n_labels: Mapped[int] = mapped_column(Integer, default=0)
+    old_accuracy: Mapped[float | None] = mapped_column(Float)
+    new_accuracy: Mapped[float | None] = mapped_column(Float)
+    decision: Mapped[str] = mapped_column(String(16), default="running")
+    reason: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Newest Correction.id included, so "new labels since the last run" is one comparison.
+    last_correction_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class TagBackup(Base):
+    """The genre-related tag values a file had before genred first wrote to it
+    (``original``), and what genred last wrote (``written``). Restore puts ``original``
+    back only while the file still holds ``written``."""
+
+    __tablename__ = "tag_backups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    format: Mapped[str] = mapped_column(String(16))
+    original: Mapped[dict[str, Any]] = mapped_column(JSON)
+    written: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    restored: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    track: Mapped[Track] = relationship(back_populates="tag_backups")
+
+
+class State(Base):
+    """Small key/value facts: last scan time, daemon heartbeat and pid, ..."""
+
+    __tablename__ = "state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
