@@ -1,0 +1,131 @@
+"""Open the catalogue: create its folder, set SQLite up for a daemon and readers at once,
+and bring the schema to the current version with Alembic.
+
+Every ``genred`` process calls ``open_catalogue`` at start, so the migrations run where the
+catalogue is used — an older catalogue upgrades in place, and no ``alembic.ini`` outside the
+installed package is needed. Several processes opening a fresh catalogue at the same moment
+take turns on a lock file next to it, so only one of them creates the tables.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_MS = 30_000
+
+
+class CatalogueError(Exception):
+    """The catalogue cannot be opened or upgraded (bad URL, unwritable folder, a newer
+    schema than this genred knows, ...); the message says which and where."""
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    """An Alembic config pointing at the migrations inside the installed package."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets queries read while the daemon writes; the busy timeout makes a second
+    # writer wait instead of failing with "database is locked".
+    cursor = dbapi_conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file a SQLite URL names, or None (in-memory or another database)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
+@contextmanager
+def _migration_lock(db_file: Path | None) -> Iterator[None]:
+    if db_file is None:
+        yield
+        return
+    lock_path = db_file.with_name(db_file.name + ".migrate-lock")
+    with lock_path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def create(url: str) -> Engine:
+    """An engine for ``url`` with the SQLite pragmas set on every connection, no migration."""
+    try:
+        engine = create_engine(url, connect_args=_connect_args(url))
+    except (ArgumentError, ValueError) as e:
+        raise CatalogueError(f"catalogue URL {url!r} is not valid: {e}") from e
+    except ImportError as e:
+        raise CatalogueError(f"catalogue URL {url!r} needs a driver: {e}") from e
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    if make_url(url).get_backend_name() == "sqlite":
+        return {"timeout": BUSY_TIMEOUT_MS / 1000}
+    return {}
+
+
+def open_catalogue(url: str) -> Engine:
+    """The catalogue at ``url``, created or upgraded to the current schema.
+
+    Raises CatalogueError when the folder cannot be made or the database cannot be opened."""
+    db_file = sqlite_path(url)
+    if db_file is not None:
+        try:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CatalogueError(f"cannot create {db_file.parent}: {e.strerror}") from e
+    engine = create(url)
+    try:
+        with _migration_lock(db_file):
+            upgrade(engine)
+    except OSError as e:
+        raise CatalogueError(f"cannot open the catalogue {url}: {e}") from e
+    except OperationalError as e:
+        raise CatalogueError(f"cannot open the catalogue {url}: {e.orig}") from e
+    return engine
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` (no-op when already there)."""
+    cfg = alembic_config(engine)
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        try:
+            command.upgrade(cfg, revision)
+        except Exception as e:
+            if "Can't locate revision" in str(e):
+                raise CatalogueError(
+                    f"the catalogue {engine.url} was made by a newer genred ({e}); "
+                    "upgrade genred or use another --db"
+                ) from e
+            raise
+    log.debug("catalogue %s at revision %s", engine.url, revision)
