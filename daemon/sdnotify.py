@@ -1,0 +1,81 @@
+"""sd_notify without a dependency: READY=1, STATUS=..., WATCHDOG=1 to systemd.
+
+systemd passes ``NOTIFY_SOCKET`` (a path, or ``@name`` for an abstract socket) to services
+with ``Type=notify``; outside systemd every call here is a cheap no-op. The watchdog pinger
+pings only while the run loop keeps calling :meth:`WatchdogPinger.beat`, so a wedged loop
+stops the pings and systemd restarts the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+log = logging.getLogger(__name__)
+
+
+def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Send one notification; True if a socket was configured and the send worked."""
+    env = os.environ if environ is None else environ
+    address = env.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as e:
+        log.warning("sd_notify to %s failed: %s", env.get("NOTIFY_SOCKET"), e)
+        return False
+    return True
+
+
+def watchdog_seconds(environ: Mapping[str, str] | None = None) -> float | None:
+    """The watchdog timeout systemd expects pings within, or None when there is none."""
+    env = os.environ if environ is None else environ
+    usec = env.get("WATCHDOG_USEC", "")
+    pid = env.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 1_000_000
+
+
+class WatchdogPinger:
+    """Pings WATCHDOG=1 every half timeout while the loop has beaten within the timeout."""
+
+    def __init__(
+        self,
+        timeout: float,
+        send: Callable[[str], bool] = notify,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.timeout = timeout
+        self._send = send
+        self._clock = clock
+        self._last_beat = clock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sd-watchdog", daemon=True)
+
+    def beat(self) -> None:
+        """Called by the run loop: "I am alive"."""
+        self._last_beat = self._clock()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.timeout / 2):
+            if self._clock() - self._last_beat < self.timeout:
+                self._send("WATCHDOG=1")
+            else:
+                log.warning("run loop silent for %.0f s: not pinging the watchdog", self.timeout)

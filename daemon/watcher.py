@@ -1,0 +1,252 @@
+"""Watchdog events -> settled paths.
+
+Three small pieces, each testable alone:
+
+- :func:`is_junk` — names no music library wants classified (partial downloads, NAS
+  thumbnails, dotfiles, our own tag-write temporaries ...).
+- :class:`FileStabilityTracker` — pure bookkeeping with an injected clock: a path is
+  *settled* once no event arrived and its size+mtime did not change for ``settle_seconds``,
+  so a file still being copied is never read half-written.
+- :class:`FolderWatcher` — a recursive watchdog ``Observer`` that turns filesystem events
+  into :class:`Change` items on a queue the run loop blocks on (no polling).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+log = logging.getLogger(__name__)
+
+# Whole names (case-insensitive) of files or folders that are never music.
+JUNK_NAMES = frozenset(
+    {
+        "thumbs.db",
+        "desktop.ini",
+        "ehthumbs.db",
+        "@eadir",  # Synology thumbnails
+        "#recycle",
+        "#snapshot",
+        "$recycle.bin",
+        "lost+found",
+        "system volume information",
+    }
+)
+# Suffixes of partial downloads, editor and tool temporaries.
+JUNK_SUFFIXES = (
+    ".part",
+    ".partial",
+    ".crdownload",
+    ".download",
+    ".opdownload",
+    ".!qb",
+    ".!ut",
+    ".tmp",
+    ".temp",
+    ".swp",
+    "~",
+)
+
+
+def is_junk(path: str | Path, root: str | Path | None = None) -> bool:
+    """True for dotfiles/dot-folders (.DS_Store, ._x, .Trash …), NAS/OS clutter and partial
+    downloads in any component of ``path`` below ``root`` (the watched folder itself may
+    live under a dot-folder)."""
+    rel = Path(path)
+    if root is not None and rel.is_relative_to(root):
+        rel = rel.relative_to(root)
+    for part in rel.parts:
+        lower = part.lower()
+        if part.startswith(".") and part not in (".", ".."):
+            return True
+        if lower in JUNK_NAMES:
+            return True
+    return Path(path).name.lower().endswith(JUNK_SUFFIXES)
+
+
+Signature = tuple[int, int]  # (size, mtime_ns)
+
+
+def _signature(path: str, stat: Callable[[str], os.stat_result]) -> Signature | None:
+    try:
+        st = stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class _Settling:
+    signature: Signature
+    last_change: float
+
+
+class FileStabilityTracker:
+    """Which paths have stopped changing. Pure: the clock and ``stat`` are injected."""
+
+    def __init__(
+        self,
+        settle_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        stat: Callable[[str], os.stat_result] = os.stat,
+    ) -> None:
+        self.settle_seconds = settle_seconds
+        self._clock = clock
+        self._stat = stat
+        self._settling: dict[str, _Settling] = {}
+
+    def __len__(self) -> int:
+        return len(self._settling)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._settling
+
+    def touch(self, path: str) -> None:
+        """Something happened to ``path``: (re)start its settle timer."""
+        signature = _signature(path, self._stat)
+        if signature is None:
+            self._settling.pop(path, None)
+            return
+        self._settling[path] = _Settling(signature, self._clock())
+
+    def discard(self, path: str) -> None:
+        self._settling.pop(path, None)
+
+    def discard_under(self, folder: str) -> None:
+        prefix = folder.rstrip(os.sep) + os.sep
+        for path in [p for p in self._settling if p.startswith(prefix)]:
+            del self._settling[path]
+
+    def next_due(self) -> float | None:
+        """Clock time at which the earliest settling path may be settled (None if none)."""
+        if not self._settling:
+            return None
+        return min(s.last_change for s in self._settling.values()) + self.settle_seconds
+
+    def settled(self) -> list[str]:
+        """Paths quiet for ``settle_seconds`` with unchanged size+mtime; they leave the
+        tracker. A path that changed after all restarts its timer; a vanished one is
+        dropped (its delete event does the bookkeeping)."""
+        now = self._clock()
+        ready: list[str] = []
+        for path, state in list(self._settling.items()):
+            if now - state.last_change < self.settle_seconds:
+                continue
+            signature = _signature(path, self._stat)
+            if signature is None:
+                del self._settling[path]
+            elif signature != state.signature:
+                self._settling[path] = _Settling(signature, now)
+            else:
+                del self._settling[path]
+                ready.append(path)
+        return sorted(ready)
+
+
+ChangeKind = Literal["changed", "deleted", "moved", "dir_deleted", "dir_moved", "wake"]
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: ChangeKind
+    path: str
+    dest: str = ""
+
+
+def _text(path: bytes | str) -> str:
+    return os.fsdecode(path)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, inbox: queue.Queue[Change]) -> None:
+        self._inbox = inbox
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        src = _text(event.src_path)
+        dest = _text(event.dest_path) if event.dest_path else ""
+        change: Change | None = None
+        if isinstance(event, FileMovedEvent):
+            change = Change("moved", src, dest)
+        elif isinstance(event, DirMovedEvent):
+            change = Change("dir_moved", src, dest)
+        elif isinstance(event, FileDeletedEvent):
+            change = Change("deleted", src)
+        elif isinstance(event, DirDeletedEvent):
+            change = Change("dir_deleted", src)
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
+            change = Change("changed", src)
+        if change is not None:
+            self._inbox.put(change)
+
+
+# Open/close-without-write events are left out on purpose: the daemon reads files to
+# classify them, and must not wake itself up doing so.
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+
+class FolderWatcher:
+    """Recursive watchdog observer over ``roots``; changes arrive on :attr:`inbox`."""
+
+    def __init__(self, roots: Iterable[str | Path]) -> None:
+        self.roots = [str(Path(r).expanduser().resolve()) for r in roots]
+        self.inbox: queue.Queue[Change] = queue.Queue()
+        self._observer = Observer()
+
+    def start(self) -> None:
+        handler = _Handler(self.inbox)
+        for root in self.roots:
+            self._observer.schedule(handler, root, recursive=True, event_filter=_EVENTS)
+        self._observer.start()
+        log.info("watching %s", ", ".join(self.roots))
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
+
+    def wake(self) -> None:
+        """Unblock a :meth:`get` from another thread (e.g. a signal handler)."""
+        self.inbox.put(Change("wake", ""))
+
+    def get(self, timeout: float | None) -> Change | None:
+        """The next change, blocking up to ``timeout`` seconds (None = until one comes)."""
+        try:
+            return self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def drain(self) -> Iterator[Change]:
+        """Changes already waiting, without blocking."""
+        while True:
+            try:
+                yield self.inbox.get_nowait()
+            except queue.Empty:
+                return

@@ -1,0 +1,162 @@
+"""The settle tracker (fake clock, real files), the junk filter, and a real observer."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.watcher import Change, FileStabilityTracker, FolderWatcher, is_junk
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/m/.DS_Store",
+        "/m/Thumbs.db",
+        "/m/@eaDir/song.mp3@SynoEAStream",
+        "/m/album/._song.mp3",
+        "/m/album/song.mp3.part",
+        "/m/album/song.flac.crdownload",
+        "/m/.Trash-1000/files/a.mp3",
+        "/m/album/.song.mp3.genred-tmp",
+        "/m/album/song.mp3~",
+    ],
+)
+def test_junk_names_are_filtered(path: str) -> None:
+    assert is_junk(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["/m/Artist/Album/01 Song.mp3", "/m/a.b/c.flac", "/m/part/track.ogg", "/m/x.opus"]
+)
+def test_music_names_are_not_junk(path: str) -> None:
+    assert not is_junk(path)
+
+
+def test_file_settles_only_after_quiet_period(tmp_path: Path) -> None:
+    clock = FakeClock()
+    tracker = FileStabilityTracker(5.0, clock=clock)
+    song = tmp_path / "song.flac"
+    song.write_bytes(b"x" * 100)
+    tracker.touch(str(song))
+    assert tracker.next_due() == 1005.0
+    clock.now += 4.9
+    assert tracker.settled() == []
+    clock.now += 0.2
+    assert tracker.settled() == [str(song)]
+    assert len(tracker) == 0 and tracker.next_due() is None
+
+
+def test_growing_file_restarts_its_timer(tmp_path: Path) -> None:
+    clock = FakeClock()
+    tracker = FileStabilityTracker(5.0, clock=clock)
+    song = tmp_path / "song.flac"
+    song.write_bytes(b"x" * 100)
+    tracker.touch(str(song))
+    clock.now += 6
+    with song.open("ab") as fh:  # still being copied, but no event reached us
+        fh.write(b"y" * 100)
+    assert tracker.settled() == []  # size changed: not settled, timer restarted
+    assert tracker.next_due() == clock.now + 5
+    clock.now += 5
+    assert tracker.settled() == [str(song)]
+
+
+def test_new_event_restarts_the_timer(tmp_path: Path) -> None:
+    clock = FakeClock()
+    tracker = FileStabilityTracker(2.0, clock=clock)
+    song = tmp_path / "a.mp3"
+    song.write_bytes(b"1")
+    tracker.touch(str(song))
+    clock.now += 1.5
+    tracker.touch(str(song))
+    clock.now += 1.5
+    assert tracker.settled() == []
+    clock.now += 0.5
+    assert tracker.settled() == [str(song)]
+
+
+def test_vanished_file_is_dropped(tmp_path: Path) -> None:
+    clock = FakeClock()
+    tracker = FileStabilityTracker(1.0, clock=clock)
+    song = tmp_path / "a.mp3"
+    song.write_bytes(b"1")
+    tracker.touch(str(song))
+    song.unlink()
+    clock.now += 2
+    assert tracker.settled() == []
+    assert len(tracker) == 0
+    tracker.touch(str(tmp_path / "never-existed.mp3"))
+    assert len(tracker) == 0
+
+
+def test_discard_under_forgets_a_folder(tmp_path: Path) -> None:
+    tracker = FileStabilityTracker(1.0, clock=FakeClock())
+    (tmp_path / "a").mkdir()
+    for name in ("a/1.mp3", "a/2.mp3", "b.mp3"):
+        (tmp_path / name).write_bytes(b"1")
+        tracker.touch(str(tmp_path / name))
+    tracker.discard_under(str(tmp_path / "a"))
+    assert str(tmp_path / "b.mp3") in tracker and len(tracker) == 1
+
+
+def _collect(watcher: FolderWatcher, want: Change, deadline: float = 5.0) -> list[Change]:
+    seen: list[Change] = []
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        change = watcher.get(timeout=0.2)
+        if change is not None:
+            seen.append(change)
+            if change == want:
+                return seen
+    raise AssertionError(f"{want} not seen; got {seen}")
+
+
+def test_observer_reports_create_move_delete_recursively(tmp_path: Path) -> None:
+    album = tmp_path / "Artist" / "Album"
+    album.mkdir(parents=True)
+    watcher = FolderWatcher([tmp_path])
+    watcher.start()
+    try:
+        song = album / "01.flac"
+        song.write_bytes(b"audio")
+        _collect(watcher, Change("changed", str(song)))
+        moved = album / "02.flac"
+        os.rename(song, moved)
+        _collect(watcher, Change("moved", str(song), str(moved)))
+        moved.unlink()
+        _collect(watcher, Change("deleted", str(moved)))
+        (tmp_path / "Artist").rename(tmp_path / "Artist2")
+        _collect(watcher, Change("dir_moved", str(tmp_path / "Artist"), str(tmp_path / "Artist2")))
+    finally:
+        watcher.stop()
+
+
+def test_reading_a_file_does_not_wake_the_watcher(tmp_path: Path) -> None:
+    song = tmp_path / "a.flac"
+    song.write_bytes(b"audio" * 100)
+    watcher = FolderWatcher([tmp_path])
+    watcher.start()
+    try:
+        song.read_bytes()  # the daemon decoding a file: open + close-no-write
+        assert watcher.get(timeout=0.5) is None
+        watcher.wake()
+        assert watcher.get(timeout=1) == Change("wake", "")
+    finally:
+        watcher.stop()
+
+
+def test_junk_is_judged_below_the_watched_root() -> None:
+    assert not is_junk("/home/u/.music/Album/a.mp3", root="/home/u/.music")
+    assert is_junk("/home/u/.music/Album/.a.mp3", root="/home/u/.music")
