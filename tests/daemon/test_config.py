@@ -1,0 +1,126 @@
+"""Config: TOML < GENRED_* environment < flags, validated with messages naming the key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from daemon.config import Config, ConfigError, config_file, data_dir, load
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in list(os.environ):
+        if var.startswith("GENRED_") or var in ("STATE_DIRECTORY", "CACHE_DIRECTORY"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_any_file(tmp_path: Path) -> None:
+    cfg = load(environ={})
+    assert cfg.source == "defaults"
+    assert cfg.retrain.schedule == "0 3 * * *"
+    assert cfg.db_url == f"sqlite:///{tmp_path / 'data' / 'genred' / 'catalogue.db'}"
+    assert cfg.model_store_path == tmp_path / "data" / "genred" / "models"
+    assert cfg.worker_count >= 1
+
+
+def test_xdg_config_file_is_found_and_named(tmp_path: Path) -> None:
+    file = _write(
+        tmp_path / "config" / "genred" / "config.toml",
+        'watch = ["/srv/music"]\nsettle_seconds = 2\n[retrain]\nmin_new_labels = 7\n',
+    )
+    cfg = load(environ={})
+    assert cfg.source == str(file)
+    assert cfg.watch == ("/srv/music",)
+    assert cfg.settle_seconds == 2.0
+    assert cfg.retrain.min_new_labels == 7
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
+    file = _write(tmp_path / "c.toml", "workers = 1\nclips_per_track = 2\ntag_threshold = 0.1\n")
+    env = {"GENRED_WORKERS": "3", "GENRED_CLIPS_PER_TRACK": "4", "GENRED_RETRAIN_EPOCHS": "2"}
+    cfg = load(str(file), {"workers": 5, "clips_per_track": None}, environ=env)
+    assert cfg.workers == 5  # flag wins
+    assert cfg.clips_per_track == 4  # environment beats the file; None flag = not given
+    assert cfg.tag_threshold == 0.1  # file beats the default
+    assert cfg.retrain.epochs == 2
+
+
+def test_flag_can_set_nested_retrain_keys() -> None:
+    cfg = load(overrides={"retrain_schedule": "*/5 * * * *"}, environ={})
+    assert cfg.retrain.schedule == "*/5 * * * *"
+
+
+def test_genred_config_env_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config_file(None) is None
+    file = _write(tmp_path / "elsewhere.toml", "write_tags = true\n")
+    monkeypatch.setenv("GENRED_CONFIG", str(file))
+    cfg = load(environ={})
+    assert cfg.write_tags is True and cfg.source == str(file)
+
+
+def test_environment_watch_list_uses_path_separator() -> None:
+    cfg = load(environ={"GENRED_WATCH": "/a:/b"})
+    assert cfg.watch == ("/a", "/b")
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("settle_seconds = -1\n", "settle_seconds"),
+        ('workers = "many"\n', "workers"),
+        ("tag_threshold = 2\n", "tag_threshold"),
+        ("write_tags = 3\n", "write_tags"),
+        ("clips_per_track = 0\n", "clips_per_track"),
+        ('log_level = "LOUD"\n', "log_level"),
+        ("watch = [1, 2]\n", "watch"),
+        ('[retrain]\nschedule = "nightly"\n', "retrain.schedule"),
+        ("[retrain]\nmin_new_labels = -3\n", "retrain.min_new_labels"),
+        ("[retrain]\nfrequency = 1\n", "retrain.frequency"),
+        ("colour = 1\n", "colour"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    file = _write(tmp_path / "bad.toml", toml)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load(str(file), environ={})
+
+
+def test_bad_environment_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="settle_seconds"):
+        load(environ={"GENRED_SETTLE_SECONDS": "soon"})
+
+
+def test_invalid_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
+    file = _write(tmp_path / "broken.toml", "watch = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(str(file), environ={})
+    with pytest.raises(ConfigError, match="config file not found"):
+        load(str(tmp_path / "absent.toml"), environ={})
+
+
+def test_systemd_state_directory_holds_the_catalogue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/genred")
+    assert data_dir() == Path("/var/lib/genred")
+    assert Config().db_url == "sqlite:////var/lib/genred/catalogue.db"
+
+
+def test_as_dict_is_json_ready(tmp_path: Path) -> None:
+    import json
+
+    cfg = load(overrides={"watch": ["/m"]}, environ={})
+    data = json.loads(json.dumps(cfg.as_dict()))
+    assert data["watch"] == ["/m"]
+    assert data["retrain"]["schedule"] == "0 3 * * *"
+    assert data["db_url"].startswith("sqlite:///")
