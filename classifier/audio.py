@@ -1,0 +1,337 @@
+"""Decode any audio file to mono float32 at 22050 Hz, reading only the clip windows.
+
+PyAV (FFmpeg) does the work for every format FFmpeg knows (mp3, flac, ogg/vorbis, opus,
+m4a with AAC or ALAC, wav, aiff, wavpack, ape, musepack, dsf, ...); soundfile is the
+fallback for the few files PyAV refuses. Either way a file that cannot be read raises
+:class:`UnreadableAudio` with a one-line reason; nothing else escapes.
+
+Why we seek: a whole-track prediction needs only K windows of 30 s, so we seek to each
+window's start and decode just that window; a 10-minute file costs about what a 1-minute
+file costs. Decoding is bounded (a cap on demuxed packets), so a broken file cannot hang.
+
+Padding: audio shorter than a clip is **looped** to fill it (the clip repeats the audio
+from its start), never padded with silence, so "silence at the end" can never become a
+feature the model learns (e.g. "short files are Classical").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 22050
+CLIP_SECONDS = 30.0
+# A clip spread never starts in the first/last few seconds of a long track (intros, fades).
+EDGE_FRACTION = 0.1
+EDGE_MAX_SECONDS = 15.0
+# Bounds that keep a broken file from hanging the decoder.
+MAX_PACKETS_PER_WINDOW = 40_000
+FINGERPRINT_PACKETS = 2_000
+
+
+class UnreadableAudio(Exception):
+    """The one documented decode error: the file is missing, empty, not audio, corrupt or
+    has no decodable samples. ``str(e) == f"{path}: {reason}"`` and is one line."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = " ".join(str(reason).split()) or "unreadable"
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    duration: float  # seconds (0.0 when the container does not say)
+    codec: str
+    container: str
+    sample_rate: int
+    channels: int
+
+    @property
+    def format(self) -> str:
+        """Short user-facing format, e.g. ``mp3``, ``flac``, ``ogg/vorbis``, ``mp4/alac``."""
+        if self.codec.startswith(self.container) or self.container in ("", self.codec, "mpc"):
+            return self.codec[:32]
+        return f"{self.container}/{self.codec}"[:32]
+
+
+@dataclass
+class DecodeStats:
+    """Counters of decoding work done in this process (tests assert seeking with them)."""
+
+    frames: int = 0
+    packets: int = 0
+    samples: int = 0
+
+
+stats = DecodeStats()
+
+
+def clip_starts(duration: float, n_clips: int, clip_seconds: float = CLIP_SECONDS) -> list[float]:
+    """Start times of ``n_clips`` windows spread evenly over the track, keeping away from the
+    first and last 10 % (at most 15 s) when the track is long enough. A track no longer
+    than one clip gives a single start, 0.0 (that clip is looped to length)."""
+    slack = duration - clip_seconds
+    if n_clips < 1 or slack <= 0:
+        return [0.0]
+    margin = min(EDGE_FRACTION * duration, EDGE_MAX_SECONDS, slack / 2)
+    lo, hi = margin, slack - margin
+    return [round(lo + (hi - lo) * (i + 0.5) / n_clips, 3) for i in range(n_clips)]
+
+
+def _check_file(path: Path) -> None:
+    try:
+        st = path.stat()
+    except FileNotFoundError as e:
+        raise UnreadableAudio(path, "file not found") from e
+    except OSError as e:
+        raise UnreadableAudio(path, f"cannot stat: {e.strerror}") from e
+    if path.is_dir():
+        raise UnreadableAudio(path, "is a directory")
+    if st.st_size == 0:
+        raise UnreadableAudio(path, "empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise UnreadableAudio(path, "permission denied")
+
+
+_CODEC_NAMES = {"mp3float": "mp3", "mp3": "mp3", "mpc7": "musepack", "mpc8": "musepack"}
+
+
+def _short_name(fmt_name: str) -> str:
+    first = fmt_name.split(",")[0]
+    return {"mov": "mp4", "matroska": "mkv"}.get(first, first)
+
+
+@contextmanager
+def _open_av(path: Path) -> Iterator[tuple[Any, Any, AudioInfo]]:
+    """Open with PyAV; yields (container, audio stream, info). PyAV errors propagate."""
+    import av
+    import av.logging
+
+    av.logging.set_level(None)  # FFmpeg's own chatter on stderr; errors reach us as raises
+    container = av.open(str(path), metadata_errors="ignore")
+    try:
+        if not container.streams.audio:
+            raise UnreadableAudio(path, "no audio stream")
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        if duration <= 0 and container.duration:
+            duration = container.duration / 1_000_000
+        info = AudioInfo(
+            duration=max(duration, 0.0),
+            codec=_CODEC_NAMES.get(ctx.name, ctx.name or "unknown"),
+            container=_short_name(container.format.name or ""),
+            sample_rate=int(ctx.sample_rate or 0),
+            channels=int(ctx.channels or 0),
+        )
+        yield container, stream, info
+    finally:
+        container.close()
+
+
+def _resampler(sr: int) -> Any:
+    import av
+
+    return av.AudioResampler(format="flt", layout="mono", rate=sr)
+
+
+def _frames_to_array(frames: list[Any]) -> np.ndarray:
+    if not frames:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32)
+
+
+def _decode_window(
+    container: Any, stream: Any, start: float, seconds: float, sr: int
+) -> np.ndarray:
+    """Seek to ``start`` and decode ``seconds`` of audio (fewer at the end of the track)."""
+    if start > 0:
+        container.seek(int(start / stream.time_base), stream=stream, backward=True)
+    resampler = _resampler(sr)
+    out: list[Any] = []
+    first_time: float | None = None
+    end = start + seconds
+    for n_packets, packet in enumerate(container.demux(stream), start=1):
+        stats.packets += 1
+        if n_packets > MAX_PACKETS_PER_WINDOW:
+            raise UnreadableAudio(container.name, "decoder made no progress (packet cap hit)")
+        for frame in packet.decode():
+            stats.frames += 1
+            t = float(frame.time) if frame.time is not None else None
+            if first_time is None:
+                first_time = t if t is not None else start
+            out.extend(resampler.resample(frame))
+            if t is not None and t + frame.samples / frame.sample_rate >= end:
+                break
+        else:
+            continue
+        break
+    out.extend(resampler.resample(None))
+    y = _frames_to_array(out)
+    skip = max(0, round((start - (first_time or 0.0)) * sr))
+    return y[skip : skip + round(seconds * sr)]
+
+
+def _loop_to(y: np.ndarray, n: int) -> np.ndarray:
+    if y.size >= n:
+        return y[:n]
+    reps = -(-n // y.size)
+    return np.tile(y, reps)[:n]
+
+
+def _finish(path: Path, y: np.ndarray, n: int) -> np.ndarray:
+    if y.size == 0 or not np.isfinite(y).all():
+        raise UnreadableAudio(path, "no audio samples decoded")
+    stats.samples += y.size
+    return np.ascontiguousarray(_loop_to(y, n), dtype=np.float32)
+
+
+Clips = tuple[AudioInfo, list[np.ndarray]]
+
+
+def _av_clips(path: Path, starts: list[float], seconds: float, sr: int) -> Clips:
+    n = round(seconds * sr)
+    with _open_av(path) as (container, stream, info):
+        clips = []
+        for start in starts:
+            y = _decode_window(container, stream, start, seconds, sr)
+            if y.size < n and start > 0:  # near the end / duration overstated: read from 0
+                y = _decode_window(container, stream, 0.0, seconds, sr)
+            clips.append(_finish(path, y, n))
+    return info, clips
+
+
+def _sf_clips(path: Path, starts: list[float], seconds: float, sr: int) -> Clips:
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    n = round(seconds * sr)
+    with sf.SoundFile(str(path)) as f:
+        native = int(f.samplerate)
+        info = AudioInfo(
+            duration=f.frames / native if native else 0.0,
+            codec=str(f.subtype).lower(),
+            container=str(f.format).lower(),
+            sample_rate=native,
+            channels=int(f.channels),
+        )
+        clips = []
+        for start in starts:
+            f.seek(min(int(start * native), max(f.frames - 1, 0)))
+            raw = f.read(int(seconds * native) + 1, dtype="float32", always_2d=True)
+            y = raw.mean(axis=1)
+            if native != sr and y.size:
+                from math import gcd
+
+                g = gcd(native, sr)
+                y = resample_poly(y, sr // g, native // g).astype(np.float32)
+            clips.append(_finish(path, y[:n], n))
+    return info, clips
+
+
+def _with_fallback(path: Path, starts: list[float], seconds: float, sr: int) -> Clips:
+    _check_file(path)
+    try:
+        return _av_clips(path, starts, seconds, sr)
+    except UnreadableAudio as e:
+        first = e.reason
+    except Exception as e:  # any FFmpeg/PyAV failure: try soundfile next
+        first = _reason(e)
+    try:
+        return _sf_clips(path, starts, seconds, sr)
+    except UnreadableAudio:
+        raise
+    except Exception as e:  # libsndfile failure: report PyAV's reason
+        log.debug("soundfile fallback failed for %s: %s", path, e)
+    raise UnreadableAudio(path, first)
+
+
+def _reason(e: BaseException) -> str:
+    """A one-line human reason from a PyAV/FFmpeg error."""
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    text = str(text).split(":")[0] if "Errno" in str(text) else str(text)
+    if "Invalid data found" in text:
+        return "not an audio file, or corrupt: FFmpeg found invalid data"
+    return f"cannot decode ({text})"
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Container/codec facts without decoding. Raises UnreadableAudio."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with _open_av(path) as (_, _, info):
+            return info
+    except UnreadableAudio:
+        raise
+    except Exception as e:  # try soundfile before giving up
+        first = _reason(e)
+    try:
+        return _sf_clips(path, [0.0], 0.05, SAMPLE_RATE)[0]
+    except Exception as e:
+        raise UnreadableAudio(path, first) from e
+
+
+def read_clip(
+    path: str | Path, start: float, clip_seconds: float = CLIP_SECONDS, sr: int = SAMPLE_RATE
+) -> np.ndarray:
+    """``clip_seconds`` of mono float32 at ``sr`` from ``start``; only that window is decoded.
+    Shorter audio is looped to length. Raises UnreadableAudio."""
+    return _with_fallback(Path(path), [float(start)], clip_seconds, sr)[1][0]
+
+
+def read_clips(
+    path: str | Path,
+    n_clips: int,
+    clip_seconds: float = CLIP_SECONDS,
+    sr: int = SAMPLE_RATE,
+    starts: list[float] | None = None,
+) -> tuple[AudioInfo, list[np.ndarray]]:
+    """Up to ``n_clips`` clips spread over the track (see :func:`clip_starts`), with one
+    open of the file; ``starts`` overrides the placement. A track no longer than one clip
+    gives one (looped) clip. Raises UnreadableAudio."""
+    path = Path(path)
+    if starts is None:
+        info = probe(path)
+        starts = clip_starts(info.duration, n_clips, clip_seconds)
+    return _with_fallback(path, starts, clip_seconds, sr)
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 hex of the audio stream's compressed packets (first 2000) and its duration.
+    Tags live outside the audio packets, so a tag edit or a move keeps the fingerprint;
+    different audio changes it. Raises UnreadableAudio."""
+    path = Path(path)
+    _check_file(path)
+    digest = hashlib.sha256()
+    try:
+        with _open_av(path) as (container, stream, info):
+            digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}".encode())
+            n = 0
+            for packet in container.demux(stream):
+                if packet.size:
+                    digest.update(bytes(packet))
+                    n += 1
+                if n >= FINGERPRINT_PACKETS:
+                    break
+            if n == 0:
+                raise UnreadableAudio(path, "no audio packets")
+            digest.update(f"|{round(info.duration, 1)}".encode())
+    except UnreadableAudio:
+        raise
+    except Exception as e:  # any PyAV failure is an unreadable file
+        raise UnreadableAudio(path, _reason(e)) from e
+    return digest.hexdigest()

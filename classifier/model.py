@@ -1,0 +1,97 @@
+"""The CNNs, as plain ``nn.Module``s and nothing else.
+
+Both take a batch of log-mel spectrograms shaped (batch, n_mels, frames) and return
+logits (batch, n_labels). The last layer is always ``self.out`` (an ``nn.Linear``) so
+training can grow the genre set by adding rows to it.
+
+- ``paper``: the network of ../shared/docs/paper.md — a (n_mels, 1) convolution that
+  summarises each FFT frame, ReLU, 2x2 max-pool; a 5x5 convolution, BatchNorm, ReLU, 2x2
+  max-pool; flatten, dropout, one fully connected layer (<= 1024 units), output.
+- ``pooled`` (the default): the same idea of convolving along time with all mel bands as
+  input, but with per-mel-band input normalisation, three short temporal convolutions and
+  global average + max pooling over time instead of a giant flatten — ~20x fewer weights,
+  any clip length, and less room to memorise a small training set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+ARCHS = ("pooled", "paper")
+DEFAULT_ARCH = "pooled"
+
+
+class PaperCNN(nn.Module):
+    def __init__(
+        self,
+        n_labels: int,
+        n_mels: int = 323,
+        frames: int = 323,
+        channels: tuple[int, int] = (16, 32),
+        hidden: int = 1024,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(1, c1, kernel_size=(n_mels, 1), padding=2)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=5, padding=2)
+        self.bn2 = nn.BatchNorm2d(c2)
+        height = (n_mels + 4 - n_mels + 1) // 2 // 2
+        width = (frames + 4) // 2 // 2
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(c2 * height * width, hidden)
+        self.out = nn.Linear(hidden, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1)
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        x = self.dropout(torch.flatten(x, 1))
+        return self.out(torch.relu(self.fc(x)))
+
+
+class PooledCNN(nn.Module):
+    def __init__(
+        self,
+        n_labels: int,
+        n_mels: int = 323,
+        channels: int = 128,
+        hidden: int = 128,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(n_mels)  # per-mel-band standardisation of the input
+
+        def block(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv1d(c_in, c_out, kernel_size=3, padding=1),
+                nn.BatchNorm1d(c_out),
+                nn.ReLU(),
+                nn.MaxPool1d(2),
+            )
+
+        self.features = nn.Sequential(
+            block(n_mels, channels), block(channels, channels), block(channels, channels)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(2 * channels, hidden)
+        self.out = nn.Linear(hidden, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(self.norm(x))
+        x = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
+        x = self.dropout(x)
+        return self.out(torch.relu(self.fc(x)))
+
+
+def build(arch: str, n_labels: int, n_mels: int, frames: int, **kwargs: Any) -> nn.Module:
+    """The network named ``arch`` (one of ARCHS) for these labels and input shape."""
+    if arch == "paper":
+        return PaperCNN(n_labels, n_mels=n_mels, frames=frames, **kwargs)
+    if arch == "pooled":
+        return PooledCNN(n_labels, n_mels=n_mels, **kwargs)
+    raise ValueError(f"unknown architecture {arch!r}; one of {', '.join(ARCHS)}")

@@ -1,0 +1,139 @@
+"""Whole-track prediction: K clips spread over the track, probabilities averaged.
+
+``Classifier.features`` (decode + log-mel, no torch) is safe to run in worker processes;
+``Classifier.predict_features`` (torch) runs where the model lives. ``classify`` is both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from classifier import audio
+from classifier.audio import AudioInfo
+from classifier.bundle import BundleMeta, read_meta
+from classifier.features import FeatureParams, log_mel
+from classifier.store import STARTER_DIR, ModelStore
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLIPS = 3
+
+
+@dataclass(frozen=True)
+class Prediction:
+    genre: str
+    confidence: float
+    probabilities: dict[str, float]
+    model: str  # version id of the model that predicted
+    duration: float
+    format: str
+
+
+def set_torch_threads() -> None:
+    """Use the cores we may (GENRED_TORCH_THREADS, else all, at most 4): more threads than
+    cores only thrash on a shared machine."""
+    import torch
+
+    wanted = int(os.environ.get("GENRED_TORCH_THREADS", "0") or 0)
+    n = wanted if wanted > 0 else min(4, os.cpu_count() or 1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def clip_features(clips: list[np.ndarray], params: FeatureParams) -> np.ndarray:
+    """(K, n_mels, frames) float32 from K decoded clips."""
+    return np.stack([log_mel(c, params) for c in clips]).astype(np.float32)
+
+
+def track_features(
+    path: str | Path, params: FeatureParams, n_clips: int
+) -> tuple[AudioInfo, np.ndarray]:
+    """Decode K spread clips of ``path`` and compute their log-mels. Raises UnreadableAudio."""
+    info, clips = audio.read_clips(
+        path, n_clips, clip_seconds=params.clip_seconds, sr=params.sample_rate
+    )
+    return info, clip_features(clips, params)
+
+
+class Classifier:
+    """A loaded model bundle ready to classify files."""
+
+    def __init__(self, path: Path, meta: BundleMeta, clips_per_track: int = DEFAULT_CLIPS):
+        self.path = path
+        self.meta = meta
+        self.version = meta.version
+        self.labels = list(meta.labels)
+        self.params = meta.params
+        self.clips_per_track = clips_per_track
+        self._net: nn.Module | None = None
+
+    @classmethod
+    def load(
+        cls,
+        path_or_version: str | Path | None = None,
+        store: ModelStore | None = None,
+        clips_per_track: int = DEFAULT_CLIPS,
+    ) -> Classifier:
+        """The bundle at a path, a version id in ``store`` ('starter' = the bundled one),
+        or (None) the store's active model / the bundled starter. Without a store only
+        paths and 'starter' resolve. Reads only the metadata; weights load (torch) on the
+        first prediction. Raises ModelNotFound, BundleError, ModelMismatch."""
+        if path_or_version is None or str(path_or_version) == "":
+            path = store.active() if store else STARTER_DIR
+        else:
+            path = (store or ModelStore(STARTER_DIR.parent)).resolve(path_or_version)
+        return cls(path, read_meta(path), clips_per_track)
+
+    @property
+    def net(self) -> nn.Module:
+        if self._net is None:
+            from classifier import bundle
+
+            set_torch_threads()
+            _, self._net = bundle.load(self.path, expect_params=self.params)
+        return self._net
+
+    def features(self, path: str | Path) -> tuple[AudioInfo, np.ndarray]:
+        """(info, (K, n_mels, frames) log-mels). No torch: safe in a worker process.
+        Raises UnreadableAudio."""
+        return track_features(path, self.params, self.clips_per_track)
+
+    def probabilities(self, feats: np.ndarray) -> np.ndarray:
+        """(K, n_labels) softmax probabilities for K clips' log-mels."""
+        import torch
+
+        if feats.ndim != 3 or feats.shape[1] != self.params.n_mels:
+            raise ValueError(f"expected (K, {self.params.n_mels}, frames), got {feats.shape}")
+        with torch.inference_mode():
+            logits = self.net(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)))
+            return torch.softmax(logits, dim=1).numpy().astype(np.float64)
+
+    def predict_features(self, info: AudioInfo, feats: np.ndarray) -> Prediction:
+        """Average the clips' probabilities into one whole-track Prediction."""
+        probs = self.probabilities(feats).mean(axis=0)
+        best = int(np.argmax(probs))
+        return Prediction(
+            genre=self.labels[best],
+            confidence=float(probs[best]),
+            probabilities={g: float(p) for g, p in zip(self.labels, probs, strict=True)},
+            model=self.version,
+            duration=info.duration,
+            format=info.format,
+        )
+
+    def classify(self, path: str | Path) -> Prediction:
+        """features + predict_features. Raises UnreadableAudio."""
+        info, feats = self.features(path)
+        return self.predict_features(info, feats)
+
+    def describe(self) -> dict[str, Any]:
+        return {"version": self.version, "path": str(self.path), "labels": self.labels}
