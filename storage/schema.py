@@ -17,7 +17,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -74,6 +85,8 @@ class Prediction(Base):
     __table_args__ = (
         Index("ix_predictions_track_current", "track_id", "current"),
         Index("ix_predictions_current_genre", "current", "genre"),
+        # Case-insensitive genre filters (`genred query --genre jazz`); migration 0002.
+        Index("ix_predictions_current_genre_nocase", "current", text("genre COLLATE NOCASE")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -99,7 +112,11 @@ class Correction(Base):
     ``genred uncorrect`` deactivates rather than deletes, so history is never lost."""
 
     __tablename__ = "corrections"
-    __table_args__ = (Index("ix_corrections_track_active", "track_id", "active"),)
+    __table_args__ = (
+        Index("ix_corrections_track_active", "track_id", "active"),
+        # Case-insensitive genre filters; migration 0002.
+        Index("ix_corrections_active_genre_nocase", "active", text("genre COLLATE NOCASE")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))

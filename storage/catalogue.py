@@ -1,0 +1,345 @@
+"""The catalogue operations the scanner, the daemon and the CLI need: tracks and their
+work queue, predictions, model versions.
+
+Every function takes an ``Engine`` and runs its own short transaction, so no caller holds a
+session across decoding or inference. Paths are stored absolute and normalised
+(``canonical``); callers may pass any spelling.
+
+The work queue: ``mark_pending`` puts a path in it (creating the track), ``pending_paths``
+lists it oldest first, and ``record_prediction`` / ``record_error`` / ``mark_missing`` take a
+track out of it. Each is one transaction, so after a crash every pending track is simply
+processed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from storage.schema import (
+    ERROR,
+    MISSING,
+    OK,
+    PENDING,
+    ModelVersion,
+    Prediction,
+    State,
+    Track,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PredictionLike(Protocol):
+    """What ``record_prediction`` reads (``classifier.predict.Prediction`` has it)."""
+
+    genre: str
+    confidence: float
+    probabilities: dict[str, float]
+    model: str
+    duration: float
+    format: str
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """A track as the catalogue knows it, detached from any session."""
+
+    id: int
+    path: str
+    size: int | None
+    mtime: float | None
+    fingerprint: str | None
+    status: str
+    error: str | None
+    model: str | None  # version of the current prediction
+    genre: str | None  # the current prediction's genre
+    confidence: float | None
+    last_seen: datetime | None
+
+
+def canonical(path: str | os.PathLike[str]) -> str:
+    """The spelling under which ``path`` is stored: absolute, normalised, symlinks kept."""
+    return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def under(folder: str | os.PathLike[str]) -> str:
+    """The prefix every path inside ``folder`` starts with."""
+    return canonical(folder).rstrip(os.sep) + os.sep
+
+
+def _info(track: Track, current: Prediction | None) -> TrackInfo:
+    return TrackInfo(
+        id=track.id, path=track.path, size=track.size, mtime=track.mtime,
+        fingerprint=track.fingerprint, status=track.status, error=track.error,
+        model=current.model_version if current else None,
+        genre=current.genre if current else None,
+        confidence=current.confidence if current else None,
+        last_seen=track.last_seen,
+    )
+
+
+def _current(s: Session, track_id: int) -> Prediction | None:
+    return s.scalars(
+        select(Prediction).where(Prediction.track_id == track_id, Prediction.current)
+        .order_by(Prediction.id.desc()).limit(1)
+    ).first()
+
+
+def track_at(s: Session, path: str) -> Track | None:
+    """Inside a session: the track stored at canonical ``path``."""
+    return s.scalars(select(Track).where(Track.path == path)).first()
+
+
+def get_or_create_track(s: Session, path: str) -> Track:
+    """Inside a session: the track at canonical ``path``, created ``pending`` if new."""
+    track = track_at(s, path)
+    if track is None:
+        track = Track(path=path, status=PENDING)
+        s.add(track)
+        s.flush()
+    return track
+
+
+def get_track(engine: Engine, path: str | os.PathLike[str]) -> TrackInfo | None:
+    """The track at ``path``, or None when the catalogue has never seen it."""
+    with Session(engine) as s:
+        track = track_at(s, canonical(path))
+        return _info(track, _current(s, track.id)) if track else None
+
+
+def tracks_under(engine: Engine, folder: str | os.PathLike[str]) -> list[TrackInfo]:
+    """Every track whose path is ``folder`` itself or inside it, by path."""
+    exact, prefix = canonical(folder), under(folder)
+    with Session(engine) as s:
+        rows = s.scalars(
+            select(Track).where((Track.path == exact) | Track.path.startswith(prefix,
+                                                                              autoescape=True))
+            .order_by(Track.path)
+        ).all()
+        return [_info(t, _current(s, t.id)) for t in rows]
+
+
+def is_unchanged(engine: Engine, path: str | os.PathLike[str], size: int, mtime: float,
+                 model_version: str) -> bool:
+    """True when ``path`` was classified by ``model_version`` at this size and mtime, so a
+    scan may skip it. Error tracks count as unchanged too: the same bytes fail again."""
+    info = get_track(engine, path)
+    if info is None or info.size != size or info.mtime != mtime:
+        return False
+    if info.status == OK:
+        return info.model == model_version
+    return info.status == ERROR
+
+
+def mark_pending(engine: Engine, path: str | os.PathLike[str], size: int | None = None,
+                 mtime: float | None = None) -> int:
+    """Queue ``path`` for classification (creating its track); returns the track id."""
+    with Session(engine) as s, s.begin():
+        track = get_or_create_track(s, canonical(path))
+        track.status = PENDING
+        track.error = None
+        if size is not None:
+            track.size, track.mtime = size, mtime
+        track.last_seen = utcnow()
+        return track.id
+
+
+def pending_paths(engine: Engine, limit: int | None = None) -> list[str]:
+    """Paths waiting for classification, longest-waiting first."""
+    with Session(engine) as s:
+        query = select(Track.path).where(Track.status == PENDING).order_by(Track.updated_at,
+                                                                             Track.id)
+        if limit is not None:
+            query = query.limit(limit)
+        return list(s.scalars(query))
+
+
+def record_prediction(engine: Engine, path: str | os.PathLike[str], prediction: PredictionLike,
+                      *, fingerprint: str | None, size: int | None, mtime: float | None) -> int:
+    """Store ``prediction`` as the track's current one (earlier ones stay as history) and set
+    the track ``ok``; returns the track id."""
+    with Session(engine) as s, s.begin():
+        track = get_or_create_track(s, canonical(path))
+        s.execute(update(Prediction).where(Prediction.track_id == track.id, Prediction.current)
+                  .values(current=False))
+        s.add(Prediction(
+            track_id=track.id, model_version=prediction.model, genre=prediction.genre,
+            confidence=float(prediction.confidence),
+            probabilities={k: float(v) for k, v in prediction.probabilities.items()},
+            current=True,
+        ))
+        track.status, track.error = OK, None
+        track.fingerprint = fingerprint or track.fingerprint
+        track.duration, track.format = prediction.duration, prediction.format
+        track.size, track.mtime = size, mtime
+        track.last_seen = utcnow()
+        return track.id
+
+
+def record_error(engine: Engine, path: str | os.PathLike[str], reason: str,
+                 size: int | None = None, mtime: float | None = None) -> int:
+    """Set the track ``error`` with a one-line ``reason``; earlier predictions are kept."""
+    one_line = " ".join(reason.split())[:500]
+    with Session(engine) as s, s.begin():
+        track = get_or_create_track(s, canonical(path))
+        track.status, track.error = ERROR, one_line
+        track.size, track.mtime = size, mtime
+        track.last_seen = utcnow()
+        return track.id
+
+
+def mark_missing(engine: Engine, path: str | os.PathLike[str],
+                 reason: str = "file not found") -> bool:
+    """Set the track at ``path`` ``missing`` (history kept, so it can be matched back by
+    fingerprint); False when there is no such track."""
+    with Session(engine) as s, s.begin():
+        track = track_at(s, canonical(path))
+        if track is None:
+            return False
+        track.status, track.error = MISSING, reason
+        return True
+
+
+def mark_missing_under(engine: Engine, folder: str | os.PathLike[str]) -> int:
+    """Mark every catalogued track inside ``folder`` whose file is gone; returns how many."""
+    gone = [t.path for t in tracks_under(engine, folder)
+            if t.status != MISSING and not os.path.exists(t.path)]
+    for path in gone:
+        mark_missing(engine, path)
+    return len(gone)
+
+
+def find_by_fingerprint(engine: Engine, fingerprint: str) -> list[TrackInfo]:
+    """Tracks whose audio stream has this fingerprint (a moved or re-tagged file)."""
+    with Session(engine) as s:
+        rows = s.scalars(select(Track).where(Track.fingerprint == fingerprint)
+                         .order_by(Track.id)).all()
+        return [_info(t, _current(s, t.id)) for t in rows]
+
+
+def adopt_moved(engine: Engine, path: str | os.PathLike[str], fingerprint: str) -> str | None:
+    """If a track with this ``fingerprint`` is missing (or its file is gone), it moved here:
+    it takes over ``path`` with its predictions, corrections and tag backups, and any
+    placeholder row for ``path`` is merged into it. Returns the old path, or None."""
+    new_path = canonical(path)
+    with Session(engine) as s, s.begin():
+        candidates = s.scalars(select(Track).where(Track.fingerprint == fingerprint,
+                                                   Track.path != new_path)
+                               .order_by(Track.id)).all()
+        old = next((t for t in candidates
+                    if t.status == MISSING or not os.path.exists(t.path)), None)
+        if old is None:
+            return None
+        placeholder = track_at(s, new_path)
+        if placeholder is not None:
+            _merge_into(s, placeholder, old)
+        old_path, old.path = old.path, new_path
+        old.status, old.error = PENDING, None
+        old.last_seen = utcnow()
+    log.info("%s moved to %s (same audio)", old_path, new_path)
+    return old_path
+
+
+def _merge_into(s: Session, placeholder: Track, keeper: Track) -> None:
+    """Move ``placeholder``'s labels and history to ``keeper`` and delete it."""
+    for correction in list(placeholder.corrections):
+        correction.track_id = keeper.id
+    for prediction in list(placeholder.predictions):
+        s.delete(prediction)
+    for backup in list(placeholder.tag_backups):
+        backup.track_id = keeper.id
+    s.flush()
+    s.expire(placeholder)
+    s.delete(placeholder)
+    s.flush()
+
+
+def move_path(engine: Engine, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> bool:
+    """A file was renamed (e.g. a watcher move event): the track follows it, keeping its
+    history. A track already at ``new`` is merged into the moved one. False if ``old`` is
+    not catalogued."""
+    old_path, new_path = canonical(old), canonical(new)
+    with Session(engine) as s, s.begin():
+        track = track_at(s, old_path)
+        if track is None:
+            return False
+        existing = track_at(s, new_path)
+        if existing is not None and existing.id != track.id:
+            _merge_into(s, existing, track)
+        track.path = new_path
+        if track.status == MISSING:
+            track.status, track.error = PENDING, None
+        return True
+
+
+def set_file_stat(engine: Engine, path: str | os.PathLike[str], size: int,
+                  mtime: float) -> None:
+    """Record the file's size and mtime after genred itself changed it (a tag write), so
+    the next modify event and the next scan know it is not a new version."""
+    with Session(engine) as s, s.begin():
+        track = track_at(s, canonical(path))
+        if track is not None:
+            track.size, track.mtime = size, mtime
+
+
+def file_stat(path: str | os.PathLike[str]) -> tuple[int, float]:
+    """(size, mtime) as the catalogue compares them."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime
+
+
+def register_model(engine: Engine, version: str, path: str | Path, labels: list[str],
+                   *, metrics: dict[str, Any] | None = None, parent: str | None = None,
+                   active: bool = True) -> None:
+    """Record a model version (idempotent); with ``active`` it becomes the one active row."""
+    with Session(engine) as s, s.begin():
+        row = s.get(ModelVersion, version)
+        if row is None:
+            row = ModelVersion(version=version, path=str(path), labels=list(labels),
+                               metrics=metrics or {}, parent=parent, active=False)
+            s.add(row)
+        elif metrics:
+            row.metrics = metrics
+        if active and not row.active:
+            s.execute(update(ModelVersion).where(ModelVersion.version != version)
+                      .values(active=False))
+            row.active = True
+
+
+def active_model(engine: Engine) -> str | None:
+    """The version recorded as active, or None."""
+    with Session(engine) as s:
+        return s.scalars(select(ModelVersion.version).where(ModelVersion.active)).first()
+
+
+def count_tracks(engine: Engine, status: str | None = None) -> int:
+    with Session(engine) as s:
+        query = select(func.count(Track.id))
+        if status is not None:
+            query = query.where(Track.status == status)
+        return int(s.scalar(query) or 0)
+
+
+def set_state(engine: Engine, key: str, value: str) -> None:
+    """Store a small fact (last scan time, daemon pid, ...)."""
+    with Session(engine) as s, s.begin():
+        row = s.get(State, key)
+        if row is None:
+            s.add(State(key=key, value=value))
+        else:
+            row.value = value
+
+
+def get_state(engine: Engine, key: str) -> str | None:
+    with Session(engine) as s:
+        row = s.get(State, key)
+        return row.value if row else None

@@ -1,0 +1,123 @@
+"""Labels for tracks: user corrections, genre tags taken as labels, imports.
+
+A track's corrected genre is its newest *active* correction. ``uncorrect`` deactivates
+rather than deletes, so the history of what users said is never lost. A label for a path
+the catalogue does not know yet creates the track as ``pending``, so the label waits for
+the file to be classified instead of being dropped.
+
+Priority: a user correction is never overridden by a tag label (``add_label`` with
+``source="tag"`` leaves a track with an active user correction alone), and an identical
+active label is not added twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from storage.catalogue import canonical, get_or_create_track, track_at, under
+from storage.schema import TAG, USER, Correction, Track
+
+log = logging.getLogger(__name__)
+
+ADDED = "added"
+SAME = "unchanged"  # the same label is already active
+KEPT_USER = "kept-user"  # a tag label did not override a user correction
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    path: str
+    genre: str
+    outcome: str  # ADDED | SAME | KEPT_USER
+
+
+def _active(s: Session, track_id: int) -> Correction | None:
+    return s.scalars(
+        select(Correction).where(Correction.track_id == track_id, Correction.active)
+        .order_by(Correction.id.desc()).limit(1)
+    ).first()
+
+
+def add_label(engine: Engine, path: str | os.PathLike[str], genre: str,
+              source: str = USER) -> LabelResult:
+    """Make ``genre`` (already normalised) the active label of the track at ``path``.
+
+    Earlier active labels are deactivated (kept as history)."""
+    with Session(engine) as s, s.begin():
+        track = get_or_create_track(s, canonical(path))
+        current = _active(s, track.id)
+        if current is not None and current.genre == genre:
+            return LabelResult(track.path, genre, SAME)
+        if current is not None and current.source == USER and source == TAG:
+            return LabelResult(track.path, current.genre, KEPT_USER)
+        for old in s.scalars(select(Correction).where(Correction.track_id == track.id,
+                                                      Correction.active)):
+            old.active = False
+        s.add(Correction(track_id=track.id, genre=genre, source=source, active=True))
+        return LabelResult(track.path, genre, ADDED)
+
+
+def add_labels(engine: Engine, labels: Iterable[tuple[str, str]],
+               source: str = USER) -> list[LabelResult]:
+    """``add_label`` for each (path, genre), one short transaction each."""
+    return [add_label(engine, path, genre, source) for path, genre in labels]
+
+
+def remove_label(engine: Engine, path: str | os.PathLike[str]) -> int:
+    """Deactivate the active labels of the track at ``path`` and of every track under it
+    when it is a folder; returns how many tracks lost a label."""
+    exact, prefix = canonical(path), under(path)
+    with Session(engine) as s, s.begin():
+        rows = s.scalars(
+            select(Correction).join(Track)
+            .where(Correction.active,
+                   (Track.path == exact) | Track.path.startswith(prefix, autoescape=True))
+        ).all()
+        for row in rows:
+            row.active = False
+        return len({row.track_id for row in rows})
+
+
+def corrected_genre(engine: Engine, path: str | os.PathLike[str]) -> str | None:
+    """The track's active label, or None."""
+    with Session(engine) as s:
+        track = track_at(s, canonical(path))
+        if track is None:
+            return None
+        active = _active(s, track.id)
+        return active.genre if active else None
+
+
+def labelled_tracks(engine: Engine) -> list[tuple[str, str]]:
+    """(path, genre) of every track with an active label whose file is catalogued as
+    present (not missing), for retraining; sorted by path."""
+    newest = (select(func.max(Correction.id)).where(Correction.active)
+              .group_by(Correction.track_id).scalar_subquery())
+    with Session(engine) as s:
+        rows = s.execute(
+            select(Track.path, Correction.genre).join(Track)
+            .where(Correction.id.in_(newest), Track.status != "missing")
+            .order_by(Track.path)
+        ).all()
+        return [(p, g) for p, g in rows]
+
+
+def latest_correction_id(engine: Engine) -> int:
+    """The newest Correction.id (0 when none): "new labels since" is one comparison."""
+    with Session(engine) as s:
+        return int(s.scalar(select(func.max(Correction.id))) or 0)
+
+
+def history(engine: Engine, path: str | os.PathLike[str]) -> list[tuple[str, str, bool]]:
+    """(genre, source, active) of every label the track ever had, oldest first."""
+    with Session(engine) as s:
+        track = track_at(s, canonical(path))
+        if track is None:
+            return []
+        return [(c.genre, c.source, c.active) for c in track.corrections]
