@@ -37,7 +37,7 @@ class LabelResult:
     outcome: str  # ADDED | SAME | KEPT_USER
 
 
-def _active(s: Session, track_id: int) -> Correction | None:
+def active_label(s: Session, track_id: int) -> Correction | None:
     return s.scalars(
         select(Correction).where(Correction.track_id == track_id, Correction.active)
         .order_by(Correction.id.desc()).limit(1)
@@ -51,7 +51,7 @@ def add_label(engine: Engine, path: str | os.PathLike[str], genre: str,
     Earlier active labels are deactivated (kept as history)."""
     with Session(engine) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
-        current = _active(s, track.id)
+        current = active_label(s, track.id)
         if current is not None and current.genre == genre:
             return LabelResult(track.path, genre, SAME)
         if current is not None and current.source == USER and source == TAG:
@@ -90,7 +90,7 @@ def corrected_genre(engine: Engine, path: str | os.PathLike[str]) -> str | None:
         track = track_at(s, canonical(path))
         if track is None:
             return None
-        active = _active(s, track.id)
+        active = active_label(s, track.id)
         return active.genre if active else None
 
 
