@@ -41,12 +41,18 @@ log = logging.getLogger(__name__)
 class PredictionLike(Protocol):
     """What ``record_prediction`` reads (``classifier.predict.Prediction`` has it)."""
 
-    genre: str
-    confidence: float
-    probabilities: dict[str, float]
-    model: str
-    duration: float
-    format: str
+    @property
+    def genre(self) -> str: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def probabilities(self) -> dict[str, float]: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def format(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,338 @@
+"""Classify files and record them: the one place where the classifier meets the catalogue.
+
+``genred scan`` and the daemon both drive a :class:`Worker`:
+
+- ``Worker.scan(roots)`` — gather audio under the roots, mark vanished tracks missing,
+  classify what is new or changed;
+- ``Worker.process(paths)`` — classify these files (the daemon's settled paths);
+- ``Worker.process_pending()`` — drain the work queue (tracks left ``pending``, e.g. by a
+  crash or a correction for a file not scanned yet).
+
+Per file: skip it when its size+mtime and model are unchanged; otherwise mark it pending,
+decode + compute features in a process pool (no torch there), then predict and record in
+this process, one short transaction per track, and apply the tag policy if asked. A file
+that fails becomes ``error`` with a one-line reason; nothing one file does stops the run.
+At most ``2 × workers`` files are in flight, so memory stays flat on any library size.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Engine
+
+from classifier.audio import AudioInfo, UnreadableAudio, fingerprint
+from classifier.bundle import BundleError
+from classifier.features import FeatureParams
+from classifier.predict import Classifier, track_features
+from daemon.config import Config
+from daemon.watcher import is_junk
+from storage import catalogue
+from storage.tagging import TagOutcome, TagPolicy, write_track
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = frozenset(
+    """
+    .mp3 .mp2 .flac .ogg .oga .opus .spx .m4a .m4b .mp4 .aac .alac .wav .wave .aif .aiff
+    .aifc .wv .ape .mpc .mp+ .wma .asf .dsf .dff .tta .ofr .ofs .caf .mka .webm .ac3
+    .amr .au .snd .w64
+    """.split()  # noqa: SIM905
+)
+# Never audio: not worth opening to sniff.
+NOT_AUDIO_EXTENSIONS = frozenset(
+    """
+    .jpg .jpeg .png .gif .bmp .webp .tif .tiff .svg .txt .md .nfo .cue .m3u .m3u8 .pls
+    .log .pdf .db .ini .json .xml .html .htm .sfv .md5 .sha1 .lrc .url .zip .rar .7z .gz
+    .tar .py .sh .csv .toml .yaml .yml .doc .docx .exe .dll .iso
+    """.split()  # noqa: SIM905
+)
+MAX_CRASH_RETRIES = 1
+POOL_MIN_FILES = 16  # fewer files than this are decoded in this process
+
+
+@dataclass
+class Summary:
+    """What a scan or a batch did; ``line()`` is the one-line report."""
+
+    scanned: int = 0
+    classified: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    missing: int = 0
+    moved: int = 0
+    tags: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        text = (
+            f"scanned {self.scanned}: {self.classified} classified, "
+            f"{self.unchanged} unchanged, {self.errors} errors"
+        )
+        extra = [f"{self.missing} missing"] if self.missing else []
+        extra += [f"{self.moved} moved"] if self.moved else []
+        extra += [f"tags {k} {v}" for k, v in sorted(self.tags.items())]
+        return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def looks_like_audio(path: Path) -> bool:
+    """Audio by extension; a file with no or an unknown extension is sniffed (mutagen
+    reads its header), so ``track01`` or ``song.dat`` holding MP3 data is found."""
+    ext = path.suffix.lower()
+    if ext in AUDIO_EXTENSIONS:
+        return True
+    if ext in NOT_AUDIO_EXTENSIONS:
+        return False
+    import mutagen
+
+    try:
+        return mutagen.File(path) is not None
+    except Exception:  # mutagen raises many types on non-audio; it is simply not audio
+        return False
+
+
+def gather(roots: Iterable[str | Path]) -> Iterator[Path]:
+    """Audio files under ``roots`` (files are taken as given), sorted per folder; junk
+    (dotfiles, partial downloads, NAS clutter, genred's own temp copies) skipped."""
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            yield root
+            continue
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not is_junk(Path(folder, d), root))
+            for name in sorted(files):
+                path = Path(folder, name)
+                if not is_junk(path, root) and path.is_file() and looks_like_audio(path):
+                    yield path
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a pool process returns for one file: features or a one-line error."""
+
+    path: str
+    info: AudioInfo | None = None
+    features: np.ndarray | None = None
+    fingerprint: str | None = None
+    error: str | None = None
+
+
+def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
+    """Fingerprint + K clips' log-mels of ``path``; runs in a pool process (no torch).
+    Never raises for the file's problems."""
+    try:
+        info, feats = track_features(path, params, n_clips)
+        return Decoded(path, info, feats, fingerprint(path))
+    except UnreadableAudio as e:
+        return Decoded(path, error=e.reason)
+    except MemoryError:
+        return Decoded(path, error="out of memory while decoding")
+    except Exception as e:  # a decoder bug must cost one file, not the scan
+        log.exception("unexpected failure decoding %s", path)
+        return Decoded(path, error=f"{type(e).__name__}: {e}")
+
+
+class Worker:
+    """Classifies paths with ``classifier`` and records them in the catalogue at
+    ``engine``. Call ``close()`` (or use ``with``) to stop the decode processes."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        classifier: Classifier,
+        cfg: Config,
+        *,
+        tag_policy: TagPolicy | None = None,
+        on_tag: Callable[[TagOutcome], None] | None = None,
+        progress: tqdm[Any] | None = None,
+    ) -> None:
+        self.engine, self.classifier, self.cfg = engine, classifier, cfg
+        self.tag_policy = tag_policy
+        self.on_tag = on_tag
+        self.progress = progress
+        self.workers = max(1, cfg.worker_count)
+        self._pool: ProcessPoolExecutor | None = None
+        self._parallel = False
+        self.register_model()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def register_model(self) -> None:
+        """Record the classifier's version in model_versions (active unless a specific
+        model was asked for)."""
+        meta = self.classifier.meta
+        catalogue.register_model(
+            self.engine,
+            self.classifier.version,
+            self.classifier.path,
+            self.classifier.labels,
+            metrics=meta.metrics,
+            parent=meta.parent,
+            active=not self.cfg.model,
+        )
+
+    # --- entry points ------------------------------------------------------------------
+
+    def scan(self, roots: Sequence[str | Path], force: bool = False) -> Summary:
+        """Classify new and changed audio under ``roots``; tracks whose files are gone from
+        under them become ``missing``."""
+        summary = Summary()
+        for root in roots:
+            if Path(root).is_dir():
+                summary.missing += catalogue.mark_missing_under(self.engine, root)
+        paths = list(gather(roots))
+        if self.progress is not None:
+            self.progress.reset(total=len(paths))
+        return self.process(paths, force=force, summary=summary)
+
+    def process_pending(self, limit: int | None = None) -> Summary:
+        """Classify the tracks waiting in the queue."""
+        paths = catalogue.pending_paths(self.engine, limit)
+        return self.process([Path(p) for p in paths], force=True)
+
+    def process(
+        self, paths: Iterable[str | Path], force: bool = False, summary: Summary | None = None
+    ) -> Summary:
+        """Classify ``paths`` (files); ``force`` ignores the unchanged check."""
+        summary = summary or Summary()
+        paths = list(paths)
+        # Starting decode processes costs seconds; a few files decode faster right here.
+        self._parallel = self.workers > 1 and len(paths) >= POOL_MIN_FILES
+        in_flight: dict[Future[Decoded], tuple[str, int, float, int]] = {}
+        for path in paths:
+            job = self._queue(Path(path), force, summary)
+            if job is not None:
+                self._submit(in_flight, job)
+            while len(in_flight) >= 2 * self.workers:
+                self._collect(in_flight, summary, FIRST_COMPLETED)
+        while in_flight:
+            self._collect(in_flight, summary, FIRST_COMPLETED)
+        return summary
+
+    # --- stages ------------------------------------------------------------------------
+
+    def _queue(
+        self, path: Path, force: bool, summary: Summary
+    ) -> tuple[str, int, float, int] | None:
+        """Stat, skip if unchanged, else mark pending; returns the job or None."""
+        summary.scanned += 1
+        where = catalogue.canonical(path)
+        try:
+            size, mtime = catalogue.file_stat(where)
+        except FileNotFoundError:
+            summary.missing += int(catalogue.mark_missing(self.engine, where, "file vanished"))
+            self._tick()
+            return None
+        except OSError as e:
+            catalogue.record_error(self.engine, where, f"cannot read: {e.strerror}")
+            summary.errors += 1
+            self._tick()
+            return None
+        if not force and catalogue.is_unchanged(
+            self.engine, where, size, mtime, self.classifier.version
+        ):
+            summary.unchanged += 1
+            self._tick()
+            return None
+        catalogue.mark_pending(self.engine, where, size, mtime)
+        return (where, size, mtime, 0)
+
+    def _submit(
+        self,
+        in_flight: dict[Future[Decoded], tuple[str, int, float, int]],
+        job: tuple[str, int, float, int],
+    ) -> None:
+        args = (job[0], self.classifier.params, self.classifier.clips_per_track)
+        if not self._parallel:
+            future: Future[Decoded] = Future()
+            future.set_result(decode(*args))
+        else:
+            future = self._executor().submit(decode, *args)
+        in_flight[future] = job
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # forkserver: children never inherit torch's threads from this process.
+            ctx = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        return self._pool
+
+    def _collect(
+        self,
+        in_flight: dict[Future[Decoded], tuple[str, int, float, int]],
+        summary: Summary,
+        when: str,
+    ) -> None:
+        done, _ = wait(list(in_flight), return_when=when)
+        for future in done:
+            job = in_flight.pop(future)
+            try:
+                decoded = future.result()
+            except BrokenProcessPool:
+                self._pool = None  # a decoder crashed the process; start a fresh pool
+                if job[3] < MAX_CRASH_RETRIES:
+                    self._submit(in_flight, (*job[:3], job[3] + 1))
+                    continue
+                decoded = Decoded(job[0], error="the decoder crashed on this file")
+            self._record(decoded, job, summary)
+            self._tick()
+
+    def _record(self, decoded: Decoded, job: tuple[str, int, float, int], summary: Summary) -> None:
+        path, size, mtime = job[0], job[1], job[2]
+        if decoded.error is not None or decoded.info is None or decoded.features is None:
+            if not os.path.exists(path):
+                summary.missing += int(catalogue.mark_missing(self.engine, path, "file vanished"))
+                return
+            log.warning("cannot classify %s: %s", path, decoded.error)
+            catalogue.record_error(self.engine, path, decoded.error or "no audio", size, mtime)
+            summary.errors += 1
+            return
+        try:
+            prediction = self.classifier.predict_features(decoded.info, decoded.features)
+        except BundleError:
+            raise  # the model itself is unusable: no file will classify
+        except Exception as e:
+            log.warning("cannot classify %s: %s", path, e)
+            catalogue.record_error(self.engine, path, f"{type(e).__name__}: {e}", size, mtime)
+            summary.errors += 1
+            return
+        if decoded.fingerprint and catalogue.adopt_moved(self.engine, path, decoded.fingerprint):
+            summary.moved += 1
+        catalogue.record_prediction(
+            self.engine, path, prediction, fingerprint=decoded.fingerprint, size=size, mtime=mtime
+        )
+        summary.classified += 1
+        self._write_tags(path, summary)
+
+    def _write_tags(self, path: str, summary: Summary) -> None:
+        if self.tag_policy is None:
+            return
+        outcome = write_track(self.engine, path, self.tag_policy)
+        summary.tags[outcome.action] = summary.tags.get(outcome.action, 0) + 1
+        if self.on_tag is not None:
+            self.on_tag(outcome)
+
+    def _tick(self) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
