@@ -1,11 +1,308 @@
-"""Verbs: TODO (owned by one helper; see docs/architecture.md)."""
+"""Verbs: run, status, retrain, models list|show|activate, config show.
+
+Heavy modules (torch, SQLAlchemy, watchdog, APScheduler) are imported inside the handlers so
+``genred --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from daemon.config import Config
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+EXIT_FAILED = 1
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add this module's verbs. Each parser sets ``handler=`` (args, cfg) -> exit code and
-    names flags that override config keys ``dest="cfg_<key>"`` (default None); heavy imports
-    (torch, librosa, sqlalchemy) go inside handlers."""
+    """Add run, status, retrain, models and config."""
+    _register_run(sub, common)
+    status = sub.add_parser("status", parents=[common], help="is the daemon running, queue, "
+                            "active model, last and next retrain")
+    _format_flag(status)
+    status.set_defaults(handler=status_cmd)
+    retrain = sub.add_parser("retrain", parents=[common], help="retrain on your corrections "
+                             "(what the nightly job does)")
+    retrain.add_argument("--now", action="store_true",
+                         help="run the retrain job now (else: show what it would do)")
+    _format_flag(retrain)
+    retrain.set_defaults(handler=retrain_cmd)
+    _register_models(sub, common)
+    config = sub.add_parser("config", parents=[common], help="show the effective config")
+    config_sub = config.add_subparsers(dest="config_verb", metavar="show", required=True)
+    show = config_sub.add_parser("show", parents=[common], help="the effective config and "
+                                 "where it came from")
+    show.add_argument("--format", choices=["toml", "json"], default="toml")
+    show.set_defaults(handler=config_show_cmd)
+
+
+def _format_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=["table", "json"], default="table")
+
+
+def _register_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    run = sub.add_parser(
+        "run", parents=[common], help="watch folders and classify as files settle (the daemon)",
+        description="Watch the configured folders (or --watch PATH ...), classify new and "
+        "changed files once they settle, retrain on the schedule. Stop with SIGTERM/Ctrl-C.",
+    )
+    run.add_argument("--watch", dest="cfg_watch", action="append", metavar="PATH",
+                     default=None, help="folder to watch (repeatable; replaces config watch)")
+    run.add_argument("--settle-seconds", dest="cfg_settle_seconds", type=float, default=None,
+                     metavar="S", help="quiet time before a new file is read (default 5)")
+    run.add_argument("--workers", dest="cfg_workers", type=int, default=None, metavar="N",
+                     help="decoding processes (default: all cores)")
+    run.add_argument("--clips-per-track", dest="cfg_clips_per_track", type=int, default=None,
+                     metavar="K", help="30 s clips averaged per track (default 3)")
+    run.add_argument("--model", dest="cfg_model", default=None, metavar="M",
+                     help="pin a model bundle or version (default: the active one)")
+    run.add_argument("--write-tags", dest="cfg_write_tags", action="store_true", default=None,
+                     help="write genre tags as files are classified")
+    run.add_argument("--no-write-tags", dest="cfg_write_tags", action="store_false",
+                     help="never write tags (overrides the config)")
+    run.add_argument("--retrain-schedule", dest="cfg_retrain_schedule", default=None,
+                     metavar="CRON", help="cron line for the retrain job (default '0 3 * * *')")
+    run.set_defaults(handler=run_cmd)
+
+
+def _register_models(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    models = sub.add_parser("models", parents=[common], help="list, show and activate model "
+                            "versions (rollback)")
+    models_sub = models.add_subparsers(dest="models_verb", metavar="list|show|activate",
+                                       required=True)
+    listing = models_sub.add_parser("list", parents=[common], help="model versions")
+    _format_flag(listing)
+    listing.set_defaults(handler=models_list_cmd)
+    show = models_sub.add_parser("show", parents=[common], help="one model's labels and metrics")
+    show.add_argument("version", metavar="VERSION", help="version id or 'starter'")
+    show.add_argument("--format", choices=["table", "json"], default="table")
+    show.set_defaults(handler=models_show_cmd)
+    activate = models_sub.add_parser("activate", parents=[common],
+                                     help="make VERSION the active model (rollback)")
+    activate.add_argument("version", metavar="VERSION", help="version id or 'starter'")
+    activate.set_defaults(handler=models_activate_cmd)
+
+
+def _fail(message: str) -> int:
+    print(f"genred: {message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+@contextmanager
+def _catalogue(cfg: Config) -> Iterator[Engine]:
+    from storage.db import open_catalogue
+
+    engine = open_catalogue(cfg.db_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _print_pairs(rows: list[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {'-' if value is None or value == '' else value}")
+
+
+def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
+    from daemon.service import DaemonError, run_daemon
+    from storage.db import CatalogueError
+
+    try:
+        return run_daemon(cfg)
+    except (DaemonError, CatalogueError) as e:
+        return _fail(str(e))
+
+
+def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
+    from daemon.service import read_status
+    from storage.db import CatalogueError
+
+    try:
+        with _catalogue(cfg) as engine:
+            status = read_status(engine, cfg)
+    except CatalogueError as e:
+        return _fail(str(e))
+    if args.format == "json":
+        _print_json(status)
+        return 0
+    daemon = status["daemon"]
+    state = (f"running (pid {daemon['pid']}, since {daemon['started']})" if daemon["running"]
+             else "not running")
+    retrain = status["last_retrain"]
+    _print_pairs([
+        ("daemon", state),
+        ("watching", ", ".join(daemon["watch"]) or None),
+        ("heartbeat", daemon["heartbeat"]),
+        ("queue", f"{status['queue']} pending"),
+        ("tracks", ", ".join(f"{k} {v}" for k, v in status["tracks"].items()) or "none"),
+        ("last scan", status["last_scan"]),
+        ("active model", status["active_model"]["version"]),
+        ("last retrain", retrain and f"{retrain['decision']} at {retrain['finished_at']}: "
+                                     f"{retrain['reason']}"),
+        ("next retrain", status["next_retrain"]),
+        ("catalogue", cfg.db_url),
+    ])
+    return 0
+
+
+def retrain_cmd(args: argparse.Namespace, cfg: Config) -> int:
+    from storage.db import CatalogueError
+
+    try:
+        with _catalogue(cfg) as engine:
+            return _retrain_now(engine, cfg, args.format) if args.now else _retrain_plan(
+                engine, cfg, args.format)
+    except CatalogueError as e:
+        return _fail(str(e))
+
+
+def _retrain_now(engine: Engine, cfg: Config, fmt: str) -> int:
+    from dataclasses import asdict
+
+    from daemon.retrain import FAILED, retrain
+
+    outcome = retrain(engine, cfg, trigger="cli")
+    if fmt == "json":
+        data = asdict(outcome)
+        data.pop("metrics")
+        _print_json(data)
+    else:
+        print(outcome.summary())
+        if outcome.requeued:
+            print(f"{outcome.requeued} track(s) queued for reclassification by the new model")
+    return EXIT_FAILED if outcome.decision == FAILED else 0
+
+
+def _retrain_plan(engine: Engine, cfg: Config, fmt: str) -> int:
+    from daemon.retrain import last_trained_correction, present_labels
+    from daemon.scheduler import next_run
+
+    labels = present_labels(engine)
+    since = last_trained_correction(engine)
+    new = sum(1 for x in labels if x.correction_id > since)
+    plan = {"labels": len(labels), "new_labels": new,
+            "min_new_labels": cfg.retrain.min_new_labels, "schedule": cfg.retrain.schedule,
+            "next_run": next_run(engine)}
+    if fmt == "json":
+        _print_json(plan)
+    else:
+        _print_pairs([(k.replace("_", " "), v) for k, v in plan.items()])
+        print("run `genred retrain --now` to retrain now")
+    return 0
+
+
+def models_list_cmd(args: argparse.Namespace, cfg: Config) -> int:
+    from classifier.store import ModelStore
+
+    store = ModelStore(cfg.model_store_path)
+    active = store.active()
+    rows: list[dict[str, Any]] = [
+        {"version": b.version, "active": b.path == active, "bundled": b.bundled,
+         "created_at": b.created_at, "labels": b.labels, "accuracy": b.accuracy,
+         "parent": b.parent, "path": str(b.path)} for b in store.versions()]
+    if args.format == "json":
+        _print_json(rows)
+        return 0
+    print(f"  {'VERSION':<32} {'CREATED':<20} {'GENRES':>6} {'ACCURACY':>8}  PARENT")
+    for r in rows:
+        acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
+        name = str(r["version"]) + (" (starter)" if r["bundled"] else "")
+        print(f"{'*' if r['active'] else ' '} {name:<32} {str(r['created_at'])[:19]:<20} "
+              f"{len(r['labels']):>6} {acc:>8}  {r['parent'] or '-'}")
+    return 0
+
+
+def models_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
+    from classifier.bundle import BundleError, read_meta
+    from classifier.store import ModelNotFound, ModelStore
+
+    store = ModelStore(cfg.model_store_path)
+    try:
+        path = store.resolve(args.version)
+        meta = read_meta(path)
+    except (ModelNotFound, BundleError) as e:
+        return _fail(str(e))
+    data = {**meta.to_json(), "path": str(path), "active": path == store.active()}
+    if args.format == "json":
+        _print_json(data)
+        return 0
+    metrics = meta.metrics
+    _print_pairs([
+        ("version", meta.version), ("active", "yes" if data["active"] else "no"),
+        ("path", str(path)), ("created", meta.created_at), ("parent", meta.parent),
+        ("architecture", meta.arch), ("genres", ", ".join(meta.labels)),
+        ("accuracy", metrics.get("accuracy")), ("test songs", metrics.get("n_songs")),
+    ])
+    for genre, scores in sorted((metrics.get("per_genre") or {}).items()):
+        f1 = scores.get("f1") if isinstance(scores, dict) else None
+        print(f"  {genre:<20} f1 {f1 if f1 is None else format(f1, '.3f')}")
+    return 0
+
+
+def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
+    from classifier.bundle import BundleError, read_meta
+    from classifier.store import ModelNotFound, ModelStore
+    from daemon.retrain import requeue_outdated
+    from storage.catalogue import register_model
+    from storage.db import CatalogueError
+
+    store = ModelStore(cfg.model_store_path)
+    try:
+        path = store.resolve(args.version)
+        meta = read_meta(path)
+        with _catalogue(cfg) as engine:
+            store.activate(args.version)
+            register_model(engine, meta.version, path, meta.labels, metrics=meta.metrics,
+                           parent=meta.parent, active=True)
+            requeued = requeue_outdated(engine, meta.version)
+    except (ModelNotFound, BundleError, CatalogueError) as e:
+        return _fail(str(e))
+    print(f"active model: {meta.version} ({len(meta.labels)} genres); "
+          f"{requeued} track(s) queued for reclassification")
+    if cfg.model:
+        print(f"note: config 'model' pins {cfg.model}; the daemon uses that until you unset it")
+    return 0
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def config_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
+    data = cfg.as_dict()
+    if args.format == "json":
+        _print_json(data)
+        return 0
+    print(f"# effective config; file: {cfg.source}")
+    derived = {"db_url", "model_store_path", "cache_path", "source"}
+    for key, value in data.items():
+        if key not in ("retrain", "aliases") and key not in derived:
+            print(f"{key} = {_toml_value(value)}")
+    for key in sorted(derived - {"source"}):
+        print(f"# {key} = {_toml_value(data[key])}")
+    print("\n[retrain]")
+    for key, value in data["retrain"].items():
+        print(f"{key} = {_toml_value(value)}")
+    print("\n[aliases]")
+    for key, value in sorted(data["aliases"].items()):
+        print(f"{json.dumps(key)} = {json.dumps(value)}")
+    return 0

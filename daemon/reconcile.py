@@ -1,0 +1,156 @@
+"""Keep the catalogue in step with the watched folders: the daemon's filesystem bookkeeping.
+
+- :meth:`Reconciler.rescan` walks the folders (at start and every ``rescan_hours``): files
+  new or changed since the catalogue last saw them are queued (``pending``), or left to
+  settle when they were modified moments ago; vanished ones become ``missing``.
+- :meth:`Reconciler.apply` turns one watcher :class:`Change` into catalogue updates:
+  moves and renames carry the track (predictions, corrections, tag backups) to the new
+  path; deletes mark ``missing``; writes start the settle timer.
+- :meth:`Reconciler.enqueue_if_changed` queues a settled file unless its size+mtime are
+  what the catalogue holds — which is how genred's own tag writes (which store the file's
+  new size+mtime) never trigger a reclassification.
+
+A file moved while the daemon was down shows up as a new path plus a vanished one; the
+worker matches them by audio fingerprint when it classifies the new path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from daemon.watcher import Change, FileStabilityTracker, is_junk
+from storage import catalogue
+from storage.schema import ERROR, MISSING, OK, PENDING
+
+log = logging.getLogger(__name__)
+
+
+def _never_audio(path: str) -> bool:
+    from daemon.worker import NOT_AUDIO_EXTENSIONS
+
+    return Path(path).suffix.lower() in NOT_AUDIO_EXTENSIONS
+
+
+def _looks_like_audio(path: str) -> bool:
+    from daemon.worker import looks_like_audio
+
+    return looks_like_audio(Path(path))
+
+
+class Reconciler:
+    def __init__(
+        self,
+        engine: Engine,
+        roots: list[str],
+        tracker: FileStabilityTracker,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.roots = roots
+        self.tracker = tracker
+        self._wall_clock = wall_clock
+
+    def _root_of(self, path: str) -> str | None:
+        for root in self.roots:
+            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+                return root
+        return None
+
+    def _wanted(self, path: str) -> bool:
+        """Worth settling: inside a watched folder, not junk, not an obvious non-audio."""
+        root = self._root_of(path)
+        return root is not None and not is_junk(path, root) and not _never_audio(path)
+
+    # -- events ----------------------------------------------------------------------------
+    def apply(self, change: Change) -> None:
+        if change.kind == "changed":
+            if self._wanted(change.path):
+                self.tracker.touch(change.path)
+        elif change.kind == "deleted":
+            self.tracker.discard(change.path)
+            if catalogue.mark_missing(self.engine, change.path, "deleted"):
+                log.info("deleted: %s", change.path)
+        elif change.kind == "moved":
+            self._moved(change.path, change.dest)
+        elif change.kind == "dir_deleted":
+            self.tracker.discard_under(change.path)
+            gone = catalogue.mark_missing_under(self.engine, change.path)
+            if gone:
+                log.info("folder gone: %s (%d track(s) missing)", change.path, gone)
+        elif change.kind == "dir_moved":
+            # watchdog follows with one "moved" per file inside; only forget settle state.
+            self.tracker.discard_under(change.path)
+
+    def _moved(self, src: str, dest: str) -> None:
+        self.tracker.discard(src)
+        if not self._wanted(dest):
+            if catalogue.mark_missing(self.engine, src, f"renamed to {dest}"):
+                log.info("moved out of view: %s -> %s", src, dest)
+            return
+        if not is_junk(src, self._root_of(src) or "/") and catalogue.move_path(
+            self.engine, src, dest
+        ):
+            log.info("moved: %s -> %s", src, dest)
+        # Settle it anyway: a rename onto a real name can also finish a download or a
+        # rewrite; unchanged size+mtime make this a no-op.
+        self.tracker.touch(dest)
+
+    def enqueue_if_changed(self, path: str) -> bool:
+        """Queue a settled ``path`` unless the catalogue already holds this version."""
+        if not os.path.isfile(path) or not _looks_like_audio(path):
+            return False
+        try:
+            size, mtime = catalogue.file_stat(path)
+        except OSError:
+            return False
+        known = catalogue.get_track(self.engine, path)
+        if known is not None and known.status in (OK, ERROR) and (
+            known.size, known.mtime) == (size, mtime):
+            log.debug("unchanged (e.g. our own tag write): %s", path)
+            return False
+        catalogue.mark_pending(self.engine, path, size, mtime)
+        log.info("queued: %s", path)
+        return True
+
+    # -- walks -----------------------------------------------------------------------------
+    def rescan(self, settle_seconds: float) -> dict[str, int]:
+        """Walk every watched folder; returns counts of what it did."""
+        counts = {"queued": 0, "settling": 0, "unchanged": 0, "missing": 0}
+        for root in self.roots:
+            self._rescan_root(root, settle_seconds, counts)
+        return counts
+
+    def _rescan_root(self, root: str, settle_seconds: float, counts: dict[str, int]) -> None:
+        from daemon.worker import gather
+
+        known = {t.path: t for t in catalogue.tracks_under(self.engine, root)}
+        seen: set[str] = set()
+        for found in gather([root]):
+            path = catalogue.canonical(found)
+            seen.add(path)
+            try:
+                size, mtime = catalogue.file_stat(path)
+            except OSError:
+                continue
+            track = known.get(path)
+            if track is not None and track.status == PENDING:
+                counts["queued"] += 1  # already queued (e.g. left by a kill)
+            elif track is not None and track.status in (OK, ERROR) and (
+                track.size, track.mtime) == (size, mtime):
+                counts["unchanged"] += 1
+            elif self._wall_clock() - mtime < settle_seconds:
+                self.tracker.touch(path)  # being written right now: let it settle first
+                counts["settling"] += 1
+            else:
+                catalogue.mark_pending(self.engine, path, size, mtime)
+                counts["queued"] += 1
+        for path, track in known.items():
+            if path not in seen and track.status != MISSING and not os.path.exists(path):
+                catalogue.mark_missing(self.engine, path, "not found by the rescan")
+                counts["missing"] += 1

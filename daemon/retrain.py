@@ -1,0 +1,300 @@
+"""The retrain job: fine-tune the active model on the user's labels, compare old and new on
+the same held-out songs, promote only a model at least as accurate. Runs nightly from the
+scheduler (``daemon.scheduler``) and on demand (``genred retrain --now``).
+
+What the caller may rely on:
+
+- Every attempt leaves one TrainingRun row: ``promoted``, ``rejected``, ``skipped`` (too
+  few new labels, another retrain running) or ``failed`` (with the reason). A run killed
+  half-way is marked ``failed`` ("interrupted") at the next daemon start.
+- "New labels" are active corrections (user, tag, import) newer than the last run that
+  trained (``TrainingRun.last_correction_id`` of the last promoted/rejected run), on tracks
+  whose files are present.
+- Held-out songs are chosen by a hash of the audio fingerprint, so the same song is held
+  out every night (never trained on) whatever its path; each genre with two or more
+  labelled songs has at least one held out.
+- After a promotion, tracks whose current prediction came from another model and that
+  carry no correction go back to ``pending``: the daemon's worker reclassifies them (and
+  rewrites tags when tag writing is on).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from daemon.config import Config
+from storage.schema import MISSING, OK, PENDING, Correction, Prediction, Track, TrainingRun, utcnow
+
+log = logging.getLogger(__name__)
+
+PROMOTED, REJECTED, SKIPPED, FAILED, RUNNING = (
+    "promoted", "rejected", "skipped", "failed", "running"
+)
+HOLDOUT_BUCKETS = 5  # 1 in 5 songs held out
+
+Labelled = list[tuple[str, str]]
+# (base bundle, training labels, held-out labels, out dir) -> the candidate bundle dir.
+Trainer = Callable[[Path, Labelled, Labelled, Path], Path]
+
+
+class RetrainBusy(Exception):
+    """Another retrain holds the lock (the scheduler's, or a `retrain --now`)."""
+
+
+@dataclass(frozen=True)
+class Label:
+    path: str
+    genre: str
+    correction_id: int
+    fingerprint: str | None
+
+    @property
+    def holdout_key(self) -> str:
+        return hashlib.sha256((self.fingerprint or self.path).encode()).hexdigest()
+
+
+@dataclass
+class RetrainOutcome:
+    decision: str
+    reason: str
+    run_id: int
+    base_model: str | None = None
+    new_model: str | None = None
+    old_accuracy: float | None = None
+    new_accuracy: float | None = None
+    n_labels: int = 0
+    n_new_labels: int = 0
+    requeued: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        text = f"{self.decision}: {self.reason}"
+        if self.old_accuracy is not None and self.new_accuracy is not None:
+            text += f" (held-out accuracy {self.old_accuracy:.3f} -> {self.new_accuracy:.3f})"
+        return text
+
+
+def present_labels(engine: Engine) -> list[Label]:
+    """The active label of each track whose file is present, by path."""
+    newest = (
+        select(func.max(Correction.id)).where(Correction.active)
+        .group_by(Correction.track_id).scalar_subquery()
+    )
+    with Session(engine) as s:
+        rows = s.execute(
+            select(Track.path, Correction.genre, Correction.id, Track.fingerprint)
+            .join(Track).where(Correction.id.in_(newest), Track.status != MISSING)
+            .order_by(Track.path)
+        ).all()
+    return [Label(p, g, int(c), fp) for p, g, c, fp in rows if os.path.isfile(p)]
+
+
+def split_holdout(labels: list[Label]) -> tuple[list[Label], list[Label]]:
+    """(train, holdout): a song is held out when its fingerprint hash falls in one bucket
+    of five; a genre with ≥ 2 songs and none in that bucket gives its lowest-hash song."""
+    by_genre: dict[str, list[Label]] = {}
+    for label in labels:
+        by_genre.setdefault(label.genre, []).append(label)
+    train: list[Label] = []
+    holdout: list[Label] = []
+    for songs in by_genre.values():
+        songs = sorted(songs, key=lambda x: x.holdout_key)
+        held = [x for x in songs if int(x.holdout_key, 16) % HOLDOUT_BUCKETS == 0]
+        if not held and len(songs) >= 2:
+            held = songs[:1]
+        if len(held) == len(songs) and len(songs) >= 2:
+            held = held[:-1]
+        holdout += held
+        train += [x for x in songs if x not in held]
+    return train, holdout
+
+
+def last_trained_correction(engine: Engine) -> int:
+    """Newest correction id a previous training run used (0 if none ever trained)."""
+    with Session(engine) as s:
+        value = s.scalar(
+            select(func.max(TrainingRun.last_correction_id))
+            .where(TrainingRun.decision.in_((PROMOTED, REJECTED)))
+        )
+    return int(value or 0)
+
+
+def mark_interrupted(engine: Engine) -> int:
+    """Runs left ``running`` by a killed process become ``failed``; returns how many."""
+    with Session(engine) as s, s.begin():
+        result = s.execute(
+            update(TrainingRun).where(TrainingRun.decision == RUNNING)
+            .values(decision=FAILED, reason="interrupted (the process stopped mid-run)",
+                    finished_at=utcnow())
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _start_run(engine: Engine, trigger: str, base: str | None) -> int:
+    with Session(engine) as s, s.begin():
+        run = TrainingRun(trigger=trigger, base_model=base, decision=RUNNING)
+        s.add(run)
+        s.flush()
+        return run.id
+
+
+def _finish_run(engine: Engine, outcome: RetrainOutcome, last_correction_id: int | None) -> None:
+    with Session(engine) as s, s.begin():
+        run = s.get(TrainingRun, outcome.run_id)
+        if run is None:
+            return
+        run.finished_at = utcnow()
+        run.decision, run.reason = outcome.decision, outcome.reason
+        run.base_model, run.new_model = outcome.base_model, outcome.new_model
+        run.n_labels = outcome.n_labels
+        run.old_accuracy, run.new_accuracy = outcome.old_accuracy, outcome.new_accuracy
+        run.metrics = outcome.metrics
+        run.last_correction_id = last_correction_id
+
+
+def requeue_outdated(engine: Engine, version: str) -> int:
+    """Uncorrected ``ok`` tracks whose current prediction is not from ``version`` go back
+    to ``pending``; returns how many."""
+    corrected = exists().where(Correction.track_id == Track.id, Correction.active)
+    outdated = exists().where(
+        Prediction.track_id == Track.id, Prediction.current, Prediction.model_version != version
+    )
+    with Session(engine) as s, s.begin():
+        result = s.execute(
+            update(Track).where(Track.status == OK, outdated, ~corrected)
+            .values(status=PENDING).execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+@contextmanager
+def _retrain_lock(store_root: Path) -> Iterator[None]:
+    store_root.mkdir(parents=True, exist_ok=True)
+    with (store_root / ".retrain.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise RetrainBusy("another retrain is running") from e
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def fine_tune_trainer(cfg: Config) -> Trainer:
+    """The real trainer: classifier.training.fine_tune with the config's epochs/cache."""
+
+    def train(base: Path, labelled: Labelled, holdout: Labelled, out_dir: Path) -> Path:
+        from classifier import training
+
+        result = training.fine_tune(
+            base, labelled, out_dir, holdout=holdout, epochs=cfg.retrain.epochs,
+            cache_dir=cfg.cache_path,
+        )
+        return result.out_dir
+
+    return train
+
+
+def retrain(engine: Engine, cfg: Config, trigger: str = "cli",
+            trainer: Trainer | None = None) -> RetrainOutcome:
+    """Run the job once; never raises for a training problem (the run records it)."""
+    from classifier.store import ModelStore
+
+    store = ModelStore(cfg.model_store_path)
+    try:
+        with _retrain_lock(store.root):
+            return _retrain_locked(engine, cfg, store, trigger, trainer or fine_tune_trainer(cfg))
+    except RetrainBusy as e:
+        outcome = RetrainOutcome(SKIPPED, str(e), _start_run(engine, trigger, None))
+        _finish_run(engine, outcome, None)
+        return outcome
+
+
+def _retrain_locked(engine: Engine, cfg: Config, store: Any, trigger: str,
+                    trainer: Trainer) -> RetrainOutcome:
+    from classifier.bundle import read_meta
+
+    base_path: Path = store.resolve(cfg.model) if cfg.model else store.active()
+    base_version = read_meta(base_path).version
+    outcome = RetrainOutcome(SKIPPED, "", _start_run(engine, trigger, base_version),
+                             base_model=base_version)
+    labels = present_labels(engine)
+    since = last_trained_correction(engine)
+    outcome.n_labels = len(labels)
+    outcome.n_new_labels = sum(1 for x in labels if x.correction_id > since)
+    newest = max((x.correction_id for x in labels), default=since)
+    needed = max(1, cfg.retrain.min_new_labels)
+    if outcome.n_new_labels < needed:
+        outcome.reason = (f"{outcome.n_new_labels} new label(s) since the last training run; "
+                          f"{needed} needed (retrain.min_new_labels)")
+        _finish_run(engine, outcome, None)
+        return outcome
+    try:
+        _train_and_decide(engine, store, base_path, labels, trainer, cfg, outcome)
+    except Exception as e:  # the job's boundary: a failed run is recorded, never fatal
+        log.exception("retrain failed")
+        outcome.decision, outcome.reason = FAILED, f"{type(e).__name__}: {e}".splitlines()[0]
+        _finish_run(engine, outcome, None)
+        return outcome
+    _finish_run(engine, outcome, newest)
+    return outcome
+
+
+def _accuracy(bundle: Path, holdout: Labelled, cfg: Config) -> tuple[float, dict[str, Any]]:
+    from classifier import training
+
+    report = training.evaluate(bundle, holdout, clips_per_track=cfg.clips_per_track,
+                               cache_dir=cfg.cache_path)
+    return float(report["accuracy"]), report
+
+
+def _train_and_decide(engine: Engine, store: Any, base_path: Path, labels: list[Label],
+                      trainer: Trainer, cfg: Config, outcome: RetrainOutcome) -> None:
+    from classifier.bundle import read_meta
+    from storage.catalogue import register_model
+
+    train, held = split_holdout(labels)
+    holdout = [(x.path, x.genre) for x in held]
+    basis = "held-out songs"
+    if not holdout:  # too few labels per genre to hold any out: compare on what we have
+        holdout, basis = [(x.path, x.genre) for x in labels], "the training labels (too few "
+        basis += "labels per genre to hold songs out)"
+    candidate = trainer(base_path, [(x.path, x.genre) for x in train], holdout,
+                        store.new_version_dir())
+    meta = read_meta(candidate)
+    outcome.new_model = meta.version
+    outcome.old_accuracy, old_report = _accuracy(base_path, holdout, cfg)
+    outcome.new_accuracy, new_report = _accuracy(candidate, holdout, cfg)
+    outcome.metrics = {"old": old_report, "new": new_report, "n_train": len(train),
+                       "n_holdout": len(holdout), "compared_on": basis}
+    if outcome.new_accuracy + 1e-9 < outcome.old_accuracy:
+        outcome.decision = REJECTED
+        outcome.reason = (f"new model less accurate on {len(holdout)} {basis}; "
+                          f"kept {outcome.base_model}")
+        shutil.rmtree(candidate, ignore_errors=True)
+        return
+    base_meta = read_meta(base_path)
+    register_model(engine, base_meta.version, base_path, base_meta.labels,
+                   metrics=base_meta.metrics, parent=base_meta.parent, active=False)
+    store.activate(meta.version)
+    register_model(engine, meta.version, candidate, meta.labels, metrics=new_report,
+                   parent=base_meta.version, active=True)
+    outcome.decision = PROMOTED
+    outcome.reason = f"new model at least as accurate on {len(holdout)} {basis}"
+    outcome.requeued = requeue_outdated(engine, meta.version)
+    if cfg.model:
+        log.warning("config 'model' pins %s: the promoted %s is active in the store but "
+                    "the daemon keeps using the pinned model", cfg.model, meta.version)

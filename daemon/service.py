@@ -1,0 +1,359 @@
+"""`genred run`: the daemon's run loop.
+
+Start: claim the catalogue (one daemon per catalogue), start watching, reconcile the
+folders with the catalogue (new/changed files → pending, vanished → missing), start the
+retrain schedule, tell systemd READY=1. Then, until SIGTERM/SIGINT:
+
+    filesystem change → settle (FileStabilityTracker) → pending in the catalogue
+    pending tracks → the worker (parallel decode, one inference place) → recorded
+
+The queue is the catalogue (``Track.status == "pending"``): a kill at any moment leaves
+every unfinished file pending, and the next start processes each exactly once. The loop
+blocks on the watcher's queue between events (an idle daemon uses no CPU); it wakes only
+for settling files, the periodic rescan, the systemd watchdog and a heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import Engine
+
+from daemon import sdnotify
+from daemon.config import Config
+from daemon.reconcile import Reconciler
+from daemon.watcher import FileStabilityTracker, FolderWatcher
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 300.0
+
+PID_KEY, HOST_KEY, STARTED_KEY = "daemon.pid", "daemon.host", "daemon.started"
+HEARTBEAT_KEY, WATCH_KEY, LAST_SCAN_KEY = "daemon.heartbeat", "daemon.watch", "last_scan"
+
+
+class DaemonError(Exception):
+    """The daemon cannot start: nothing to watch, a folder is missing, another daemon
+    already serves this catalogue. The message says what to fix."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_pid(engine: Engine) -> int | None:
+    """The pid of the daemon serving this catalogue on this host, if it is alive."""
+    from storage.catalogue import get_state
+
+    pid, host = get_state(engine, PID_KEY), get_state(engine, HOST_KEY)
+    if not pid or not pid.isdigit() or host != socket.gethostname():
+        return None
+    return int(pid) if _alive(int(pid)) else None
+
+
+def _watch_roots(cfg: Config) -> list[str]:
+    if not cfg.watch:
+        raise DaemonError("no folders to watch: give --watch PATH or set watch = [...] in "
+                          "the config file")
+    roots: list[str] = []
+    for folder in cfg.watch:
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
+            raise DaemonError(f"watch folder {folder} is not a directory (config key 'watch')")
+        roots.append(str(path))
+    return roots
+
+
+class QueueRunner:
+    """Drains the catalogue's queue with a :class:`daemon.worker.Worker` in small batches
+    (so a stop request waits for at most one batch), and swaps in a new classifier when
+    the active model changes (a promotion by the retrain job, `genred models activate`)."""
+
+    def __init__(self, cfg: Config, engine: Engine) -> None:
+        from classifier.store import ModelStore
+
+        self.cfg = cfg
+        self.engine = engine
+        self.store = ModelStore(cfg.model_store_path)
+        self.batch = 2 * max(1, cfg.worker_count)
+        self._worker: Any = None
+        self._model_path: Path | None = None
+        self._cancelled = False
+
+    def _wanted_model(self) -> Path:
+        return self.store.resolve(self.cfg.model) if self.cfg.model else self.store.active()
+
+    def worker(self) -> Any:
+        """The current Worker, rebuilt when the active model changed."""
+        from classifier.predict import Classifier
+        from daemon.worker import Worker
+        from storage.tagging import TagPolicy
+
+        wanted = self._wanted_model()
+        if self._worker is None or wanted != self._model_path:
+            self.close()
+            classifier = Classifier.load(wanted, self.store,
+                                         clips_per_track=self.cfg.clips_per_track)
+            policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing)
+                      if self.cfg.write_tags else None)
+            self._worker = Worker(self.engine, classifier, self.cfg, tag_policy=policy)
+            self._model_path = wanted
+            log.info("classifying with model %s", classifier.version)
+        return self._worker
+
+    def model_version(self) -> str:
+        return str(self.worker().classifier.version)
+
+    def pending_count(self) -> int:
+        from storage.catalogue import count_tracks
+        from storage.schema import PENDING
+
+        return count_tracks(self.engine, PENDING)
+
+    def process_batch(self) -> bool:
+        """Classify up to one batch of pending tracks; False when the queue was empty."""
+        if self._cancelled or self.pending_count() == 0:
+            return False
+        summary = self.worker().process_pending(limit=self.batch)
+        if summary.scanned:
+            log.info("%s", summary.line())
+        return bool(summary.scanned)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+
+class Daemon:
+    """One run of `genred run`; :meth:`run` returns the exit code."""
+
+    def __init__(self, cfg: Config, engine: Engine) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.roots = _watch_roots(cfg)
+        self.watcher = FolderWatcher(self.roots)
+        self.tracker = FileStabilityTracker(cfg.settle_seconds)
+        self.reconciler = Reconciler(engine, self.roots, self.tracker)
+        self.worker = QueueRunner(cfg, engine)
+        self.stopping = threading.Event()
+        self._pinger: sdnotify.WatchdogPinger | None = None
+        self._scheduler: Any = None
+        self._next_rescan = time.monotonic() + cfg.rescan_hours * 3600
+        self._next_heartbeat = 0.0
+
+    # -- life cycle --------------------------------------------------------------------
+    def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        self.stopping.set()
+        self.worker.cancel()
+        self.watcher.wake()
+
+    def run(self) -> int:
+        self._claim()
+        try:
+            self._start()
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _claim(self) -> None:
+        from storage.catalogue import set_state
+
+        other = running_pid(self.engine)
+        if other is not None and other != os.getpid():
+            raise DaemonError(f"another genred daemon (pid {other}) already serves "
+                              f"{self.cfg.db_url}; stop it first")
+        import json
+
+        for key, value in ((PID_KEY, str(os.getpid())), (HOST_KEY, socket.gethostname()),
+                           (STARTED_KEY, _now()), (HEARTBEAT_KEY, _now()),
+                           (WATCH_KEY, json.dumps(self.roots))):
+            set_state(self.engine, key, value)
+
+    def _start(self) -> None:
+        from daemon.retrain import mark_interrupted
+
+        mark_interrupted(self.engine)
+        self.watcher.start()  # first watch, then walk: nothing slips between the two
+        self._rescan("start")
+        self._start_scheduler()
+        timeout = sdnotify.watchdog_seconds()
+        if timeout:
+            self._pinger = sdnotify.WatchdogPinger(timeout)
+            self._pinger.start()
+        sdnotify.notify("READY=1\n" + self._status_line())
+        log.info("ready: watching %d folder(s), %d track(s) pending",
+                 len(self.roots), self.worker.pending_count())
+
+    def _start_scheduler(self) -> None:
+        from daemon import scheduler
+        from daemon.retrain import retrain
+
+        def job() -> None:
+            outcome = retrain(self.engine, self.cfg, trigger="schedule")
+            log.info("scheduled retrain %s", outcome.summary())
+            if outcome.requeued:
+                self.watcher.wake()
+
+        scheduler.register(scheduler.RETRAIN_JOB, job)
+        self._scheduler = scheduler.start_scheduler(self.cfg.db_url, self.cfg.retrain.schedule)
+
+    def _shutdown(self) -> None:
+        from storage.catalogue import set_state
+
+        sdnotify.notify("STOPPING=1")
+        self.watcher.stop()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._pinger is not None:
+            self._pinger.stop()
+        self.worker.close()
+        set_state(self.engine, PID_KEY, "")
+        log.info("stopped")
+
+    # -- the loop ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            self._beat()
+            self._handle_changes(block=False)
+            self._enqueue_settled()
+            if time.monotonic() >= self._next_rescan:
+                self._rescan("periodic")
+            if self.worker.process_batch():
+                continue  # more may be pending: handle events, then the next batch
+            sdnotify.notify(self._status_line())
+            self._handle_changes(block=True)
+
+    def _beat(self) -> None:
+        from storage.catalogue import set_state
+
+        if self._pinger is not None:
+            self._pinger.beat()
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            set_state(self.engine, HEARTBEAT_KEY, _now())
+            self._next_heartbeat = now + HEARTBEAT_SECONDS
+
+    def _wait_timeout(self) -> float:
+        now = time.monotonic()
+        deadlines = [self._next_rescan, self._next_heartbeat]
+        due = self.tracker.next_due()
+        if due is not None:
+            deadlines.append(due + 0.05)
+        if self._pinger is not None:
+            deadlines.append(now + self._pinger.timeout / 3)
+        return max(0.0, min(deadlines) - now)
+
+    def _handle_changes(self, block: bool) -> None:
+        if block and not self.stopping.is_set():
+            change = self.watcher.get(timeout=self._wait_timeout())
+            if change is not None:
+                self.reconciler.apply(change)
+        for change in self.watcher.drain():
+            self.reconciler.apply(change)
+
+    def _enqueue_settled(self) -> None:
+        for path in self.tracker.settled():
+            self.reconciler.enqueue_if_changed(path)
+
+    def _rescan(self, why: str) -> None:
+        from storage.catalogue import set_state
+
+        counts = self.reconciler.rescan(self.cfg.settle_seconds)
+        set_state(self.engine, LAST_SCAN_KEY, _now())
+        self._next_rescan = time.monotonic() + self.cfg.rescan_hours * 3600
+        log.info("%s scan: %s", why, ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+    def _status_line(self) -> str:
+        return (f"STATUS={self.worker.pending_count()} pending; "
+                f"model {self.worker.model_version()}")
+
+
+def run_daemon(cfg: Config) -> int:
+    """`genred run`: open the catalogue, run until SIGTERM/SIGINT, return the exit code."""
+    from storage.db import open_catalogue
+
+    engine = open_catalogue(cfg.db_url)
+    daemon = Daemon(cfg, engine)
+    previous: dict[signal.Signals, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, daemon.request_stop)
+    try:
+        return daemon.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        engine.dispose()
+
+
+def read_status(engine: Engine, cfg: Config) -> dict[str, Any]:
+    """What `genred status` shows, as plain data."""
+    import json
+
+    from classifier.bundle import BundleError, read_meta
+    from classifier.store import ModelStore
+    from daemon.scheduler import next_run
+    from storage.catalogue import get_state
+    from storage.query import stats
+
+    pid = running_pid(engine)
+    try:
+        meta = read_meta(ModelStore(cfg.model_store_path).active())
+        model: dict[str, Any] = {"version": meta.version, "labels": meta.labels}
+    except BundleError as e:
+        model = {"version": None, "error": str(e), "labels": []}
+    counts = stats(engine).get("status", {})
+    nxt = next_run(engine)
+    return {
+        "daemon": {"running": pid is not None, "pid": pid,
+                   "started": get_state(engine, STARTED_KEY) if pid else None,
+                   "heartbeat": get_state(engine, HEARTBEAT_KEY),
+                   "watch": json.loads(get_state(engine, WATCH_KEY) or "[]")},
+        "queue": int(counts.get("pending", 0)),
+        "tracks": counts,
+        "last_scan": get_state(engine, LAST_SCAN_KEY),
+        "active_model": model,
+        "last_retrain": _last_retrain(engine),
+        "next_retrain": nxt.isoformat() if nxt else None,
+    }
+
+
+def _last_retrain(engine: Engine) -> dict[str, Any] | None:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from storage.schema import TrainingRun
+
+    with Session(engine) as s:
+        run = s.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(1)).first()
+        if run is None:
+            return None
+        return {"decision": run.decision, "reason": run.reason, "trigger": run.trigger,
+                "started_at": run.started_at.isoformat() if run.started_at else None,
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                "base_model": run.base_model, "new_model": run.new_model,
+                "old_accuracy": run.old_accuracy, "new_accuracy": run.new_accuracy}
