@@ -1,0 +1,127 @@
+"""The decode floor: the least work any scan must do per track — decode the same clip
+windows and compute their log-mel features — in a pool of the same number of processes,
+with nothing else (no fingerprint, no model, no catalogue). A scan is compared to it.
+
+Also per-stage timings on a few tracks in this process, to show where a scan's extra time
+goes (probe, clip decoding, features, fingerprint, CNN inference).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_params: Any = None
+_n_clips = 3
+
+
+def _init(params: Any, n_clips: int) -> None:
+    global _params, _n_clips
+    from classifier.features import log_mel
+
+    _params, _n_clips = params, n_clips
+    log_mel(np.zeros(int(params.sample_rate * params.clip_seconds), np.float32), params)
+
+
+def _wait(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _features_of(path: str) -> bool:
+    """Decode the clip windows and compute their features; False if the file is unreadable."""
+    from classifier.audio import UnreadableAudio, read_clips
+    from classifier.features import log_mel
+
+    try:
+        _info, clips = read_clips(path, _n_clips, clip_seconds=_params.clip_seconds,
+                                  sr=_params.sample_rate)
+    except UnreadableAudio:
+        return False
+    for clip in clips:
+        log_mel(clip, _params)
+    return True
+
+
+@dataclass(frozen=True)
+class Floor:
+    seconds: float
+    tracks: int
+    unreadable: int
+
+    @property
+    def tracks_per_second(self) -> float:
+        return self.tracks / self.seconds
+
+
+def model_settings() -> tuple[Any, int, int]:
+    """(feature params, clips per track, workers) that `genred scan` uses by default:
+    the active (else bundled) model's feature parameters and the default config."""
+    from classifier.features import FeatureParams
+    from daemon.config import Config
+
+    cfg = Config()
+    try:
+        from classifier.predict import Classifier
+
+        params = Classifier.load().params
+    except Exception:  # the model cannot load: the default parameters are the contract's
+        params = FeatureParams()
+    return params, cfg.clips_per_track, cfg.worker_count
+
+
+def measure(paths: Sequence[Path], workers: int, params: Any, n_clips: int) -> Floor:
+    """Time decoding + features of ``paths`` over a warmed-up pool of ``workers``."""
+    ctx = multiprocessing.get_context("spawn")  # workers without torch, like a lean scan
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init,
+                             initargs=(params, n_clips)) as pool:
+        list(pool.map(_wait, [0.5] * workers))  # start every worker before timing
+        start = time.perf_counter()
+        ok = list(pool.map(_features_of, [str(p) for p in paths]))
+        elapsed = time.perf_counter() - start
+    return Floor(elapsed, len(paths), ok.count(False))
+
+
+def stage_timings(paths: Sequence[Path], params: Any, n_clips: int) -> dict[str, float]:
+    """Median milliseconds per track of each stage, measured serially in this process."""
+    from classifier.audio import fingerprint, probe, read_clips
+    from classifier.features import log_mel
+
+    stages: dict[str, list[float]] = {"probe": [], "decode_clips": [], "features": [],
+                                      "fingerprint": [], "inference": []}
+    classifier = _classifier()
+    for path in paths:
+        t0 = time.perf_counter()
+        probe(path)
+        t1 = time.perf_counter()
+        info, clips = read_clips(path, n_clips, clip_seconds=params.clip_seconds,
+                                 sr=params.sample_rate)
+        t2 = time.perf_counter()
+        feats = np.stack([log_mel(c, params) for c in clips])
+        t3 = time.perf_counter()
+        fingerprint(path)
+        t4 = time.perf_counter()
+        stages["probe"].append(t1 - t0)
+        stages["decode_clips"].append(t2 - t1)
+        stages["features"].append(t3 - t2)
+        stages["fingerprint"].append(t4 - t3)
+        if classifier is not None:
+            t5 = time.perf_counter()
+            classifier.predict_features(info, feats)
+            stages["inference"].append(time.perf_counter() - t5)
+    return {k: 1000 * float(np.median(v)) for k, v in stages.items() if v}
+
+
+def _classifier() -> Any:
+    try:
+        from classifier.predict import Classifier
+
+        return Classifier.load()
+    except Exception:  # reported as a missing stage, not a failed benchmark
+        return None
