@@ -1,11 +1,413 @@
-"""Verbs: TODO (owned by one helper; see docs/architecture.md)."""
+"""Verbs on the catalogue: ``scan``, ``query``, ``stats``, ``correct``, ``uncorrect``,
+``import-tags``, ``tags write``, ``tags restore``.
+
+Examples::
+
+    genred scan ~/Music                       # classify new/changed files, record them
+    genred scan ~/Music --write-tags --pretend
+    genred query --genre jazz --min-confidence 0.8
+    genred query --uncorrected --sort confidence --limit 20 --format json
+    genred query --status error               # files that could not be read, and why
+    genred correct ~/Music/Album Jazz         # a file, or every track under a folder
+    genred correct --from-csv labels.csv      # path,genre (header optional)
+    genred uncorrect ~/Music/Album
+    genred import-tags ~/Music                # genre tags the files carry -> labels
+    genred tags write --tag-threshold 0.7 ~/Music
+    genred tags restore ~/Music
+
+Exit status: 0 when the verb ran (per-file problems are recorded and reported, not fatal);
+1 when the catalogue or the model cannot be opened; 2 for usage errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.config import Config
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from storage.tagging import TagOutcome
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+STATUSES = ("ok", "error", "missing", "pending")
+SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add this module's verbs. Each parser sets ``handler=`` (args, cfg) -> exit code and
-    names flags that override config keys ``dest="cfg_<key>"`` (default None); heavy imports
-    (torch, librosa, sqlalchemy) go inside handlers."""
+    """Add the catalogue verbs (heavy imports happen inside the handlers)."""
+    _register_scan(sub, common)
+    _register_query(sub, common)
+    p = sub.add_parser("stats", parents=[common], help="counts per genre, status and model")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_stats)
+    _register_corrections(sub, common)
+    _register_tags(sub, common)
+
+
+def _tag_policy_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tag-threshold", dest="cfg_tag_threshold", type=float, default=None,
+                   metavar="P", help="write a predicted genre only at this confidence or more "
+                   "(config tag_threshold, default 0.5); corrections are always written")
+    p.add_argument("--overwrite-existing", dest="cfg_overwrite_existing", action="store_const",
+                   const=True, default=None,
+                   help="replace a genre the file already has (config overwrite_existing)")
+    p.add_argument("--pretend", action="store_true",
+                   help="list what would change; touch no file")
+
+
+def _register_scan(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("scan", parents=[common], help="classify a library into the catalogue",
+                       description="Classify every audio file under PATH (recursively; by "
+                       "extension and by content) and record it. Unchanged files are skipped.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
+    p.add_argument("--workers", dest="cfg_workers", type=int, default=None, metavar="N",
+                   help="decode processes (default: all cores)")
+    p.add_argument("--model", dest="cfg_model", default=None, metavar="M",
+                   help="bundle directory or version id (default: the active model)")
+    p.add_argument("--clips", dest="cfg_clips_per_track", type=int, default=None, metavar="K",
+                   help="clips per track (default 3)")
+    p.add_argument("--write-tags", dest="cfg_write_tags", action="store_const", const=True,
+                   default=None, help="write genre tags as files are classified (write_tags)")
+    p.add_argument("--force", action="store_true", help="re-classify unchanged files too")
+    _tag_policy_flags(p)
+    p.set_defaults(handler=_scan)
+
+
+def _register_query(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("query", parents=[common], help="list catalogued tracks",
+                       description="List tracks; filters combine with AND. The genre shown "
+                       "is the correction if there is one, else the prediction.")
+    p.add_argument("--genre", help="effective genre (case-insensitive, aliases apply)")
+    p.add_argument("--min-confidence", type=float, metavar="P")
+    p.add_argument("--max-confidence", type=float, metavar="P")
+    corrected = p.add_mutually_exclusive_group()
+    corrected.add_argument("--corrected", dest="corrected", action="store_const", const=True)
+    corrected.add_argument("--uncorrected", dest="corrected", action="store_const",
+                           const=False)
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--path", dest="path_glob", metavar="GLOB",
+                   help="glob over the absolute path, e.g. '/music/Jazz/*'")
+    p.add_argument("--model", dest="model_filter", metavar="VERSION",
+                   help="predicted by this model version")
+    p.add_argument("--limit", type=int, metavar="N")
+    p.add_argument("--sort", choices=SORTS, default="path")
+    p.add_argument("--desc", action="store_true", help="sort descending")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(handler=_query)
+
+
+def _register_corrections(sub: argparse._SubParsersAction,
+                          common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("correct", parents=[common], help="set the genre of tracks by hand",
+                       description="Label a file, or every track under a folder. A "
+                       "correction wins over predictions, in queries and in tags.")
+    p.add_argument("path", nargs="?", metavar="PATH")
+    p.add_argument("genre", nargs="?", metavar="GENRE")
+    p.add_argument("--from-csv", metavar="FILE", help="CSV of path,genre (header optional)")
+    p.set_defaults(handler=_correct)
+    p = sub.add_parser("uncorrect", parents=[common], help="drop corrections (kept as history)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    p.set_defaults(handler=_uncorrect)
+    p = sub.add_parser("import-tags", parents=[common],
+                       help="take the genre tags files carry as labels",
+                       description="Read genre tags under PATH, normalise them through the "
+                       "alias map and record them as labels (source tag). User corrections "
+                       "are never overridden.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    p.set_defaults(handler=_import_tags)
+
+
+def _register_tags(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    tags = sub.add_parser("tags", parents=[common], help="write or restore genre tags")
+    verbs = tags.add_subparsers(dest="tags_verb", metavar="ACTION")
+    p = verbs.add_parser("write", parents=[common], help="write genres into files' tags",
+                         description="Apply the tag policy to catalogued tracks (all, or "
+                         "those under PATH). The first write backs up the original values.")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    _tag_policy_flags(p)
+    p.set_defaults(handler=_tags_write)
+    p = verbs.add_parser("restore", parents=[common], help="put the original tags back",
+                         description="Restore the genre values files had before genred "
+                         "wrote them, where the file still holds what genred wrote.")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--pretend", action="store_true", help="list what would change")
+    p.set_defaults(handler=_tags_restore)
+    tags.set_defaults(handler=lambda args, cfg: _usage(tags))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_usage(sys.stderr)
+    return EXIT_USAGE
+
+
+# --- shared ----------------------------------------------------------------------------
+
+def _open(cfg: Config) -> Engine | None:
+    from storage.db import CatalogueError, open_catalogue
+
+    try:
+        return open_catalogue(cfg.db_url)
+    except CatalogueError as e:
+        print(f"genred: {e}", file=sys.stderr)
+        return None
+
+
+def _policy(args: argparse.Namespace, cfg: Config) -> Any:
+    from storage.tagging import TagPolicy
+
+    return TagPolicy(cfg.tag_threshold, cfg.overwrite_existing, getattr(args, "pretend", False))
+
+
+def _print_outcome(outcome: TagOutcome) -> None:
+    print(outcome.line())
+
+
+def _existing(paths: list[str]) -> list[str] | None:
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        print(f"genred: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return None
+    return paths
+
+
+# --- scan ------------------------------------------------------------------------------
+
+def _scan(args: argparse.Namespace, cfg: Config) -> int:
+    if _existing(args.paths) is None:
+        return EXIT_USAGE
+    classifier = _load_classifier(cfg)
+    engine = _open(cfg)
+    if classifier is None or engine is None:
+        return EXIT_FAILED
+    from tqdm import tqdm
+
+    from daemon.worker import Worker
+
+    policy = _policy(args, cfg) if (cfg.write_tags or args.pretend) else None
+    with tqdm(unit="file", disable=not sys.stderr.isatty(), file=sys.stderr) as bar, \
+            Worker(engine, classifier, cfg, tag_policy=policy, progress=bar,
+                   on_tag=_print_outcome if policy else None) as worker:
+        summary = worker.scan(args.paths, force=args.force)
+    print(summary.line())
+    return EXIT_OK
+
+
+def _load_classifier(cfg: Config) -> Any:
+    from classifier.bundle import BundleError
+    from classifier.predict import Classifier
+    from classifier.store import ModelNotFound, ModelStore
+
+    try:
+        return Classifier.load(cfg.model or None, store=ModelStore(cfg.model_store_path),
+                               clips_per_track=cfg.clips_per_track)
+    except (BundleError, ModelNotFound) as e:
+        print(f"genred: cannot load the model: {e}", file=sys.stderr)
+        return None
+
+
+# --- query / stats ---------------------------------------------------------------------
+
+def _query(args: argparse.Namespace, cfg: Config) -> int:
+    from storage.genres import normalise
+    from storage.query import TrackFilter, query_json, query_tracks
+
+    genre = (args.genre, normalise(args.genre, cfg.aliases)) if args.genre else None
+    flt = TrackFilter(genre=genre, min_confidence=args.min_confidence,
+                      max_confidence=args.max_confidence, corrected=args.corrected,
+                      status=args.status, path_glob=args.path_glob, model=args.model_filter,
+                      limit=args.limit, sort=args.sort, descending=args.desc)
+    engine = _open(cfg)
+    if engine is None:
+        return EXIT_FAILED
+    if args.format == "json":
+        sys.stdout.write(query_json(engine, flt) + "\n")
+        return EXIT_OK
+    rows = query_tracks(engine, flt)
+    if args.format == "csv":
+        _write_csv(rows)
+    else:
+        _write_table(rows)
+    return EXIT_OK
+
+
+CSV_COLUMNS = ("path", "genre", "predicted_genre", "confidence", "corrected_genre", "model",
+               "status", "error", "duration", "format", "probabilities")
+
+
+def _write_csv(rows: list[dict[str, Any]]) -> None:
+    out = csv.writer(sys.stdout)
+    out.writerow(CSV_COLUMNS)
+    for row in rows:
+        values = dict(row, probabilities=json.dumps(row["probabilities"])
+                      if row["probabilities"] is not None else "")
+        out.writerow(["" if values[c] is None else values[c] for c in CSV_COLUMNS])
+
+
+def _write_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no tracks match")
+        return
+    width = min(max(len(r["genre"] or "-") for r in rows), 24)
+    for r in rows:
+        confidence = f"{r['confidence']:.2f}" if r["confidence"] is not None else "  - "
+        mark = "*" if r["corrected_genre"] else " "
+        status = "" if r["status"] == "ok" else f"  [{r['status']}: {r['error'] or ''}]"
+        print(f"{(r['genre'] or '-')[:24]:{width}}{mark} {confidence}  {r['path']}{status}")
+    print(f"{len(rows)} tracks (* = corrected by hand)")
+
+
+def _stats(args: argparse.Namespace, cfg: Config) -> int:
+    from storage.query import stats
+
+    engine = _open(cfg)
+    if engine is None:
+        return EXIT_FAILED
+    data = stats(engine)
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    print(f"{data['tracks']} tracks, {data['corrected']} corrected")
+    for title, key in (("genre", "genres"), ("status", "status"), ("model", "models"),
+                       ("label source", "label_sources")):
+        print(f"\nper {title}:")
+        for name, count in data[key].items():
+            print(f"  {count:7d}  {name}")
+    return EXIT_OK
+
+
+# --- corrections -----------------------------------------------------------------------
+
+def _targets(engine: Engine, path: str) -> list[str]:
+    """A file, or every catalogued track and audio file under a folder."""
+    from daemon.worker import gather
+    from storage.catalogue import canonical, tracks_under
+
+    found = {t.path for t in tracks_under(engine, path)}
+    if Path(path).is_dir():
+        found |= {canonical(p) for p in gather([path])}
+    elif Path(path).is_file():
+        found.add(canonical(path))
+    return sorted(found)
+
+
+def _correct(args: argparse.Namespace, cfg: Config) -> int:
+    from storage.corrections import ADDED, add_label, read_label_csv
+    from storage.genres import normalise
+
+    if bool(args.from_csv) == bool(args.path and args.genre) or (args.path and not args.genre):
+        print("genred: give PATH GENRE, or --from-csv FILE", file=sys.stderr)
+        return EXIT_USAGE
+    engine = _open(cfg)
+    if engine is None:
+        return EXIT_FAILED
+    if args.from_csv:
+        try:
+            pairs, problems = read_label_csv(args.from_csv)
+        except OSError as e:
+            print(f"genred: cannot read {args.from_csv}: {e.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        for problem in problems:
+            print(f"skipped {problem}")
+    else:
+        pairs = [(args.path, args.genre)]
+    labels: list[tuple[str, str]] = []
+    for path, genre in pairs:
+        targets = _targets(engine, path)
+        if not targets:
+            print(f"skipped {path}: no such file or folder, and not in the catalogue")
+        labels += [(t, normalise(genre, cfg.aliases)) for t in targets]
+    results = [add_label(engine, path, genre) for path, genre in labels]
+    added = [r for r in results if r.outcome == ADDED]
+    for r in added:
+        print(f"corrected {r.path}: {r.genre}")
+    print(f"{len(added)} corrected, {len(results) - len(added)} already had that genre")
+    if cfg.write_tags:
+        _write_tags_for(engine, [r.path for r in added], _policy(args, cfg))
+    return EXIT_OK if results or not pairs else EXIT_USAGE
+
+
+def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
+    from storage.corrections import remove_label
+
+    engine = _open(cfg)
+    if engine is None:
+        return EXIT_FAILED
+    total = sum(remove_label(engine, path) for path in args.paths)
+    print(f"{total} tracks uncorrected (history kept)")
+    return EXIT_OK
+
+
+def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
+    from daemon.worker import gather
+    from storage.corrections import import_tag_label
+
+    if _existing(args.paths) is None:
+        return EXIT_USAGE
+    engine = _open(cfg)
+    if engine is None:
+        return EXIT_FAILED
+    counts: dict[str, int] = {}
+    for path in gather(args.paths):
+        outcome = import_tag_label(engine, path, cfg.aliases)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no audio files")
+    return EXIT_OK
+
+
+# --- tags ------------------------------------------------------------------------------
+
+def _write_tags_for(engine: Engine, paths: list[str], policy: Any) -> dict[str, int]:
+    from storage.tagging import SKIPPED, write_track
+
+    counts: dict[str, int] = {}
+    for path in paths:
+        outcome = write_track(engine, path, policy)
+        counts[outcome.action] = counts.get(outcome.action, 0) + 1
+        if outcome.action != SKIPPED or policy.pretend:
+            _print_outcome(outcome)
+    return counts
+
+
+def _catalogued(engine: Engine, paths: list[str]) -> list[str]:
+    from storage.catalogue import tracks_under
+
+    found: set[str] = set()
+    for path in paths or ["/"]:
+        found |= {t.path for t in tracks_under(engine, path)}
+    return sorted(found)
+
+
+def _tags_write(args: argparse.Namespace, cfg: Config) -> int:
+    engine = _open(cfg)
+    if engine is None:
+        return EXIT_FAILED
+    counts = _write_tags_for(engine, _catalogued(engine, args.paths), _policy(args, cfg))
+    print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no tracks")
+    return EXIT_OK
+
+
+def _tags_restore(args: argparse.Namespace, cfg: Config) -> int:
+    from storage.tagging import backed_up_paths, restore_track
+
+    engine = _open(cfg)
+    if engine is None:
+        return EXIT_FAILED
+    paths = sorted({p for folder in (args.paths or [None]) for p in
+                    backed_up_paths(engine, folder)})
+    counts: dict[str, int] = {}
+    for path in paths:
+        outcome = restore_track(engine, path, pretend=args.pretend)
+        counts[outcome.action] = counts.get(outcome.action, 0) + 1
+        _print_outcome(outcome)
+    print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to restore")
+    return EXIT_OK

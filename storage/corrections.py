@@ -12,9 +12,10 @@ active label is not added twice.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
@@ -121,3 +122,55 @@ def history(engine: Engine, path: str | os.PathLike[str]) -> list[tuple[str, str
         if track is None:
             return []
         return [(c.genre, c.source, c.active) for c in track.corrections]
+
+
+def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(path, genre) rows of a CSV file and the problems of the rows it skipped. A first
+    row ``path,genre`` is a header; relative paths are relative to the CSV's folder."""
+    base = os.path.dirname(os.path.abspath(path))
+    pairs: list[tuple[str, str]] = []
+    problems: list[str] = []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for n, row in enumerate(csv.reader(fh), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells):
+                continue
+            if n == 1 and [c.lower() for c in cells[:2]] == ["path", "genre"]:
+                continue
+            if len(cells) < 2 or not cells[0] or not cells[1]:
+                problems.append(f"line {n}: expected path,genre")
+                continue
+            pairs.append((os.path.join(base, os.path.expanduser(cells[0])), cells[1]))
+    return pairs, problems
+
+
+# import_tag_label outcomes
+TAG_IMPORTED = "imported"
+TAG_SAME = "unchanged"
+TAG_KEPT_USER = "kept user correction"
+TAG_NONE = "without a genre tag"
+TAG_OURS = "tagged by genred's model (not a label)"
+TAG_UNREADABLE = "unreadable"
+
+
+def import_tag_label(engine: Engine, path: str | os.PathLike[str],
+                     aliases: Mapping[str, str] | None = None) -> str:
+    """Record the genre tag of the file at ``path`` as its label (source ``tag``). A genre
+    genred wrote from a prediction is not a label: the model would learn from itself."""
+    from storage import tags
+    from storage.genres import tag_label
+
+    try:
+        kind, values = tags.read_values(path)
+        genres = tags.read_genres(path)
+    except tags.TagError as e:
+        log.info("no tags read: %s", e)
+        return TAG_UNREADABLE
+    provenance = tags.provenance(kind, values)
+    if provenance is not None and provenance != tags.USER_PROVENANCE:
+        return TAG_OURS
+    label = tag_label(genres, aliases)
+    if label is None:
+        return TAG_NONE
+    result = add_label(engine, path, label, TAG)
+    return {ADDED: TAG_IMPORTED, SAME: TAG_SAME, KEPT_USER: TAG_KEPT_USER}[result.outcome]

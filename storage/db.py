@@ -14,18 +14,20 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+HEAD = "0002"  # the newest migration in storage/migrations/versions (a test checks)
 
 
 class CatalogueError(Exception):
@@ -35,6 +37,8 @@ class CatalogueError(Exception):
 
 def alembic_config(engine: Engine) -> AlembicConfig:
     """An Alembic config pointing at the migrations inside the installed package."""
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
@@ -114,8 +118,27 @@ def open_catalogue(url: str) -> Engine:
     return engine
 
 
+def current_revision(engine: Engine) -> str | None:
+    """The catalogue's schema revision, or None for an empty database."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the migrations up to ``revision`` (no-op when already there)."""
+    """Apply the migrations up to ``revision`` (no-op when already there). A catalogue
+    already at ``HEAD`` is not handed to Alembic at all: every command starts faster."""
+    current = current_revision(engine)
+    if revision == "head" and current == HEAD:
+        return
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are noise here
+    from alembic import command
+
+    if current is None:
+        log.info("creating the catalogue %s", engine.url)
+    else:
+        log.info("upgrading the catalogue %s from schema %s", engine.url, current)
     cfg = alembic_config(engine)
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection

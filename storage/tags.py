@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 TEMP_MARKER = ".genred-tmp"  # in the name of the temporary copies; watchers skip them
 Values = dict[str, list[str]]
 MODEL, CONFIDENCE = "model", "confidence"
+USER_PROVENANCE = "user"  # the provenance value of a genre written from a correction
 
 
 class TagError(Exception):
@@ -193,6 +194,13 @@ def read_genres(path: str | os.PathLike[str]) -> list[str]:
     return [g for g in (_get(audio, kind, _KEYS[kind]["genre"]) or []) if g.strip()]
 
 
+def provenance(kind: str, values: Values) -> str | None:
+    """The model version genred recorded with the genre (``USER_PROVENANCE`` for a user
+    correction), or None when genred did not write this genre."""
+    got = values.get(_KEYS[kind][MODEL])
+    return got[0] if got else None
+
+
 def genre_of(kind: str, values: Values) -> list[str]:
     """The genre values in a ``read_values`` result."""
     return [g for g in values.get(_KEYS[kind]["genre"], []) if g.strip()]
@@ -207,7 +215,7 @@ def genre_values(kind: str, genre: str, model: str | None,
     keys = _KEYS[kind]
     changes: dict[str, list[str] | None] = {
         keys["genre"]: [genre],
-        keys[MODEL]: [model or "user"],
+        keys[MODEL]: [model or USER_PROVENANCE],
         keys[CONFIDENCE]: [f"{confidence:.3f}"] if confidence is not None else None,
     }
     if "genre_id" in keys:
