@@ -163,6 +163,7 @@ def write(directory: Path, net: nn.Module, meta: BundleMeta) -> None:
 
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
+    (directory / WEIGHTS_FILE).chmod(0o644)  # safetensors creates it 0600
     text = json.dumps(meta.to_json(), indent=2, sort_keys=False)
     (directory / META_FILE).write_text(text + "\n", encoding="utf-8")
 

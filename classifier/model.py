@@ -8,7 +8,8 @@ training can grow the genre set by adding rows to it.
   summarises each FFT frame, ReLU, 2x2 max-pool; a 5x5 convolution, BatchNorm, ReLU, 2x2
   max-pool; flatten, dropout, one fully connected layer (<= 1024 units), output.
 - ``pooled`` (the default): the same idea of convolving along time with all mel bands as
-  input, but with per-mel-band input normalisation, three short temporal convolutions and
+  input, but with per-mel-band input standardisation (statistics of the training data,
+  stored as buffers), three short temporal convolutions and
   global average + max pooling over time instead of a giant flatten — ~20x fewer weights,
   any clip length, and less room to memorise a small training set.
 """
@@ -47,7 +48,8 @@ class PaperCNN(nn.Module):
         self.out = nn.Linear(hidden, n_labels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(1)
+        # log-mels are dB in [-80, 0]; a fixed affine maps them to [0, 1] (no weights).
+        x = (x / 80.0 + 1.0).unsqueeze(1)
         x = self.pool(torch.relu(self.conv1(x)))
         x = self.pool(torch.relu(self.bn2(self.conv2(x))))
         x = self.dropout(torch.flatten(x, 1))
@@ -55,6 +57,9 @@ class PaperCNN(nn.Module):
 
 
 class PooledCNN(nn.Module):
+    mel_mean: torch.Tensor
+    mel_std: torch.Tensor
+
     def __init__(
         self,
         n_labels: int,
@@ -64,7 +69,10 @@ class PooledCNN(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(n_mels)  # per-mel-band standardisation of the input
+        # Per-mel-band standardisation of the input, fixed from the training data (see
+        # set_input_stats): unlike a BatchNorm it does not depend on how many steps ran.
+        self.register_buffer("mel_mean", torch.full((n_mels,), -40.0))
+        self.register_buffer("mel_std", torch.full((n_mels,), 20.0))
 
         def block(c_in: int, c_out: int) -> nn.Sequential:
             return nn.Sequential(
@@ -81,8 +89,14 @@ class PooledCNN(nn.Module):
         self.fc = nn.Linear(2 * channels, hidden)
         self.out = nn.Linear(hidden, n_labels)
 
+    def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-mel-band mean and standard deviation of the training log-mels."""
+        self.mel_mean.copy_(mean)
+        self.mel_std.copy_(std.clamp_min(1e-3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(self.norm(x))
+        x = (x - self.mel_mean[:, None]) / self.mel_std[:, None]
+        x = self.features(x)
         x = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
         x = self.dropout(x)
         return self.out(torch.relu(self.fc(x)))

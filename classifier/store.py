@@ -91,11 +91,17 @@ class ModelStore:
             return self.bundled()
 
     def activate(self, version: str) -> Path:
-        """Make ``version`` (an id in this store or 'starter') the active model; returns its
-        path. The ACTIVE file is replaced atomically."""
+        """Make ``version`` (an id in this store, a bundle path, or 'starter') the active
+        model; returns its path. ACTIVE holds the version id for bundles in the store and
+        the absolute path for bundles elsewhere; it is replaced atomically."""
         path = self.resolve(version)
         self.root.mkdir(parents=True, exist_ok=True)
-        value = "" if path == self.bundled() else read_meta(path).version
+        if path == self.bundled():
+            value = ""
+        elif path.parent.resolve() == self.root.resolve():
+            value = path.name
+        else:
+            value = str(path.resolve())
         tmp = self.root / f".{ACTIVE_FILE}.{secrets.token_hex(4)}"
         with tmp.open("w", encoding="utf-8") as fh:
             fh.write(value + "\n")

@@ -1,21 +1,42 @@
 """Training, fine-tuning and evaluation of genre models (a readable loop, no framework).
 
 The pieces live next door: ``dataset`` (scan a genre-folder collection, song-level split),
-``featurecache`` (decoded log-mels as plain .npy arrays keyed by file content and feature
-parameters), ``reports`` (metrics.json, confusion and training-curve PNGs).
+``featurecache`` (log-mels as plain .npy arrays keyed by file content and feature
+parameters), ``fit`` (the optimisation loop), ``reports`` (metrics.json, PNGs).
+
+Clips: each training song gives ``clips_per_song`` random 30 s clips (a song shorter than
+a clip is looped and each clip starts at a random point of the loop); validation and test
+songs are judged like real use, by K clips spread over the track with probabilities
+averaged (K = 3).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from classifier import audio, dataset, reports
+from classifier.bundle import BundleMeta, ModelMismatch, new_version_id
+from classifier.dataset import DatasetError, Song
+from classifier.featurecache import FeatureCache, content_hash
+from classifier.features import FeatureParams
+from classifier.predict import clip_features
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
 Labelled = Sequence[tuple[str | Path, str]]
+EVAL_CLIPS = 3
 
 
 @dataclass
@@ -40,10 +61,234 @@ class TrainResult:
     cache_hits: int = 0
     cache_misses: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)  # {path, error}
+    decoded: int = 0  # songs decoded (cache misses that read audio)
 
     @property
     def accuracy(self) -> float:
         return float(self.metrics["accuracy"])
+
+
+@dataclass
+class TrainOptions:
+    """The knobs of a run, in one place."""
+
+    seed: int = 0
+    clips_per_song: int = 5
+    epochs: int = 40
+    arch: str = "pooled"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
+    lr: float | None = None  # None: 1e-3 from scratch, 3e-4 when starting from a model
+    patience: int = 8
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    augment: bool | None = None  # None: SpecAugment for the default arch, not for `paper`
+    distill: float = 1.0
+    progress: bool = True
+    params: FeatureParams = field(default_factory=FeatureParams)
+
+
+class Extractor:
+    """Log-mels for songs through the feature cache; unreadable songs are skipped and
+    listed with their reason."""
+
+    def __init__(self, params: FeatureParams, cache_dir: str | Path | None, progress: bool):
+        self.params = params
+        self.cache = FeatureCache(Path(cache_dir) if cache_dir else None, params)
+        self.progress = progress
+        self.decoded = 0
+        self.skipped: list[dict[str, str]] = []
+
+    def _random_clips(self, song: Song, digest: str, n: int, seed: int) -> list[np.ndarray]:
+        p = self.params
+        info = audio.probe(song.path)
+        rng = random.Random(f"{seed}-{digest}")
+        slack = info.duration - p.clip_seconds
+        if slack > 1.0:
+            starts = sorted(rng.uniform(0.0, slack) for _ in range(n))
+            return audio.read_clips(song.path, n, p.clip_seconds, p.sample_rate, starts)[1]
+        # Shorter than a clip: the clip is the song looped; start each copy at a random
+        # point of the loop so the clips differ like a long song's do.
+        clip = audio.read_clip(song.path, 0.0, p.clip_seconds, p.sample_rate)
+        period = round(info.duration * p.sample_rate) if info.duration > 0 else clip.size
+        period = max(1, min(period, clip.size))
+        return [np.roll(clip, -rng.randrange(period)) for _ in range(n)]
+
+    def song(self, song: Song, n: int, seed: int | None) -> np.ndarray:
+        """(n, n_mels, frames): ``seed`` None = clips spread over the track (as in use),
+        else n random clips. Raises UnreadableAudio."""
+        try:
+            digest = content_hash(song.path)
+        except OSError as e:
+            raise audio.UnreadableAudio(song.path, f"cannot read: {e.strerror}") from e
+        name = f"spread{n}" if seed is None else f"random{n}-seed{seed}"
+        cached = self.cache.get(digest, name)
+        if cached is not None:
+            return cached
+        self.decoded += 1
+        if seed is None:
+            _, clips = audio.read_clips(song.path, n, self.params.clip_seconds,
+                                        self.params.sample_rate)
+        else:
+            clips = self._random_clips(song, digest, n, seed)
+        feats = clip_features(clips, self.params)
+        self.cache.put(digest, name, feats)
+        return feats
+
+    def many(self, songs: list[Song], n: int, seed: int | None, desc: str
+             ) -> tuple[list[Song], list[np.ndarray]]:
+        kept: list[Song] = []
+        feats: list[np.ndarray] = []
+        for song in tqdm(songs, desc=desc, unit="song", file=sys.stderr,
+                         disable=not self.progress or not songs):
+            try:
+                feats.append(self.song(song, n, seed))
+                kept.append(song)
+            except audio.UnreadableAudio as e:
+                log.warning("skipped: %s", e)
+                self.skipped.append({"path": str(song.path), "error": e.reason})
+        return kept, feats
+
+
+def song_metrics(net: nn.Module, labels: list[str], songs: list[Song],
+                 feats: list[np.ndarray]) -> dict[str, Any]:
+    """The evaluate JSON for these songs, plus per_source accuracy."""
+    from classifier.fit import song_probabilities
+
+    probs = song_probabilities(net, feats) if feats else np.zeros((0, len(labels)))
+    predicted = [labels[i] for i in probs.argmax(axis=1)] if feats else []
+    true = [s.genre for s in songs]
+    extra = sorted({g for g in true if g not in labels})
+    out = reports.metrics(true, predicted, labels + extra, sum(f.shape[0] for f in feats))
+    out["per_source"] = reports.per_group_accuracy([s.source for s in songs], true, predicted)
+    return out
+
+
+def _grow(base: nn.Module, meta: BundleMeta, labels: list[str]) -> nn.Module:
+    """A copy of ``base`` whose output layer has a row per label: the base's rows are kept
+    (its genres come first in ``labels``), new genres get fresh rows."""
+    from classifier import model as cnn
+
+    net = cnn.build(meta.arch, len(labels), meta.params.n_mels, meta.params.frames,
+                    **meta.arch_kwargs)
+    state = net.state_dict()
+    for key, value in base.state_dict().items():
+        if key.startswith("out."):
+            state[key][: value.shape[0]] = value
+        else:
+            state[key] = value
+    net.load_state_dict(state)
+    return net
+
+
+def _load_base(from_model: str | Path, params: FeatureParams) -> tuple[BundleMeta, nn.Module]:
+    from classifier import bundle
+
+    meta, net = bundle.load(from_model)
+    if meta.params != params:
+        raise ModelMismatch(f"{from_model}: its feature parameters {meta.params.as_dict()} "
+                            f"differ from this run's {params.as_dict()}")
+    return meta, net
+
+
+def _check_trainable(splits: dict[str, list[Song]], labels: list[str]) -> None:
+    trained = {s.genre for s in splits["train"]}
+    if len(labels) < 2:
+        raise DatasetError(f"need at least two genres to tell apart, found {labels}")
+    if not trained:
+        raise DatasetError("no readable training songs")
+
+
+def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_dir: Any,
+         summary: dict[str, Any], base: tuple[BundleMeta, nn.Module] | None) -> TrainResult:
+    from classifier import bundle
+    from classifier import model as cnn
+    from classifier.fit import FitOptions, SongSet, fit
+    from classifier.predict import set_torch_threads
+
+    set_torch_threads()
+    ex = Extractor(opts.params, cache_dir, opts.progress)
+    train_songs, train_feats = ex.many(splits["train"], opts.clips_per_song, opts.seed, "train")
+    val_songs, val_feats = ex.many(splits["val"], EVAL_CLIPS, None, "validation")
+    test_songs, test_feats = ex.many(splits["test"], EVAL_CLIPS, None, "test")
+    genres = sorted({s.genre for s in train_songs})
+    labels = list(base[0].labels) if base else []
+    labels += [g for g in genres if g not in labels]
+    _check_trainable({"train": train_songs}, labels)
+    index = {g: i for i, g in enumerate(labels)}
+    x = np.concatenate(train_feats)
+    y = np.concatenate([[index[s.genre]] * f.shape[0]
+                        for s, f in zip(train_songs, train_feats, strict=True)]).astype(np.int64)
+    val = SongSet(val_feats, [index.get(s.genre, -1) for s in val_songs])
+    val = SongSet([f for f, i in zip(val.feats, val.labels, strict=True) if i >= 0],
+                  [i for i in val.labels if i >= 0])
+    if base:
+        arch, arch_kwargs = base[0].arch, base[0].arch_kwargs
+        net = _grow(base[1], base[0], labels)
+    else:
+        arch, arch_kwargs = opts.arch, opts.arch_kwargs
+        net = cnn.build(arch, len(labels), opts.params.n_mels, opts.params.frames, **arch_kwargs)
+    fit_opts = FitOptions(
+        epochs=opts.epochs, batch_size=opts.batch_size, patience=opts.patience,
+        lr=opts.lr or (3e-4 if base else 1e-3), seed=opts.seed, progress=opts.progress,
+        augment=opts.augment if opts.augment is not None else arch != "paper",
+        distill=opts.distill,
+    )
+    fitted = fit(net, x, y, val, fit_opts, base=base[1] if base else None)
+    metrics = song_metrics(net, labels, test_songs, test_feats)
+    base_metrics = song_metrics(base[1], base[0].labels, test_songs, test_feats) if base else None
+    log.info("held-out test accuracy %.3f on %d songs", metrics["accuracy"], metrics["n_songs"])
+    version = out_dir.name if _looks_like_version(out_dir.name) else new_version_id()
+    summary.update({
+        "songs": {k: dataset.genre_counts(v) for k, v in
+                  (("train", train_songs), ("val", val_songs), ("test", test_songs))},
+        "clips_per_song": opts.clips_per_song, "seed": opts.seed, "epochs_run":
+        len(fitted.history), "best_epoch": fitted.best_epoch, "skipped": len(ex.skipped),
+        "augment": fit_opts.augment, "lr": fit_opts.lr,
+    })
+    meta = BundleMeta(version=version, labels=labels, params=opts.params, arch=arch,
+                      arch_kwargs=arch_kwargs, metrics=_headline(metrics, base_metrics),
+                      training=summary, parent=base[0].version if base else None)
+    report = {"test": metrics, "base_test": base_metrics, "history": fitted.history,
+              "skipped": ex.skipped, "test_songs": [str(s.path) for s in test_songs]}
+    with bundle.staged(out_dir) as tmp:
+        bundle.write(tmp, net, meta)
+        reports.write_json(tmp / "metrics.json", report)
+        reports.plot_confusion(tmp / "confusion.png", metrics["confusion"], metrics["labels"],
+                               f"held-out test songs: accuracy {metrics['accuracy']:.2f}")
+        reports.plot_curve(tmp / "curve.png", fitted.history, fitted.best_epoch)
+    return TrainResult(
+        out_dir=out_dir, version=version, labels=labels, metrics=metrics,
+        base_metrics=base_metrics, test_songs=[(str(s.path), s.genre) for s in test_songs],
+        epochs_run=len(fitted.history), best_epoch=fitted.best_epoch, history=fitted.history,
+        cache_hits=ex.cache.hits, cache_misses=ex.cache.misses, skipped=ex.skipped,
+        decoded=ex.decoded,
+    )
+
+
+def _looks_like_version(name: str) -> bool:
+    stamp, _, tail = name.partition("-")
+    return len(stamp) == 16 and stamp.endswith("Z") and stamp[8] == "T" and len(tail) == 6
+
+
+def _headline(metrics: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
+    out = {"accuracy": metrics["accuracy"], "n_songs": metrics["n_songs"],
+           "per_source": metrics.get("per_source", {})}
+    if base is not None:
+        out["base_accuracy"] = base["accuracy"]
+    return out
+
+
+def _options(seed: int, clips_per_song: int, epochs: int, options: dict[str, Any]
+             ) -> TrainOptions:
+    opts = TrainOptions(seed=seed, clips_per_song=clips_per_song, epochs=epochs)
+    for key, value in options.items():
+        if not hasattr(opts, key):
+            raise TypeError(f"unknown training option {key!r}")
+        setattr(opts, key, value)
+    if opts.clips_per_song < 1 or opts.epochs < 1:
+        raise DatasetError("--clips-per-song and --epochs must be at least 1")
+    return opts
 
 
 def train(
@@ -61,8 +306,22 @@ def train(
     """Train on ``data_dir`` (one sub-folder per genre, nested folders and any formats) and
     write the bundle + metrics.json + confusion.png + curve.png into ``out_dir`` atomically.
     With ``from_model`` the base bundle's weights are the start and its genres are kept
-    (new genres add output rows). Raises DatasetError when the data cannot train a model."""
-    raise NotImplementedError
+    (new genres add output rows). Raises DatasetError when the data cannot train a model,
+    ModelMismatch when ``from_model`` does not fit. Other ``options``: TrainOptions."""
+    opts = _options(seed, clips_per_song, epochs, options)
+    if arch:
+        opts.arch = arch
+    base = _load_base(from_model, opts.params) if from_model else None
+    if base and arch and arch != base[0].arch:
+        log.warning("--arch %s ignored: growing %s keeps its %s network", arch, from_model,
+                    base[0].arch)
+    songs = dataset.scan(data_dir)
+    splits = dataset.split(songs, opts.seed, opts.val_fraction, opts.test_fraction)
+    log.info("songs: %s", {k: len(v) for k, v in splits.items()})
+    summary: dict[str, Any] = {"data_dir": str(Path(data_dir).expanduser().absolute()),
+                               "split": "by song, stratified by (genre, source)",
+                               "genres": dataset.genre_counts(songs)}
+    return _run(splits, opts, Path(out_dir).expanduser().absolute(), cache_dir, summary, base)
 
 
 def fine_tune(
@@ -83,21 +342,48 @@ def fine_tune(
     (path, genre) pairs never trained on, or a fraction of ``labelled`` held out by song.
     Both the new and the base model are evaluated on the same held-out songs
     (``TrainResult.metrics`` / ``base_metrics``). Raises DatasetError when too few usable
-    songs remain."""
-    raise NotImplementedError
+    songs remain, ModelMismatch when the base bundle does not fit."""
+    opts = _options(seed, clips_per_song, epochs, options)
+    base = _load_base(base_bundle, opts.params)
+    songs = dataset.from_pairs(labelled)
+    if isinstance(holdout, int | float):
+        splits = dataset.split(songs, opts.seed, opts.val_fraction, float(holdout))
+    else:
+        test = dataset.from_pairs(holdout)
+        held = {s.path.absolute() for s in test}
+        rest = [s for s in songs if s.path.absolute() not in held]
+        splits = dataset.split(rest, opts.seed, opts.val_fraction, 0.0)
+        splits["test"] = test
+    if not splits["train"]:
+        raise DatasetError("no labelled songs left to train on after the hold-out")
+    summary: dict[str, Any] = {"data": "labelled pairs", "n_labelled": len(songs),
+                               "split": "by song", "genres": dataset.genre_counts(songs)}
+    return _run(splits, opts, Path(out_dir).expanduser().absolute(), cache_dir, summary, base)
 
 
 def evaluate(
     bundle_path: str | Path,
     data: Labelled | str | Path,
     *,
-    clips_per_track: int = 3,
+    clips_per_track: int = EVAL_CLIPS,
     cache_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a bundle on (path, genre) pairs or a genre-folder collection, one
     whole-track prediction per song (``clips_per_track`` spread clips averaged). Returns
     the evaluate JSON: {"accuracy", "labels", "per_genre": {g: {precision, recall, f1,
     support}}, "confusion" (rows = true, columns = predicted, over ``labels``), "n_songs",
-    "n_clips", "errors": [{path, error}]}. Unreadable files are listed in errors and not
-    counted; a genre the model lacks still counts (always wrong) and appears in labels."""
-    raise NotImplementedError
+    "n_clips", "per_source", "model", "errors": [{path, error}]}. Unreadable files are
+    listed in errors and not counted; a genre the model lacks still counts (always wrong)
+    and is appended to labels. Raises DatasetError, BundleError / ModelMismatch."""
+    from classifier.predict import Classifier, set_torch_threads
+
+    songs = dataset.scan(data) if isinstance(data, str | Path) else dataset.from_pairs(data)
+    clf = Classifier.load(Path(bundle_path))
+    set_torch_threads()
+    ex = Extractor(clf.params, cache_dir, progress)
+    kept, feats = ex.many(songs, clips_per_track, None, "evaluate")
+    out = song_metrics(clf.net, clf.labels, kept, feats)
+    out["model"] = clf.version
+    out["errors"] = ex.skipped
+    return out

@@ -1,11 +1,230 @@
-"""Verbs: TODO (owned by one helper; see docs/architecture.md)."""
+"""Verbs that need no catalogue: ``train``, ``evaluate``, ``classify``.
+
+Examples::
+
+    genred classify song.mp3 ~/Music/Jazz          # folders are searched recursively
+    genred classify --format json a.flac b.ogg     # [{path, genre, confidence, ...}]
+    genred train ~/labelled --epochs 30            # new version in the model store
+    genred train ~/labelled --from starter --activate
+    genred evaluate ~/labelled --model 20261125T091500Z-3fa9c1 --format json
+
+Exit status: 0 when the verb ran (``classify`` lists unreadable files as ``{path, error}``
+and still exits 0); 1 when no model can be loaded or the training data cannot be used;
+2 for usage errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Config
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add this module's verbs. Each parser sets ``handler=`` (args, cfg) -> exit code and
-    names flags that override config keys ``dest="cfg_<key>"`` (default None); heavy imports
-    (torch, librosa, sqlalchemy) go inside handlers."""
+    """Add train / evaluate / classify (heavy imports happen inside the handlers)."""
+    _register_classify(sub, common)
+    _register_evaluate(sub, common)
+    _register_train(sub, common)
+
+
+def _model_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", dest="cfg_model", metavar="M", default=None,
+                   help="bundle directory, version id in the model store, or 'starter' "
+                        "(default: the active model, else the bundled starter)")
+
+
+def _format_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="output format (default table)")
+
+
+def _register_classify(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("classify", parents=[common], help="predict the genre of audio files",
+                       description="Predict the genre of files (folders: recursively). "
+                                   "No catalogue is read or written.")
+    p.add_argument("paths", nargs="+", metavar="FILE", help="audio files or folders")
+    _model_flag(p)
+    _format_flag(p)
+    p.add_argument("--clips", dest="cfg_clips_per_track", type=int, default=None, metavar="K",
+                   help="30 s clips per track, probabilities averaged (default 3)")
+    p.set_defaults(handler=_classify)
+
+
+def _register_evaluate(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("evaluate", parents=[common], help="accuracy of a model on labelled music",
+                       description="Classify every song of DIR (one sub-folder per genre) "
+                                   "and compare with its folder.")
+    p.add_argument("data_dir", metavar="DIR", help="one sub-folder per genre")
+    _model_flag(p)
+    _format_flag(p)
+    p.add_argument("--clips", dest="cfg_clips_per_track", type=int, default=None, metavar="K",
+                   help="30 s clips per song (default 3)")
+    p.add_argument("--cache", dest="cfg_cache", default=None, metavar="DIR",
+                   help="feature cache directory (default: the config's cache)")
+    p.set_defaults(handler=_evaluate)
+
+
+def _register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("train", parents=[common], help="train a model on labelled music",
+                       description="Train on DIR (one sub-folder per genre, any formats, "
+                                   "nested folders allowed). The new model is NOT made active "
+                                   "unless --activate is given.")
+    p.add_argument("data_dir", metavar="DIR", help="one sub-folder per genre")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="where the bundle goes (default: a new version in the model store)")
+    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    p.add_argument("--clips-per-song", type=int, default=5, metavar="N",
+                   help="random 30 s training clips per song (default 5)")
+    p.add_argument("--epochs", type=int, default=40, metavar="N",
+                   help="at most N epochs; stops early when validation stops improving")
+    p.add_argument("--arch", choices=["pooled", "paper"], default=None,
+                   help="network: pooled (default) or the paper's")
+    p.add_argument("--from", dest="from_model", metavar="MODEL", default=None,
+                   help="start from this model and keep its genres (grow the genre set)")
+    p.add_argument("--cache", dest="cfg_cache", default=None, metavar="DIR",
+                   help="feature cache directory (default: the config's cache)")
+    p.add_argument("--activate", action="store_true",
+                   help="make the new model the active one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_train)
+
+
+def _store(cfg: Config) -> Any:
+    from classifier.store import ModelStore
+
+    return ModelStore(cfg.model_store_path)
+
+
+def _iter_audio(paths: list[str]) -> Iterator[Path]:
+    """Files as given; folders recursively (audio file names only), sorted."""
+    from classifier.dataset import is_audio_name
+
+    for text in paths:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and is_audio_name(p))
+        else:
+            yield path
+
+
+def _load_classifier(cfg: Config) -> Any:
+    """The Classifier or None after printing why (no model could load)."""
+    from classifier.bundle import BundleError
+    from classifier.predict import Classifier
+    from classifier.store import ModelNotFound
+
+    try:
+        return Classifier.load(cfg.model or None, _store(cfg), cfg.clips_per_track)
+    except (ModelNotFound, BundleError) as e:
+        print(f"genred: cannot load a model: {e}", file=sys.stderr)
+        return None
+
+
+def _classify(args: argparse.Namespace, cfg: Config) -> int:
+    from classifier.audio import UnreadableAudio
+
+    clf = _load_classifier(cfg)
+    if clf is None:
+        return EXIT_FAILED
+    results: list[dict[str, Any]] = []
+    for path in _iter_audio(args.paths):
+        try:
+            p = clf.classify(path)
+        except UnreadableAudio as e:
+            log.warning("%s", e)
+            results.append({"path": str(path), "error": e.reason})
+            continue
+        results.append({"path": str(path), "genre": p.genre, "confidence": round(p.confidence, 4),
+                        "probabilities": {g: round(v, 4) for g, v in p.probabilities.items()},
+                        "model": p.model, "duration": round(p.duration, 2), "format": p.format})
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+    else:
+        _print_classify_table(results)
+    return 0
+
+
+def _print_classify_table(results: list[dict[str, Any]]) -> None:
+    width = max([len(r["path"]) for r in results] + [4])
+    print(f"{'PATH':<{width}}  {'GENRE':<12} {'CONF':>5}  RUNNER-UP")
+    for r in results:
+        if "error" in r:
+            print(f"{r['path']:<{width}}  {'-':<12} {'-':>5}  error: {r['error']}")
+            continue
+        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+        runner = f"{ranked[1][0]} {ranked[1][1]:.2f}" if len(ranked) > 1 else ""
+        print(f"{r['path']:<{width}}  {r['genre']:<12} {r['confidence']:>5.2f}  {runner}")
+
+
+def _evaluate(args: argparse.Namespace, cfg: Config) -> int:
+    from classifier import training
+    from classifier.bundle import BundleError
+    from classifier.dataset import DatasetError
+    from classifier.store import ModelNotFound
+
+    try:
+        store = _store(cfg)
+        path = store.resolve(cfg.model) if cfg.model else store.active()
+        result = training.evaluate(path, args.data_dir, clips_per_track=cfg.clips_per_track,
+                                   cache_dir=cfg.cache_path, progress=sys.stderr.isatty())
+    except (ModelNotFound, BundleError, DatasetError) as e:
+        print(f"genred: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        _print_evaluate_table(result)
+    return 0
+
+
+def _print_evaluate_table(r: dict[str, Any]) -> None:
+    print(f"model {r['model']}: accuracy {r['accuracy']:.3f} on {r['n_songs']} songs "
+          f"({r['n_clips']} clips)")
+    print(f"{'GENRE':<14} {'PREC':>5} {'REC':>5} {'F1':>5} {'SONGS':>5}")
+    for genre, m in r["per_genre"].items():
+        print(f"{genre:<14} {m['precision']:>5.2f} {m['recall']:>5.2f} {m['f1']:>5.2f} "
+              f"{m['support']:>5}")
+    for e in r.get("errors", []):
+        print(f"unreadable: {e['path']}: {e['error']}")
+
+
+def _train(args: argparse.Namespace, cfg: Config) -> int:
+    from classifier import training
+    from classifier.bundle import BundleError
+    from classifier.dataset import DatasetError
+    from classifier.store import ModelNotFound
+
+    store = _store(cfg)
+    try:
+        base = store.resolve(args.from_model) if args.from_model else None
+        out = Path(args.out).expanduser() if args.out else store.new_version_dir()
+        result = training.train(
+            args.data_dir, out, seed=args.seed, clips_per_song=args.clips_per_song,
+            epochs=args.epochs, arch=args.arch, from_model=base, cache_dir=cfg.cache_path,
+            progress=not args.no_progress,
+        )
+        if args.activate:
+            store.activate(str(result.out_dir))
+    except (ModelNotFound, BundleError, DatasetError) as e:
+        print(f"genred: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    m = result.metrics
+    print(f"model {result.version} saved to {result.out_dir}")
+    print(f"held-out test accuracy {m['accuracy']:.3f} on {m['n_songs']} songs "
+          f"({', '.join(result.labels)})")
+    if result.base_metrics is not None:
+        print(f"base model on the same songs: {result.base_metrics['accuracy']:.3f}")
+    print("active model: " + ("this one" if args.activate else
+                              "unchanged (use --activate, or `genred models activate`)"))
+    return 0

@@ -1,0 +1,182 @@
+"""The optimisation loop: class-balanced sampling, SpecAugment-style masking, early
+stopping on validation songs, and (when growing a model) distillation from the base so
+its genres are not forgotten. Torch-only; data arrives as numpy arrays."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from classifier.model import PooledCNN
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitOptions:
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 8  # epochs without validation improvement before stopping
+    augment: bool = True
+    distill: float = 1.0  # weight of the keep-the-old-genres term when growing
+    temperature: float = 2.0
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class SongSet:
+    """Whole songs for validation/test: per song a (K, n_mels, frames) array."""
+
+    feats: list[np.ndarray]
+    labels: list[int]
+
+    @property
+    def n_clips(self) -> int:
+        return sum(f.shape[0] for f in self.feats)
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def song_probabilities(net: nn.Module, feats: list[np.ndarray], batch: int = 64) -> np.ndarray:
+    """(n_songs, n_labels): each song's clip probabilities averaged."""
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for f in feats:
+            probs = [
+                torch.softmax(net(torch.from_numpy(f[i : i + batch])), dim=1)
+                for i in range(0, f.shape[0], batch)
+            ]
+            out.append(torch.cat(probs).mean(dim=0).numpy())
+    return np.stack(out) if out else np.zeros((0, 0))
+
+
+def spec_augment(x: torch.Tensor, gen: torch.Generator, max_width: int = 30) -> torch.Tensor:
+    """Two frequency and two time masks per example, filled with the example's mean."""
+    x = x.clone()
+    batch, n_mels, frames = x.shape
+    fill = x.mean(dim=(1, 2))
+    for axis, size in ((1, n_mels), (2, frames)):
+        for _ in range(2):
+            width = torch.randint(0, max_width + 1, (batch,), generator=gen)
+            start = (torch.rand(batch, generator=gen) * (size - width)).long()
+            pos = torch.arange(size)
+            mask = (pos[None, :] >= start[:, None]) & (pos[None, :] < (start + width)[:, None])
+            mask3 = mask[:, :, None] if axis == 1 else mask[:, None, :]
+            x = torch.where(mask3, fill[:, None, None], x)
+    return x
+
+
+def _balanced_order(y: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+    """An epoch of indices drawn so each genre is equally likely (with replacement)."""
+    counts = np.bincount(y)
+    weights = torch.tensor(1.0 / counts[y], dtype=torch.float64)
+    return torch.multinomial(weights, len(y), replacement=True, generator=gen)
+
+
+def _val_scores(net: nn.Module, val: SongSet) -> tuple[float, float]:
+    probs = song_probabilities(net, val.feats)
+    y = np.asarray(val.labels)
+    accuracy = float((probs.argmax(axis=1) == y).mean())
+    loss = float(-np.log(probs[np.arange(len(y)), y] + 1e-9).mean())
+    return accuracy, loss
+
+
+def _distill_loss(
+    logits: torch.Tensor, base: nn.Module, x: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    with torch.no_grad():
+        target = torch.softmax(base(x) / temperature, dim=1)
+    n_old = target.shape[1]
+    log_probs = F.log_softmax(logits[:, :n_old] / temperature, dim=1)
+    return F.kl_div(log_probs, target, reduction="batchmean") * temperature**2
+
+
+def _epoch(
+    net: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    opt: torch.optim.Optimizer,
+    options: FitOptions,
+    gen: torch.Generator,
+    base: nn.Module | None,
+) -> tuple[float, float]:
+    net.train()
+    order = _balanced_order(y, gen)
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(order), options.batch_size):
+        idx = order[i : i + options.batch_size].numpy()
+        if len(idx) < 2:  # BatchNorm needs two examples
+            continue
+        xb = torch.from_numpy(x[idx])
+        yb = torch.from_numpy(y[idx]).long()
+        if options.augment:
+            xb = spec_augment(xb, gen)
+        logits = net(xb)
+        loss = F.cross_entropy(logits, yb)
+        if base is not None and options.distill > 0:
+            loss = loss + options.distill * _distill_loss(logits, base, xb, options.temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total_loss += float(loss.detach()) * len(idx)
+        correct += int((logits.argmax(dim=1) == yb).sum())
+    return total_loss / len(order), correct / len(order)
+
+
+def fit(
+    net: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    val: SongSet,
+    options: FitOptions,
+    base: nn.Module | None = None,
+) -> FitResult:
+    """Train ``net`` in place on clips ``x`` (N, n_mels, frames) with labels ``y``; keep
+    the weights of the best validation epoch (song accuracy, then loss). With no
+    validation songs the training loss decides. ``base`` (eval mode) is distilled into
+    the first rows of the output when growing a model."""
+    torch.manual_seed(options.seed)
+    if base is None and isinstance(net, PooledCNN):
+        t = torch.from_numpy(x)
+        net.set_input_stats(t.mean(dim=(0, 2)), t.std(dim=(0, 2)))
+    gen = torch.Generator().manual_seed(options.seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    result = FitResult()
+    best: tuple[float, float] | None = None
+    best_state: dict[str, Any] = copy.deepcopy(net.state_dict())
+    bar = tqdm(range(1, options.epochs + 1), desc="training", unit="epoch", file=sys.stderr,
+               disable=not options.progress)
+    for epoch in bar:
+        train_loss, train_acc = _epoch(net, x, y, opt, options, gen, base)
+        val_acc, val_loss = _val_scores(net, val) if val.feats else (train_acc, train_loss)
+        result.history.append({"epoch": epoch, "train_loss": train_loss,
+                               "train_accuracy": train_acc, "val_loss": val_loss,
+                               "val_accuracy": val_acc})
+        bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
+        score = (val_acc, -val_loss)
+        if best is None or score > best:
+            best, result.best_epoch = score, epoch
+            best_state = copy.deepcopy(net.state_dict())
+        elif epoch - result.best_epoch >= options.patience:
+            log.info("early stop at epoch %d (best %d)", epoch, result.best_epoch)
+            break
+    net.load_state_dict(best_state)
+    net.eval()
+    return result
