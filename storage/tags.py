@@ -9,14 +9,14 @@ kind      formats (mutagen)                            keys
 ========  ==========================================  =======================================
 id3       MP3, AIFF, WAV, DSF, TrueAudio              TCON, TXXX:GENRED_MODEL, ..._CONFIDENCE
 vorbis    FLAC, Ogg Vorbis/Opus/FLAC/Speex            genre, genred_model, genred_confidence
-mp4       M4A/MP4 (AAC, ALAC)                         ©gen, gnre, ----:com.genred:model, ...
+mp4       M4A/MP4 (AAC, ALAC)                         ©gen, ----:com.genred:model, ...
 ape       APE, WavPack, Musepack, OptimFROG           Genre, GENRED_MODEL, GENRED_CONFIDENCE
 asf       WMA                                         WM/Genre, WM/GenreID, GENRED/Model, ...
 ========  ==========================================  =======================================
 
 ID3 keeps the file's version (a v2.3 tag stays v2.3) and gets exactly one TCON frame with
-the genre's name, never a numeric code. MP4's numeric ``gnre`` atom is removed when ``©gen``
-is written (players would show both), and comes back on restore.
+the genre's name, never a numeric code ("(17)" is read as "Rock"). MP4's numeric ``gnre``
+atom is read as its name by mutagen and saved as ``©gen``, so no file gets both.
 
 Writes never touch the file in place: a copy next to it (``.NAME.genred-tmp-*.EXT``) is
 tagged, fsynced and renamed over the original, keeping its permissions (and owner, when run
@@ -69,7 +69,7 @@ def is_temp_file(path: str | os.PathLike[str]) -> bool:
 _KEYS: dict[str, dict[str, str]] = {  # kind -> role -> key
     "id3": {"genre": "TCON", MODEL: "TXXX:GENRED_MODEL", CONFIDENCE: "TXXX:GENRED_CONFIDENCE"},
     "vorbis": {"genre": "genre", MODEL: "genred_model", CONFIDENCE: "genred_confidence"},
-    "mp4": {"genre": "©gen", "genre_id": "gnre", MODEL: "----:com.genred:model",
+    "mp4": {"genre": "©gen", MODEL: "----:com.genred:model",
             CONFIDENCE: "----:com.genred:confidence"},
     "ape": {"genre": "Genre", MODEL: "GENRED_MODEL", CONFIDENCE: "GENRED_CONFIDENCE"},
     "asf": {"genre": "WM/Genre", "genre_id": "WM/GenreID", MODEL: "GENRED/Model",
@@ -160,8 +160,6 @@ def _id3_frame(key: str, values: list[str]) -> Any:
 
 
 def _mp4_values(key: str, values: list[str]) -> list[Any]:
-    if key == "gnre":
-        return [int(v) for v in values]
     if key.startswith("----:"):
         return [MP4FreeForm(v.encode("utf-8"), dataformat=AtomDataType.UTF8) for v in values]
     return list(values)
@@ -199,6 +197,11 @@ def provenance(kind: str, values: Values) -> str | None:
     correction), or None when genred did not write this genre."""
     got = values.get(_KEYS[kind][MODEL])
     return got[0] if got else None
+
+
+def genre_key(kind: str) -> str:
+    """The key of the genre itself (TCON, genre, ©gen, Genre, WM/Genre)."""
+    return _KEYS[kind]["genre"]
 
 
 def genre_of(kind: str, values: Values) -> list[str]:
