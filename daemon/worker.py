@@ -165,6 +165,8 @@ class Worker:
         self.workers = max(1, cfg.worker_count)
         self._pool: ProcessPoolExecutor | None = None
         self._parallel = False
+        self.pool_min_files = POOL_MIN_FILES
+        self._gone_now: set[str] = set()  # marked missing by this scan (moves are found later)
         self.register_model()
 
     def __enter__(self) -> Worker:
@@ -200,7 +202,9 @@ class Worker:
         summary = Summary()
         for root in roots:
             if Path(root).is_dir():
-                summary.missing += catalogue.mark_missing_under(self.engine, root)
+                gone = catalogue.missing_under(self.engine, root)
+                summary.missing += len(gone)
+                self._gone_now.update(gone)
         paths = list(gather(roots))
         if self.progress is not None:
             self.progress.reset(total=len(paths))
@@ -218,7 +222,7 @@ class Worker:
         summary = summary or Summary()
         paths = list(paths)
         # Starting decode processes costs seconds; a few files decode faster right here.
-        self._parallel = self.workers > 1 and len(paths) >= POOL_MIN_FILES
+        self._parallel = self.workers > 1 and len(paths) >= self.pool_min_files
         in_flight: dict[Future[Decoded], tuple[str, int, float, int]] = {}
         for path in paths:
             job = self._queue(Path(path), force, summary)
@@ -317,8 +321,13 @@ class Worker:
             catalogue.record_error(self.engine, path, f"{type(e).__name__}: {e}", size, mtime)
             summary.errors += 1
             return
-        if decoded.fingerprint and catalogue.adopt_moved(self.engine, path, decoded.fingerprint):
+        old_path = decoded.fingerprint and catalogue.adopt_moved(
+            self.engine, path, decoded.fingerprint)
+        if old_path:
             summary.moved += 1
+            if old_path in self._gone_now:  # counted missing earlier in this scan
+                summary.missing -= 1
+                self._gone_now.discard(old_path)
         catalogue.record_prediction(
             self.engine, path, prediction, fingerprint=decoded.fingerprint, size=size, mtime=mtime
         )

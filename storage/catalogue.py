@@ -217,11 +217,16 @@ def mark_missing(engine: Engine, path: str | os.PathLike[str],
 
 def mark_missing_under(engine: Engine, folder: str | os.PathLike[str]) -> int:
     """Mark every catalogued track inside ``folder`` whose file is gone; returns how many."""
+    return len(missing_under(engine, folder))
+
+
+def missing_under(engine: Engine, folder: str | os.PathLike[str]) -> list[str]:
+    """``mark_missing_under``, returning the paths it marked."""
     gone = [t.path for t in tracks_under(engine, folder)
             if t.status != MISSING and not os.path.exists(t.path)]
     for path in gone:
         mark_missing(engine, path)
-    return len(gone)
+    return gone
 
 
 def find_by_fingerprint(engine: Engine, fingerprint: str) -> list[TrackInfo]:

@@ -1,0 +1,204 @@
+"""The classify-and-record pipeline shared by `genred scan` and the daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from classifier.audio import UnreadableAudio, probe
+from classifier.predict import Classifier
+from daemon.config import Config
+from daemon.worker import Worker, gather
+from storage import catalogue, corrections
+from storage.db import open_catalogue
+from storage.schema import ERROR, MISSING, OK
+from storage.tagging import TagPolicy
+from tests.audiogen import make_track
+from tests.storage.modelkit import tiny_bundle
+
+FORMATS = ["wav", "flac", "ogg", "aiff", "mp3", "m4a", "alac.m4a", "opus", "wv"]
+ODD_FILES = Path(__file__).parents[2] / ".." / "shared" / "corpus" / "odd-files"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_bundle(tmp_path_factory.mktemp("models") / "tiny-v1")
+
+
+@pytest.fixture
+def classifier(model_dir: Path) -> Classifier:
+    return Classifier.load(model_dir, clips_per_track=1)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    return open_catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}")
+
+
+def worker(engine: Engine, classifier: Classifier, **kw: object) -> Worker:
+    return Worker(engine, classifier, Config(workers=1), **kw)  # type: ignore[arg-type]
+
+
+def test_scan_classifies_every_format_and_records_what_fails(
+    engine: Engine, classifier: Classifier, tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib"
+    for i, ext in enumerate(FORMATS):
+        make_track(lib / "album" / f"{i}.{ext}", "Pulse", 3.0, seed=i)
+    (lib / "bad.mp3").write_text("not music")
+    (lib / "empty.flac").write_bytes(b"")
+    shutil.copy(lib / "album" / "4.mp3", lib / "track05")  # no extension: found by content
+    (lib / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    (lib / "notes").write_text("just text")
+    shutil.copy(lib / "album" / "1.flac", lib / ".hidden.flac")
+    shutil.copy(lib / "album" / "1.flac", lib / "download.flac.part")
+
+    with worker(engine, classifier) as w:
+        summary = w.scan([lib])
+
+    assert summary.line() == "scanned 12: 10 classified, 0 unchanged, 2 errors"
+    rows = {Path(t.path).name: t for t in catalogue.tracks_under(engine, lib)}
+    assert set(rows) == {*(f"{i}.{e}" for i, e in enumerate(FORMATS)), "bad.mp3",
+                         "empty.flac", "track05"}
+    assert rows["bad.mp3"].status == ERROR and rows["bad.mp3"].error
+    assert "\n" not in (rows["empty.flac"].error or "\n")
+    assert all(rows[f"{i}.{e}"].status == OK and rows[f"{i}.{e}"].genre in classifier.labels
+               for i, e in enumerate(FORMATS))
+    assert catalogue.active_model(engine) == classifier.version
+
+
+def test_rescan_skips_unchanged_files_until_the_model_changes(
+    engine: Engine, classifier: Classifier, model_dir: Path, tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib"
+    make_track(lib / "a.flac", "Drone", 3.0)
+    make_track(lib / "b.ogg", "Chirp", 3.0)
+    with worker(engine, classifier) as w:
+        assert w.scan([lib]).classified == 2
+        assert w.scan([lib]).line() == "scanned 2: 0 classified, 2 unchanged, 0 errors"
+    make_track(lib / "b.ogg", "Noise", 4.0)  # the file changed
+    with worker(engine, classifier) as w:
+        assert (w.scan([lib]).classified, w.scan([lib]).classified) == (1, 0)
+    newer = Classifier.load(tiny_bundle(tmp_path / "v2", version="tiny-v2", seed=1),
+                            clips_per_track=1)
+    with worker(engine, newer) as w:
+        assert w.scan([lib]).classified == 2
+    info = catalogue.get_track(engine, lib / "a.flac")
+    assert info is not None and info.model == "tiny-v2"
+
+
+def test_a_moved_file_keeps_its_correction_and_a_deleted_one_goes_missing(
+    engine: Engine, classifier: Classifier, tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib"
+    make_track(lib / "a.mp3", "Drone", 3.0, seed=1)
+    make_track(lib / "b.flac", "Pulse", 3.0, seed=2)
+    with worker(engine, classifier) as w:
+        w.scan([lib])
+    corrections.add_label(engine, lib / "a.mp3", "Jazz")
+    (lib / "renamed").mkdir()
+    (lib / "a.mp3").rename(lib / "renamed" / "a (1).mp3")
+    (lib / "b.flac").unlink()
+
+    with worker(engine, classifier) as w:
+        summary = w.scan([lib])
+
+    assert (summary.moved, summary.missing) == (1, 1)
+    assert catalogue.get_track(engine, lib / "a.mp3") is None
+    assert corrections.corrected_genre(engine, lib / "renamed" / "a (1).mp3") == "Jazz"
+    gone = catalogue.get_track(engine, lib / "b.flac")
+    assert gone is not None and gone.status == MISSING
+
+
+def test_process_pending_classifies_a_corrected_file_not_scanned_yet(
+    engine: Engine, classifier: Classifier, tmp_path: Path
+) -> None:
+    song = make_track(tmp_path / "a.wv", "Noise", 3.0)
+    corrections.add_label(engine, song, "Blues")
+    with worker(engine, classifier) as w:
+        assert w.process_pending().classified == 1
+    info = catalogue.get_track(engine, song)
+    assert info is not None and info.status == OK
+    assert corrections.corrected_genre(engine, song) == "Blues"
+    assert catalogue.pending_paths(engine) == []
+
+
+def test_decoding_in_worker_processes_gives_the_same_answers(
+    engine: Engine, classifier: Classifier, tmp_path: Path
+) -> None:
+    songs = [make_track(tmp_path / f"{i}.flac", style, 3.0, seed=i)
+             for i, style in enumerate(["Drone", "Pulse", "Chirp", "Noise"])]
+    (tmp_path / "bad.mp3").write_text("not music")
+    with Worker(engine, classifier, Config(workers=2)) as w:
+        w.pool_min_files = 0
+        summary = w.process([*songs, tmp_path / "bad.mp3"])
+    assert (summary.classified, summary.errors) == (4, 1)
+    for song in songs:
+        info = catalogue.get_track(engine, song)
+        assert info is not None and info.genre == classifier.classify(song).genre
+
+
+def test_scan_with_tag_writing_writes_confident_genres(
+    engine: Engine, classifier: Classifier, tmp_path: Path
+) -> None:
+    from storage import tags
+
+    song = make_track(tmp_path / "lib" / "a.mp3", "Drone", 3.0)
+    seen = []
+    with worker(engine, classifier, tag_policy=TagPolicy(threshold=0.0),
+                on_tag=seen.append) as w:
+        summary = w.scan([tmp_path / "lib"])
+    assert summary.tags == {"written": 1}
+    assert [o.action for o in seen] == ["written"]
+    info = catalogue.get_track(engine, song)
+    assert info is not None and tags.read_genres(song) == [info.genre]
+    with worker(engine, classifier) as w:  # our own write is not a change
+        assert w.scan([tmp_path / "lib"]).unchanged == 1
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(not ODD_FILES.is_dir(), reason=f"{ODD_FILES} is absent")
+def test_odd_files_with_tag_writing_on_leave_undecodable_files_byte_for_byte_unchanged(
+    engine: Engine, classifier: Classifier, tmp_path: Path
+) -> None:
+    lib = tmp_path / "odd"
+    shutil.copytree(ODD_FILES, lib)
+    for f in lib.iterdir():
+        f.chmod(0o644)
+    before = {f.name: md5(f) for f in lib.iterdir()}
+
+    with worker(engine, classifier,
+                tag_policy=TagPolicy(threshold=0.0, overwrite_existing=True)) as w:
+        summary = w.scan([lib])
+
+    rows = {Path(t.path).name: t for t in catalogue.tracks_under(engine, lib)}
+    assert summary.scanned == len(rows) >= len(before) - 2  # README.md, the empty non-audio
+    assert summary.classified + summary.errors == summary.scanned
+    for name, track in rows.items():
+        if track.status == ERROR:
+            assert track.error and "\n" not in track.error
+            assert md5(lib / name) == before[name], f"{name} could not be read but changed"
+        else:
+            assert track.status == OK
+            try:
+                probe(lib / name)  # a file genred tagged still decodes
+            except UnreadableAudio as e:
+                pytest.fail(f"{name} no longer decodes after the tag write: {e}")
+    assert sorted(p.name for p in lib.iterdir()) == sorted(before)  # no temp files left
+
+
+def test_gather_finds_audio_by_extension_and_content(tmp_path: Path) -> None:
+    make_track(tmp_path / "a" / "x.FLAC", "Drone", 1.0)
+    shutil.copy(tmp_path / "a" / "x.FLAC", tmp_path / "a" / "y.bin")
+    (tmp_path / "a" / "z.txt").write_text("hello")
+    (tmp_path / "@eaDir").mkdir()
+    shutil.copy(tmp_path / "a" / "x.FLAC", tmp_path / "@eaDir" / "thumb.flac")
+    assert [p.name for p in gather([tmp_path])] == ["x.FLAC", "y.bin"]
