@@ -83,9 +83,18 @@ class Reconciler:
             gone = catalogue.mark_missing_under(self.engine, change.path)
             if gone:
                 log.info("folder gone: %s (%d track(s) missing)", change.path, gone)
+        elif change.kind == "dir_created":
+            self._walk_new_folder(change.path)
         elif change.kind == "dir_moved":
             # watchdog follows with one "moved" per file inside; only forget settle state.
             self.tracker.discard_under(change.path)
+
+    def _walk_new_folder(self, folder: str) -> None:
+        for parent, _dirs, files in os.walk(folder):
+            for name in files:
+                path = os.path.join(parent, name)
+                if self._wanted(path):
+                    self.tracker.touch(path)
 
     def _moved(self, src: str, dest: str) -> None:
         self.tracker.discard(src)

@@ -29,7 +29,11 @@ def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(address)
-            sock.sendall(message.encode())
+            # Never block the daemon on a listener that does not read.
+            sock.send(message.encode(), socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        log.debug("sd_notify: %s is not reading; dropped %r", address, message)
+        return False
     except OSError as e:
         log.warning("sd_notify to %s failed: %s", env.get("NOTIFY_SOCKET"), e)
         return False

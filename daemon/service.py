@@ -163,6 +163,7 @@ class Daemon:
         self._scheduler: Any = None
         self._next_rescan = time.monotonic() + cfg.rescan_hours * 3600
         self._next_heartbeat = 0.0
+        self._last_status = ""
 
     # -- life cycle --------------------------------------------------------------------
     def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
@@ -245,7 +246,7 @@ class Daemon:
                 self._rescan("periodic")
             if self.worker.process_batch():
                 continue  # more may be pending: handle events, then the next batch
-            sdnotify.notify(self._status_line())
+            self._notify_status()
             self._handle_changes(block=True)
 
     def _beat(self) -> None:
@@ -287,6 +288,12 @@ class Daemon:
         set_state(self.engine, LAST_SCAN_KEY, _now())
         self._next_rescan = time.monotonic() + self.cfg.rescan_hours * 3600
         log.info("%s scan: %s", why, ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+    def _notify_status(self) -> None:
+        line = self._status_line()
+        if line != self._last_status:
+            sdnotify.notify(line)
+            self._last_status = line
 
     def _status_line(self) -> str:
         return (f"STATUS={self.worker.pending_count()} pending; "

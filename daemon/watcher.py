@@ -163,7 +163,9 @@ class FileStabilityTracker:
         return sorted(ready)
 
 
-ChangeKind = Literal["changed", "deleted", "moved", "dir_deleted", "dir_moved", "wake"]
+ChangeKind = Literal[
+    "changed", "deleted", "moved", "dir_created", "dir_deleted", "dir_moved", "wake"
+]
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,10 @@ class _Handler(FileSystemEventHandler):
             change = Change("deleted", src)
         elif isinstance(event, DirDeletedEvent):
             change = Change("dir_deleted", src)
+        elif isinstance(event, DirCreatedEvent):
+            # Files written into a new folder before its watch was added send no event
+            # of their own: the run loop walks the folder.
+            change = Change("dir_created", src)
         elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
             change = Change("changed", src)
         if change is not None:

@@ -79,3 +79,13 @@ def test_pinger_pings_while_the_loop_beats_and_stops_when_it_stalls(
             sock.recv(1024)
     finally:
         pinger.stop()
+
+
+def test_notify_never_blocks_on_a_listener_that_does_not_read(
+    listener: tuple[socket.socket, str],
+) -> None:
+    _, path = listener
+    start = time.monotonic()
+    results = [notify(f"STATUS={i}", {"NOTIFY_SOCKET": path}) for i in range(200)]
+    assert time.monotonic() - start < 2
+    assert results[0] is True and results[-1] is False  # the queue filled up: dropped

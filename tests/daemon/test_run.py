@@ -1,0 +1,162 @@
+"""`genred run` end to end: real processes, a real watchdog observer on temp folders, a
+real SQLite catalogue, real audio. Short tracks and one clip per track keep it quick."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.audiogen import STYLES, make_track, synth, write_audio
+from tests.daemon.daemon_helpers import Daemon, Library, wait_for
+
+pytestmark = pytest.mark.slow
+
+SECONDS = 35.0
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Library:
+    return Library.create(tmp_path)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.cleanup()
+
+
+def _start(library: Library, daemons: list[Daemon], *extra: str, settle: float = 1.0) -> Daemon:
+    daemon = Daemon(library, *extra, settle=settle)
+    daemons.append(daemon)
+    return daemon.ready()
+
+
+def test_dropped_file_is_catalogued(library: Library, daemons: list[Daemon]) -> None:
+    daemon = _start(library, daemons)
+    song = make_track(library.music / "Artist" / "dropped.flac", "Pulse", SECONDS, seed=1)
+    wait_for(lambda: library.status_of(song) == "ok", 60, "the dropped file to be classified")
+    assert [p[2] for p in library.predictions(song)] == [1]
+    assert library.predictions(song)[0][0] == "tiny-v1"
+    status = json.loads(library.genred("status", "--format", "json").stdout)
+    assert status["daemon"]["running"] and status["daemon"]["pid"] == daemon.proc.pid
+    assert status["queue"] == 0 and status["active_model"]["version"] == "tiny-v1"
+    assert status["next_retrain"] and status["last_scan"]
+    code, _ = daemon.terminate()
+    assert code == 0
+    status = json.loads(library.genred("status", "--format", "json").stdout)
+    assert status["daemon"]["running"] is False
+
+
+def test_slow_copy_is_classified_once_after_it_completes(
+    library: Library, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    _start(library, daemons, settle=1.5)
+    source = write_audio(tmp_path / "source.wav", synth("Chirp", SECONDS, seed=3))
+    data = source.read_bytes()
+    target = library.music / "slow.wav"
+    chunks = 8
+    with target.open("wb") as out:  # a copy written in chunks over ~4 s
+        for i in range(chunks):
+            out.write(data[i * len(data) // chunks:(i + 1) * len(data) // chunks])
+            out.flush()
+            time.sleep(0.5)
+            assert library.track(target) is None, "the daemon touched a file mid-copy"
+    wait_for(lambda: library.status_of(target) == "ok", 60, "the copied file")
+    track = library.track(target)
+    assert track is not None and track[2] == len(data)  # the whole file was read
+    time.sleep(2.5)  # longer than the settle time: a second classification would show
+    assert len(library.predictions(target)) == 1
+
+
+def test_move_keeps_the_correction_and_delete_marks_missing(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    from storage.corrections import add_label, history
+    from storage.db import open_catalogue
+
+    _start(library, daemons)
+    song = make_track(library.music / "in" / "song.ogg", "Drone", SECONDS, seed=4)
+    wait_for(lambda: library.status_of(song) == "ok", 60, "the new file")
+    engine = open_catalogue(f"sqlite:///{library.db}")
+    add_label(engine, song, "Polka")
+
+    renamed = song.with_name("renamed.ogg")  # a rename inside a watched folder
+    os.rename(song, renamed)
+    wait_for(lambda: library.track(renamed) is not None, 30, "the track to follow the rename")
+    assert library.track(song) is None
+    assert history(engine, renamed) == [("Polka", "user", True)]
+    time.sleep(2.0)
+    assert len(library.predictions(renamed)) == 1  # same bytes: not reclassified
+    assert library.status_of(renamed) == "ok"
+
+    # Into a folder made a moment before: inotify reports it as a delete plus a new file
+    # (the new folder is not watched yet); the audio fingerprint matches them up.
+    moved = library.music / "sorted" / "Polka" / "moved.ogg"
+    moved.parent.mkdir(parents=True)
+    os.rename(renamed, moved)
+    wait_for(lambda: library.track(renamed) is None and library.status_of(moved) == "ok", 60,
+             "the moved track to be matched by fingerprint")
+    assert history(engine, moved) == [("Polka", "user", True)]
+    assert library.rows("SELECT count(*) FROM tracks")[0][0] == 1
+
+    moved.unlink()
+    wait_for(lambda: library.status_of(moved) == "missing", 30, "the delete to be seen")
+    predictions = library.predictions(moved)  # history kept while missing
+    assert predictions and [p[2] for p in predictions].count(1) == 1
+    assert history(engine, moved) == [("Polka", "user", True)]
+    engine.dispose()
+
+
+def test_kill9_mid_backlog_then_restart_processes_each_file_once(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    files = [make_track(library.music / f"{i // 10}" / f"t{i:02}.wav", STYLES[i % 4], SECONDS,
+                        seed=i) for i in range(40)]
+    daemon = _start(library, daemons)
+    done = lambda: library.rows("SELECT count(*) FROM tracks WHERE status = 'ok'")[0][0]  # noqa: E731
+    wait_for(lambda: done() >= 4, 60, "part of the backlog")
+    daemon.kill9()
+    assert done() < 40, "the backlog finished before the kill; the test proves nothing"
+    _start(library, daemons)
+    wait_for(lambda: done() == 40, 120, "the whole backlog after the restart")
+    assert library.rows("SELECT count(*) FROM tracks")[0][0] == 40
+    for path in files:
+        predictions = library.predictions(path)
+        assert [p[2] for p in predictions] == [1], f"{path}: {predictions}"
+
+
+def test_sigterm_mid_backlog_exits_zero_quickly_and_loses_nothing(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    for i in range(12):
+        make_track(library.music / f"b{i:02}.wav", STYLES[i % 4], SECONDS, seed=100 + i)
+    daemon = _start(library, daemons)
+    wait_for(lambda: library.rows("SELECT count(*) FROM tracks WHERE status = 'ok'")[0][0],
+             60, "the first classified file")
+    code, took = daemon.terminate()
+    assert code == 0, daemon.output()
+    assert took < 5, f"SIGTERM took {took:.1f} s"
+    statuses = {s for (s,) in library.rows("SELECT status FROM tracks")}
+    assert statuses <= {"ok", "pending"}  # in-flight work finished or left queued
+
+
+def test_own_tag_writes_do_not_trigger_reclassification(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    library.env["GENRED_TAG_THRESHOLD"] = "0"  # the tiny model is never confident
+    _start(library, daemons, "--write-tags", settle=1.0)
+    song = make_track(library.music / "tagme.flac", "Noise", SECONDS, seed=7)
+    wait_for(lambda: library.status_of(song) == "ok", 60, "the file to be classified")
+    wait_for(lambda: library.rows("SELECT count(*) FROM tag_backups")[0][0], 20,
+             "the genre tag to be written")
+    size_after_write = song.stat().st_size
+    time.sleep(3.0)  # several settle periods after our own write
+    assert len(library.predictions(song)) == 1
+    assert library.track(song)[2] == size_after_write  # type: ignore[index]
