@@ -114,7 +114,7 @@ def _measure(args: argparse.Namespace, work: Path, sources: list[Path],
     watched = work / "watched"
     watched.mkdir()
     settings = {"settle_seconds": str(args.settle)} if args.settle is not None else {}
-    env = common.genred_env(work, **settings)
+    env = common.genred_env(work, args.model, **settings)
     log = work / "daemon.log"
     poller = CataloguePoller(work / "catalogue.db")
     poller.start()

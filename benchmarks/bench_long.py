@@ -49,7 +49,6 @@ def _load_classifier(report: common.Report, model: str | None) -> Any:
 def run(argv: list[str] | None = None) -> None:
     parser = common.base_parser(__doc__.splitlines()[0], default_tracks=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per file")
-    parser.add_argument("--model", help="a model bundle folder (default: the bundled one)")
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else args.repeats
     formats = (".flac",) if args.quick else inputs.FORMATS

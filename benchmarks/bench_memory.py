@@ -22,9 +22,9 @@ from benchmarks import common, inputs
 GB_MIB = 1000**3 / 1024**2
 
 
-def _scan(paths: list[Path], work: Path) -> common.GenredRun:
+def _scan(paths: list[Path], work: Path, model: str | None) -> common.GenredRun:
     lib = inputs.link_into(paths, work / "library")
-    env = common.genred_env(work)
+    env = common.genred_env(work, model)
     run = common.run_genred(["scan", str(lib)], env, timeout=4 * 3600, sample_memory=True)
     counts = common.catalogue_counts(work)
     if sum(counts.values()) != len(paths):
@@ -46,7 +46,7 @@ def run(argv: list[str] | None = None) -> None:
     peaks: dict[int, common.GenredRun] = {}
     for n in (small, args.tracks):
         with common.Workdir(f"memory{n}", args.keep) as work:
-            peaks[n] = run = _scan(paths[:n], work)
+            peaks[n] = run = _scan(paths[:n], work, args.model)
         report.result(f"scan{n}_seconds", run.seconds, "s")
         report.result(f"scan{n}_tracks_per_second", n / run.seconds, "tracks/s")
         report.result(f"scan{n}_tree_pss", run.peak_pss_kib / 1024, "MiB",

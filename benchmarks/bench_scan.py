@@ -28,7 +28,7 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="pass --workers to the scan (default: genred's default)")
     args = parser.parse_args(argv)
-    params, n_clips, default_workers = floor.model_settings()
+    params, n_clips, default_workers = floor.model_settings(args.model)
     workers = args.workers or default_workers
     report = common.Report("scan", {"tracks": args.tracks, "quick": args.quick,
                                     "workers": workers, "clips_per_track": n_clips})
@@ -39,9 +39,9 @@ def run(argv: list[str] | None = None) -> None:
         lib = inputs.link_into(paths, work / "library")
         empty = work / "startup" / "empty"
         empty.mkdir(parents=True)
-        startup_env = common.genred_env(work / "startup")
+        startup_env = common.genred_env(work / "startup", args.model)
         startup = common.run_genred(["scan", str(empty)], startup_env).seconds
-        env = common.genred_env(work)
+        env = common.genred_env(work, args.model)
         scan_args = ["scan", str(lib)] + (["--workers", str(args.workers)] if args.workers else [])
         scan = common.run_genred(scan_args, env, sample_memory=True)
         counts = common.catalogue_counts(work)
@@ -59,7 +59,7 @@ def run(argv: list[str] | None = None) -> None:
     report.result("scan_peak_pss_tree", scan.peak_pss_kib / 1024, "MiB")
     report.result("tracks_recorded_ok", counts.get("ok", 0), f"of {args.tracks}")
     sample = paths[: min(len(paths), 4 if args.quick else 8)]
-    for stage, ms in floor.stage_timings(sample, params, n_clips).items():
+    for stage, ms in floor.stage_timings(sample, params, n_clips, args.model).items():
         report.result(f"stage_ms_per_track_{stage}", ms, "ms (serial, median)")
     report.finish(args.json)
 

@@ -139,6 +139,8 @@ def base_parser(description: str, default_tracks: int) -> argparse.ArgumentParse
                         help="where generated inputs are kept between runs "
                              "(default $XDG_CACHE_HOME/genred-bench)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--model", default=None,
+                        help="model bundle folder or version (default: the bundled one)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (catalogue, logs) and print where it is")
     return parser
@@ -179,9 +181,10 @@ def genred_exe() -> str:
     return found
 
 
-def genred_env(workdir: Path, **settings: str) -> dict[str, str]:
+def genred_env(workdir: Path, model: str | None = None, **settings: str) -> dict[str, str]:
     """Environment for `genred` subprocesses: default settings, nothing read from the user's
-    own config/data/cache, a fresh catalogue in ``workdir``; ``settings`` adds GENRED_* keys."""
+    own config/data/cache, a fresh catalogue in ``workdir``; ``model`` (a bundle folder)
+    sets GENRED_MODEL, ``settings`` add other GENRED_* keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENRED_")}
     for sub in ("config", "data", "cache"):
         (workdir / "xdg" / sub).mkdir(parents=True, exist_ok=True)
@@ -191,6 +194,8 @@ def genred_env(workdir: Path, **settings: str) -> dict[str, str]:
     env.pop("STATE_DIRECTORY", None)
     env.pop("CACHE_DIRECTORY", None)
     env["GENRED_DB"] = f"sqlite:///{workdir / 'catalogue.db'}"
+    if model:
+        env["GENRED_MODEL"] = str(Path(model).resolve()) if Path(model).exists() else model
     for key, value in settings.items():
         env[f"GENRED_{key.upper()}"] = value
     return env

@@ -60,9 +60,9 @@ class Floor:
         return self.tracks / self.seconds
 
 
-def model_settings() -> tuple[Any, int, int]:
+def model_settings(model: str | None = None) -> tuple[Any, int, int]:
     """(feature params, clips per track, workers) that `genred scan` uses by default:
-    the active (else bundled) model's feature parameters and the default config."""
+    the model's (default: the bundled one) feature parameters and the default config."""
     from classifier.features import FeatureParams
     from daemon.config import Config
 
@@ -70,7 +70,7 @@ def model_settings() -> tuple[Any, int, int]:
     try:
         from classifier.predict import Classifier
 
-        params = Classifier.load().params
+        params = Classifier.load(model).params
     except Exception:  # the model cannot load: the default parameters are the contract's
         params = FeatureParams()
     return params, cfg.clips_per_track, cfg.worker_count
@@ -88,14 +88,15 @@ def measure(paths: Sequence[Path], workers: int, params: Any, n_clips: int) -> F
     return Floor(elapsed, len(paths), ok.count(False))
 
 
-def stage_timings(paths: Sequence[Path], params: Any, n_clips: int) -> dict[str, float]:
+def stage_timings(paths: Sequence[Path], params: Any, n_clips: int, model: str | None = None
+                  ) -> dict[str, float]:
     """Median milliseconds per track of each stage, measured serially in this process."""
     from classifier.audio import fingerprint, probe, read_clips
     from classifier.features import log_mel
 
     stages: dict[str, list[float]] = {"probe": [], "decode_clips": [], "features": [],
                                       "fingerprint": [], "inference": []}
-    classifier = _classifier()
+    classifier = _classifier(model)
     for path in paths:
         t0 = time.perf_counter()
         probe(path)
@@ -118,10 +119,10 @@ def stage_timings(paths: Sequence[Path], params: Any, n_clips: int) -> dict[str,
     return {k: 1000 * float(np.median(v)) for k, v in stages.items() if v}
 
 
-def _classifier() -> Any:
+def _classifier(model: str | None) -> Any:
     try:
         from classifier.predict import Classifier
 
-        return Classifier.load()
+        return Classifier.load(model)
     except Exception:  # reported as a missing stage, not a failed benchmark
         return None
