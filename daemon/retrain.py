@@ -198,10 +198,11 @@ def fine_tune_trainer(cfg: Config) -> Trainer:
 
     def train(base: Path, labelled: Labelled, holdout: Labelled, out_dir: Path) -> Path:
         from classifier import training
+        from classifier.bundle import read_meta
 
         result = training.fine_tune(
             base, labelled, out_dir, holdout=holdout, epochs=cfg.retrain.epochs,
-            cache_dir=cfg.cache_path,
+            cache_dir=cfg.cache_path, params=read_meta(base).params, progress=False,
         )
         return result.out_dir
 
