@@ -292,13 +292,15 @@ def config_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
     if args.format == "json":
         _print_json(data)
         return 0
-    print(f"# effective config; file: {cfg.source}")
-    derived = {"db_url", "model_store_path", "cache_path", "source"}
+    print(f"# effective config (defaults < {cfg.source if cfg.source != 'defaults' else 'no file'}"
+          " < GENRED_* environment < flags)")
+    resolved = {"db": data["db_url"], "model_store": data["model_store_path"],
+                "cache": data["cache_path"]}
+    derived = {"db_url", "model_store_path", "cache_path", "source", "retrain", "aliases"}
     for key, value in data.items():
-        if key not in ("retrain", "aliases") and key not in derived:
-            print(f"{key} = {_toml_value(value)}")
-    for key in sorted(derived - {"source"}):
-        print(f"# {key} = {_toml_value(data[key])}")
+        if key not in derived:
+            note = "  # the active model" if key == "model" and not value else ""
+            print(f"{key} = {_toml_value(resolved.get(key, value))}{note}")
     print("\n[retrain]")
     for key, value in data["retrain"].items():
         print(f"{key} = {_toml_value(value)}")

@@ -1,0 +1,84 @@
+"""`genred status | retrain | models | config` as a user runs them: real subprocesses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.daemon_helpers import Library
+from tests.storage.modelkit import tiny_bundle
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Library:
+    lib = Library.create(tmp_path)
+    tiny_bundle(lib.store / "tiny-v2", version="tiny-v2", seed=1)
+    return lib
+
+
+def test_config_show_reports_the_effective_values_and_their_file(library: Library) -> None:
+    config = library.root / "genred.toml"
+    config.write_text('watch = ["/srv/music"]\nsettle_seconds = 3\n[retrain]\nepochs = 2\n')
+    library.env["GENRED_SETTLE_SECONDS"] = "7"
+    result = library.genred("--config", str(config), "config", "show", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["source"] == str(config)
+    assert data["watch"] == ["/srv/music"] and data["settle_seconds"] == 7.0
+    assert data["retrain"]["epochs"] == 2
+    assert data["db_url"] == f"sqlite:///{library.db}"
+    text = library.genred("--config", str(config), "config", "show").stdout
+    assert str(config) in text and "settle_seconds = 7.0" in text and "[retrain]" in text
+
+
+def test_bad_config_key_fails_naming_it(library: Library) -> None:
+    config = library.root / "bad.toml"
+    config.write_text("settle_seconds = -4\n")
+    result = library.genred("--config", str(config), "status")
+    assert result.returncode == 2 and "settle_seconds" in result.stderr
+
+
+def test_status_without_a_daemon(library: Library) -> None:
+    result = library.genred("status")
+    assert result.returncode == 0, result.stderr
+    assert "not running" in result.stdout and "tiny-v1" in result.stdout
+    data = json.loads(library.genred("status", "--format", "json").stdout)
+    assert data["daemon"]["running"] is False and data["queue"] == 0
+    assert data["last_retrain"] is None and data["next_retrain"] is None
+
+
+def test_models_list_show_activate_and_rollback(library: Library) -> None:
+    listing = json.loads(library.genred("models", "list", "--format", "json").stdout)
+    active = {m["version"]: m["active"] for m in listing if not m["bundled"]}
+    assert active == {"tiny-v1": True, "tiny-v2": False}
+    assert not any(m["active"] for m in listing if m["bundled"])  # the starter, if shipped
+    table = library.genred("models", "list").stdout
+    assert "* tiny-v1" in table
+
+    result = library.genred("models", "activate", "tiny-v2")
+    assert result.returncode == 0, result.stderr
+    assert (library.store / "ACTIVE").read_text().strip() == "tiny-v2"
+    assert json.loads(library.genred("status", "--format", "json").stdout)[
+        "active_model"]["version"] == "tiny-v2"
+    shown = json.loads(library.genred("models", "show", "tiny-v2", "--format", "json").stdout)
+    assert shown["version"] == "tiny-v2" and shown["active"] and len(shown["labels"]) == 4
+
+    assert library.genred("models", "activate", "tiny-v1").returncode == 0  # rollback
+    assert (library.store / "ACTIVE").read_text().strip() == "tiny-v1"
+    missing = library.genred("models", "activate", "no-such-version")
+    assert missing.returncode == 1 and "no-such-version" in missing.stderr
+
+
+def test_retrain_now_without_new_labels_is_skipped_and_recorded(library: Library) -> None:
+    plan = library.genred("retrain")
+    assert plan.returncode == 0 and "retrain --now" in plan.stdout
+    result = library.genred("retrain", "--now")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("skipped: 0 new label(s)")
+    data = json.loads(library.genred("status", "--format", "json").stdout)
+    assert data["last_retrain"]["decision"] == "skipped"
+    assert data["last_retrain"]["trigger"] == "cli"
