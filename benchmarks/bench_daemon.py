@@ -114,7 +114,7 @@ def _measure(args: argparse.Namespace, work: Path, sources: list[Path],
     watched = work / "watched"
     watched.mkdir()
     settings = {"settle_seconds": str(args.settle)} if args.settle is not None else {}
-    env = common.genred_env(work, args.model, **settings)
+    env = common.genred_env(work, args.model, args.env, **settings)
     log = work / "daemon.log"
     poller = CataloguePoller(work / "catalogue.db")
     poller.start()
@@ -179,7 +179,7 @@ def run(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     report = common.Report("daemon", {"files": args.tracks, "interval_s": args.interval,
                                       "settle_s": args.settle or "default",
-                                      "quick": args.quick})
+                                      "quick": args.quick, "env": " ".join(args.env) or "-"})
     report.header()
     sources = inputs.library(common.cache_root(args.cache), args.tracks + 1, args.quick)
     with common.Workdir("daemon", args.keep) as work:

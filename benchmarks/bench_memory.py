@@ -8,11 +8,12 @@ Target (issue 5): peak <= 1 GB and flat in the number of tracks. Three measures:
 sampled from /proc every 0.2 s: pages shared between forked workers counted once — the
 honest total), ``tree_rss`` (the same sum of RSS: counts shared pages once per process, an
 upper bound) and ``largest_process_rss`` (kernel's maxrss of the biggest single process,
-from wait4). Inputs are 35-45 s mono songs so the 2,000 files stay cheap to make and small.
+from wait4). Inputs are 35-45 s mono 22.05 kHz songs so 2,000 files stay cheap to make and small.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -22,9 +23,9 @@ from benchmarks import common, inputs
 GB_MIB = 1000**3 / 1024**2
 
 
-def _scan(paths: list[Path], work: Path, model: str | None) -> common.GenredRun:
+def _scan(paths: list[Path], work: Path, args: argparse.Namespace) -> common.GenredRun:
     lib = inputs.link_into(paths, work / "library")
-    env = common.genred_env(work, model)
+    env = common.genred_env(work, args.model, args.env)
     run = common.run_genred(["scan", str(lib)], env, timeout=4 * 3600, sample_memory=True)
     counts = common.catalogue_counts(work)
     if sum(counts.values()) != len(paths):
@@ -40,13 +41,13 @@ def run(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     small = args.small or max(1, args.tracks // 4)
     report = common.Report("memory", {"tracks": args.tracks, "small": small,
-                                      "quick": args.quick})
+                                      "quick": args.quick, "env": " ".join(args.env) or "-"})
     report.header()
     paths = inputs.short_tracks(common.cache_root(args.cache), args.tracks, args.quick)
     peaks: dict[int, common.GenredRun] = {}
     for n in (small, args.tracks):
         with common.Workdir(f"memory{n}", args.keep) as work:
-            peaks[n] = run = _scan(paths[:n], work, args.model)
+            peaks[n] = run = _scan(paths[:n], work, args)
         report.result(f"scan{n}_seconds", run.seconds, "s")
         report.result(f"scan{n}_tracks_per_second", n / run.seconds, "tracks/s")
         report.result(f"scan{n}_tree_pss", run.peak_pss_kib / 1024, "MiB",

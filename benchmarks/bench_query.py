@@ -155,7 +155,7 @@ def run(argv: list[str] | None = None) -> None:
                                      "repeats": repeats, "quick": args.quick})
     report.header()
     with common.Workdir("query", args.keep) as work:
-        env = common.genred_env(work)
+        env = common.genred_env(work, args.model, args.env)
         url = env["GENRED_DB"]
         report.result("build_catalogue", build_catalogue(url, args.tracks),
                       "s (setup: migrations + bulk insert)")

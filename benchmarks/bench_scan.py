@@ -31,7 +31,8 @@ def run(argv: list[str] | None = None) -> None:
     params, n_clips, default_workers = floor.model_settings(args.model)
     workers = args.workers or default_workers
     report = common.Report("scan", {"tracks": args.tracks, "quick": args.quick,
-                                    "workers": workers, "clips_per_track": n_clips})
+                                    "workers": workers, "clips_per_track": n_clips,
+                                    "env": " ".join(args.env) or "-"})
     report.header()
     paths = inputs.library(common.cache_root(args.cache), args.tracks, args.quick)
     _warm_page_cache(paths)
@@ -39,9 +40,9 @@ def run(argv: list[str] | None = None) -> None:
         lib = inputs.link_into(paths, work / "library")
         empty = work / "startup" / "empty"
         empty.mkdir(parents=True)
-        startup_env = common.genred_env(work / "startup", args.model)
+        startup_env = common.genred_env(work / "startup", args.model, args.env)
         startup = common.run_genred(["scan", str(empty)], startup_env).seconds
-        env = common.genred_env(work, args.model)
+        env = common.genred_env(work, args.model, args.env)
         scan_args = ["scan", str(lib)] + (["--workers", str(args.workers)] if args.workers else [])
         scan = common.run_genred(scan_args, env, sample_memory=True)
         counts = common.catalogue_counts(work)

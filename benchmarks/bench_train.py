@@ -83,7 +83,7 @@ def measure_retrain(report: common.Report, args: Any) -> None:
     with common.Workdir("train", args.keep) as work:
         lib = inputs.link_into([p for p, _ in labelled], work / "library")
         labelled = [(lib / p.name, g) for p, g in labelled]
-        env = common.genred_env(work, args.model,
+        env = common.genred_env(work, args.model, args.env,
                                 **({"retrain_epochs": "2"} if args.quick else {}))
         if not _has_retrain_verb(env):
             report.result("retrain_seconds", "missing", "(`genred retrain` not available)")

@@ -141,6 +141,9 @@ def base_parser(description: str, default_tracks: int) -> argparse.ArgumentParse
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--model", default=None,
                         help="model bundle folder or version (default: the bundled one)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the genred commands, e.g. "
+                             "GENRED_WORKERS=3 (repeatable): to measure a setting")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (catalogue, logs) and print where it is")
     return parser
@@ -181,10 +184,11 @@ def genred_exe() -> str:
     return found
 
 
-def genred_env(workdir: Path, model: str | None = None, **settings: str) -> dict[str, str]:
+def genred_env(workdir: Path, model: str | None = None, extra: Sequence[str] = (),
+               **settings: str) -> dict[str, str]:
     """Environment for `genred` subprocesses: default settings, nothing read from the user's
     own config/data/cache, a fresh catalogue in ``workdir``; ``model`` (a bundle folder)
-    sets GENRED_MODEL, ``settings`` add other GENRED_* keys."""
+    sets GENRED_MODEL, ``settings`` add other GENRED_* keys, ``extra`` "KEY=VALUE"s last."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENRED_")}
     for sub in ("config", "data", "cache"):
         (workdir / "xdg" / sub).mkdir(parents=True, exist_ok=True)
@@ -198,6 +202,11 @@ def genred_env(workdir: Path, model: str | None = None, **settings: str) -> dict
         env["GENRED_MODEL"] = str(Path(model).resolve()) if Path(model).exists() else model
     for key, value in settings.items():
         env[f"GENRED_{key.upper()}"] = value
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--env wants KEY=VALUE, got {item!r}")
+        env[key] = value
     return env
 
 

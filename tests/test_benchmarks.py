@@ -114,6 +114,9 @@ def test_bench_scan_reports_scan_and_floor(bench_cache: Path, model: Path, tmp_p
     assert number(figures, "tracks_recorded_ok") == 4
     data = json.loads(out.read_text())
     assert data["machine"]["nproc"] >= 1 and data["results"]["scan_to_floor_ratio"]["value"] > 0
+    table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table.py"), str(out)],
+                           capture_output=True, text=True, check=True).stdout
+    assert "| scan | scan_to_floor_ratio |" in table and "Machine: " in table
 
 
 def test_bench_long_compares_a_10_minute_file_with_a_1_minute_file(bench_cache: Path,
