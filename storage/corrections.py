@@ -164,7 +164,7 @@ def import_tag_label(engine: Engine, path: str | os.PathLike[str],
         kind, values = tags.read_values(path)
         genres = tags.read_genres(path)
     except tags.TagError as e:
-        log.info("no tags read: %s", e)
+        log.debug("no tags read: %s", e)
         return TAG_UNREADABLE
     provenance = tags.provenance(kind, values)
     if provenance is not None and provenance != tags.USER_PROVENANCE:
