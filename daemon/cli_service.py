@@ -264,10 +264,12 @@ def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
         path = store.resolve(args.version)
         meta = read_meta(path)
         with _catalogue(cfg) as engine:
-            store.activate(args.version)
+            # Queue first, then switch: a running daemon reloads on the switch and finds
+            # the queue ready (it also requeues by itself whenever it loads a model).
+            requeued = requeue_outdated(engine, meta.version)
             register_model(engine, meta.version, path, meta.labels, metrics=meta.metrics,
                            parent=meta.parent, active=True)
-            requeued = requeue_outdated(engine, meta.version)
+            store.activate(args.version)
     except (ModelNotFound, BundleError, CatalogueError) as e:
         return _fail(str(e))
     print(f"active model: {meta.version} ({len(meta.labels)} genres); "

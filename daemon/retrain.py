@@ -290,12 +290,14 @@ def _train_and_decide(engine: Engine, store: Any, base_path: Path, labels: list[
     base_meta = read_meta(base_path)
     register_model(engine, base_meta.version, base_path, base_meta.labels,
                    metrics=base_meta.metrics, parent=base_meta.parent, active=False)
-    store.activate(meta.version)
+    # Queue first, then switch: a running daemon reloads on the switch (and requeues by
+    # itself too), so the count reported here is the real one.
+    outcome.requeued = requeue_outdated(engine, meta.version)
     register_model(engine, meta.version, candidate, meta.labels, metrics=new_report,
                    parent=base_meta.version, active=True)
+    store.activate(meta.version)
     outcome.decision = PROMOTED
     outcome.reason = f"new model at least as accurate on {len(holdout)} {basis}"
-    outcome.requeued = requeue_outdated(engine, meta.version)
     if cfg.model:
         log.warning("config 'model' pins %s: the promoted %s is active in the store but "
                     "the daemon keeps using the pinned model", cfg.model, meta.version)

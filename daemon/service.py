@@ -86,7 +86,9 @@ def _watch_roots(cfg: Config) -> list[str]:
 class QueueRunner:
     """Drains the catalogue's queue with a :class:`daemon.worker.Worker` in small batches
     (so a stop request waits for at most one batch), and swaps in a new classifier when
-    the active model changes (a promotion by the retrain job, `genred models activate`)."""
+    the active model changes (a promotion by the retrain job, `genred models activate`).
+    Whenever it loads a model, uncorrected tracks last classified by another model are
+    queued again, so the catalogue converges on the model in use."""
 
     def __init__(self, cfg: Config, engine: Engine) -> None:
         from classifier.store import ModelStore
@@ -105,6 +107,7 @@ class QueueRunner:
     def worker(self) -> Any:
         """The current Worker, rebuilt when the active model changed."""
         from classifier.predict import Classifier
+        from daemon.retrain import requeue_outdated
         from daemon.worker import Worker
         from storage.tagging import TagPolicy
 
@@ -117,7 +120,9 @@ class QueueRunner:
                       if self.cfg.write_tags else None)
             self._worker = Worker(self.engine, classifier, self.cfg, tag_policy=policy)
             self._model_path = wanted
-            log.info("classifying with model %s", classifier.version)
+            requeued = requeue_outdated(self.engine, classifier.version)
+            log.info("classifying with model %s (%d track(s) from other models queued)",
+                     classifier.version, requeued)
         return self._worker
 
     def model_version(self) -> str:
@@ -154,7 +159,7 @@ class Daemon:
         self.cfg = cfg
         self.engine = engine
         self.roots = _watch_roots(cfg)
-        self.watcher = FolderWatcher(self.roots)
+        self.watcher = FolderWatcher(self.roots, control_dirs=[cfg.model_store_path])
         self.tracker = FileStabilityTracker(cfg.settle_seconds)
         self.reconciler = Reconciler(engine, self.roots, self.tracker)
         self.worker = QueueRunner(cfg, engine)

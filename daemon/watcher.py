@@ -219,11 +219,23 @@ _EVENTS: list[type[FileSystemEvent]] = [
 ]
 
 
-class FolderWatcher:
-    """Recursive watchdog observer over ``roots``; changes arrive on :attr:`inbox`."""
+class _WakeHandler(FileSystemEventHandler):
+    def __init__(self, inbox: queue.Queue[Change]) -> None:
+        self._inbox = inbox
 
-    def __init__(self, roots: Iterable[str | Path]) -> None:
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self._inbox.put(Change("wake", _text(event.src_path)))
+
+
+class FolderWatcher:
+    """Recursive watchdog observer over ``roots``; changes arrive on :attr:`inbox`.
+
+    ``control_dirs`` (e.g. the model store) are watched non-recursively and only wake the
+    run loop: another genred command activating a model is noticed at once."""
+
+    def __init__(self, roots: Iterable[str | Path], control_dirs: Iterable[Path] = ()) -> None:
         self.roots = [str(Path(r).expanduser().resolve()) for r in roots]
+        self.control_dirs = [Path(d) for d in control_dirs]
         self.inbox: queue.Queue[Change] = queue.Queue()
         self._observer = Observer()
 
@@ -231,6 +243,11 @@ class FolderWatcher:
         handler = _Handler(self.inbox)
         for root in self.roots:
             self._observer.schedule(handler, root, recursive=True, event_filter=_EVENTS)
+        for folder in self.control_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._observer.schedule(_WakeHandler(self.inbox), str(folder), recursive=False,
+                                    event_filter=[FileCreatedEvent, FileMovedEvent,
+                                                  FileModifiedEvent, FileClosedEvent])
         self._observer.start()
         log.info("watching %s", ", ".join(self.roots))
 

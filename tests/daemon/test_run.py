@@ -160,3 +160,59 @@ def test_own_tag_writes_do_not_trigger_reclassification(
     time.sleep(3.0)  # several settle periods after our own write
     assert len(library.predictions(song)) == 1
     assert library.track(song)[2] == size_after_write  # type: ignore[index]
+
+
+def test_activating_another_model_reclassifies_uncorrected_tracks(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    from tests.storage.modelkit import tiny_bundle
+
+    tiny_bundle(library.store / "tiny-v2", version="tiny-v2", seed=5)
+    songs = [make_track(library.music / f"s{i}.flac", STYLES[i], SECONDS, seed=30 + i)
+             for i in range(3)]
+    daemon = _start(library, daemons)
+    wait_for(lambda: all(library.status_of(s) == "ok" for s in songs), 60, "the first pass")
+    assert library.genred("correct", str(songs[0]), "Polka").returncode == 0
+    result = library.genred("models", "activate", "tiny-v2")
+    assert result.returncode == 0, result.stderr
+    assert "2 track(s) queued" in result.stdout  # the corrected one is left alone
+
+    def current_models() -> list[str]:
+        return [next(p[0] for p in library.predictions(s) if p[2]) for s in songs]
+
+    wait_for(lambda: current_models()[1:] == ["tiny-v2", "tiny-v2"], 60,
+             "the daemon to reclassify with the new model")
+    assert current_models()[0] == "tiny-v1"
+    assert [len(library.predictions(s)) for s in songs] == [1, 2, 2]  # history kept
+    assert daemon.terminate()[0] == 0
+
+
+def test_retrain_missed_while_down_is_caught_up_once_at_start(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from daemon import scheduler
+    from storage.db import open_catalogue
+
+    url = f"sqlite:///{library.db}"
+    open_catalogue(url).dispose()
+    scheduler.start_scheduler(url, "0 3 * * *").shutdown()
+    # The machine was off over the last two 03:00s: the stored next run lies in the past.
+    past = datetime.now(UTC) - timedelta(days=2)
+    state = json.loads(library.rows("SELECT job_state FROM apscheduler_jobs")[0][0])
+    state["next_run_time"] = past.isoformat()
+    import sqlite3
+
+    with sqlite3.connect(library.db) as conn:
+        conn.execute("UPDATE apscheduler_jobs SET next_run_time = ?, job_state = ?",
+                     (past.timestamp(), json.dumps(state).encode()))
+    daemon = _start(library, daemons)
+    runs = wait_for(lambda: library.rows("SELECT trigger, decision FROM training_runs"), 30,
+                    "the missed retrain")
+    time.sleep(2.0)
+    assert library.rows("SELECT trigger, decision FROM training_runs") == [
+        ("schedule", "skipped")] == runs  # once, and skipped: nobody corrected anything
+    nxt = json.loads(library.genred("status", "--format", "json").stdout)["next_retrain"]
+    assert datetime.fromisoformat(nxt) > datetime.now(UTC)
+    assert daemon.terminate()[0] == 0
