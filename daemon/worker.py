@@ -166,6 +166,7 @@ class Worker:
         self._pool: ProcessPoolExecutor | None = None
         self._parallel = False
         self.pool_min_files = POOL_MIN_FILES
+        self._known: dict[str, catalogue.FileState] | None = None  # during scan()
         self._gone_now: set[str] = set()  # marked missing by this scan (moves are found later)
         self.register_model()
 
@@ -208,7 +209,13 @@ class Worker:
         paths = list(gather(roots))
         if self.progress is not None:
             self.progress.reset(total=len(paths))
-        return self.process(paths, force=force, summary=summary)
+        self._known = {}
+        for root in roots:
+            self._known.update(catalogue.file_states(self.engine, root))
+        try:
+            return self.process(paths, force=force, summary=summary)
+        finally:
+            self._known = None
 
     def process_pending(self, limit: int | None = None) -> Summary:
         """Classify the tracks waiting in the queue."""
@@ -253,14 +260,19 @@ class Worker:
             summary.errors += 1
             self._tick()
             return None
-        if not force and catalogue.is_unchanged(
-            self.engine, where, size, mtime, self.classifier.version
-        ):
+        if not force and self._unchanged(where, size, mtime):
             summary.unchanged += 1
             self._tick()
             return None
         catalogue.mark_pending(self.engine, where, size, mtime)
         return (where, size, mtime, 0)
+
+    def _unchanged(self, path: str, size: int, mtime: float) -> bool:
+        version = self.classifier.version
+        if self._known is not None:
+            state = self._known.get(path)
+            return state is not None and state.unchanged(size, mtime, version)
+        return catalogue.is_unchanged(self.engine, path, size, mtime, version)
 
     def _submit(
         self,

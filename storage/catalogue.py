@@ -134,16 +134,46 @@ def tracks_under(engine: Engine, folder: str | os.PathLike[str]) -> list[TrackIn
         return [_info(t, _current(s, t.id)) for t in rows]
 
 
+@dataclass(frozen=True)
+class FileState:
+    """What a scan compares: the catalogued size, mtime, status and current model."""
+
+    size: int | None
+    mtime: float | None
+    status: str
+    model: str | None
+
+    def unchanged(self, size: int, mtime: float, model_version: str) -> bool:
+        """Classified by ``model_version`` at this size and mtime (or failed on these very
+        bytes: they would fail again), so a scan may skip the file."""
+        if self.size != size or self.mtime != mtime:
+            return False
+        return self.model == model_version if self.status == OK else self.status == ERROR
+
+
+def file_states(engine: Engine, folder: str | os.PathLike[str]) -> dict[str, FileState]:
+    """``FileState`` of every track inside ``folder``, in one query (a re-scan of a large
+    library then costs no query per unchanged file)."""
+    exact, prefix = canonical(folder), under(folder)
+    with Session(engine) as s:
+        rows = s.execute(
+            select(Track.path, Track.size, Track.mtime, Track.status, Prediction.model_version)
+            .outerjoin(Prediction, (Prediction.track_id == Track.id) & Prediction.current)
+            .where((Track.path == exact) | Track.path.startswith(prefix, autoescape=True))
+        ).all()
+    return {path: FileState(size, mtime, status, model)
+            for path, size, mtime, status, model in rows}
+
+
 def is_unchanged(engine: Engine, path: str | os.PathLike[str], size: int, mtime: float,
                  model_version: str) -> bool:
     """True when ``path`` was classified by ``model_version`` at this size and mtime, so a
     scan may skip it. Error tracks count as unchanged too: the same bytes fail again."""
     info = get_track(engine, path)
-    if info is None or info.size != size or info.mtime != mtime:
+    if info is None:
         return False
-    if info.status == OK:
-        return info.model == model_version
-    return info.status == ERROR
+    return FileState(info.size, info.mtime, info.status, info.model).unchanged(
+        size, mtime, model_version)
 
 
 def mark_pending(engine: Engine, path: str | os.PathLike[str], size: int | None = None,
