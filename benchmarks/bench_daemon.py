@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import common, inputs
+from benchmarks import common, inputs, procmem
 
 POLL = 0.05
 
@@ -81,19 +81,6 @@ def _wait_for(poller: CataloguePoller, name: str, timeout: float, daemon: subpro
         if time.monotonic() > deadline:
             raise common.BenchError(f"{name} was not catalogued within {timeout:.0f} s")
         time.sleep(POLL)
-
-
-def _cpu_seconds(pid: int) -> float:
-    import os
-
-    total = 0
-    for p in common.process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _stop(daemon: subprocess.Popen[str]) -> float:
@@ -163,9 +150,9 @@ def _report_latency(report: common.Report, poller: CataloguePoller, closes: dict
 
 
 def _report_idle(report: common.Report, daemon: subprocess.Popen[str], seconds: float) -> None:
-    before = _cpu_seconds(daemon.pid)
+    before = procmem.cpu_seconds(daemon.pid)
     time.sleep(seconds)
-    used = _cpu_seconds(daemon.pid) - before
+    used = procmem.cpu_seconds(daemon.pid) - before
     report.result("idle_cpu_percent", 100 * used / seconds, "% of one core",
                   target="~0 (no polling)")
 
