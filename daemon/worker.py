@@ -114,8 +114,12 @@ def gather(roots: Iterable[str | Path]) -> Iterator[Path]:
             dirs[:] = sorted(d for d in dirs if not is_junk(Path(folder, d), root))
             for name in sorted(files):
                 path = Path(folder, name)
-                if not is_junk(path, root) and path.is_file() and looks_like_audio(path):
-                    yield path
+                if is_junk(path, root) or not path.is_file() or not looks_like_audio(path):
+                    continue
+                if not catalogue.storable(path):
+                    log.warning("skipped %r: the file name is not valid UTF-8", str(path))
+                    continue
+                yield path
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,11 @@ class Worker:
         """Stat, skip if unchanged, else mark pending; returns the job or None."""
         summary.scanned += 1
         where = catalogue.canonical(path)
+        if not catalogue.storable(where):
+            log.warning("skipped %r: the file name is not valid UTF-8; rename it", where)
+            summary.errors += 1
+            self._tick()
+            return None
         try:
             size, mtime = catalogue.file_stat(where)
         except FileNotFoundError:

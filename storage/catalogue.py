@@ -77,6 +77,16 @@ def canonical(path: str | os.PathLike[str]) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
+def storable(path: str | os.PathLike[str]) -> bool:
+    """False for a path whose name is not valid UTF-8 (bytes the file system allows but a
+    text column cannot hold); such files are reported and skipped, never crash a scan."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def under(folder: str | os.PathLike[str]) -> str:
     """The prefix every path inside ``folder`` starts with."""
     return canonical(folder).rstrip(os.sep) + os.sep

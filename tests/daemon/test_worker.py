@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -202,3 +203,16 @@ def test_gather_finds_audio_by_extension_and_content(tmp_path: Path) -> None:
     (tmp_path / "@eaDir").mkdir()
     shutil.copy(tmp_path / "a" / "x.FLAC", tmp_path / "@eaDir" / "thumb.flac")
     assert [p.name for p in gather([tmp_path])] == ["x.FLAC", "y.bin"]
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(
+    engine: Engine, classifier: Classifier, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = make_track(tmp_path / "lib" / "good.flac", "Drone", 3.0)
+    bad = Path(os.fsdecode(bytes(tmp_path / "lib") + b"/\xff\xfe.flac"))
+    shutil.copy(good, bad)
+    with worker(engine, classifier) as w:
+        assert w.scan([tmp_path / "lib"]).classified == 1
+        assert w.process([bad]).errors == 1
+    assert "not valid UTF-8" in caplog.text
+    assert [t.path for t in catalogue.tracks_under(engine, tmp_path)] == [str(good)]
