@@ -27,11 +27,13 @@ both complete. Read-only files and files that vanish raise ``TagError``.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
 log = logging.getLogger(__name__)
 
 TEMP_MARKER = ".genred-tmp"  # in the name of the temporary copies; watchers skip them
+STALE_SECONDS = 600.0  # a temporary copy this old was left by a killed write
 Values = dict[str, list[str]]
 MODEL, CONFIDENCE = "model", "confidence"
 USER_PROVENANCE = "user"  # the provenance value of a genre written from a correction
@@ -274,6 +277,7 @@ def atomic_rewrite(path: str | os.PathLike[str], mutate: Callable[[str], None]) 
     except FileNotFoundError as e:
         raise TagError(target, "file vanished") from e
     _writable(target, before)
+    _remove_stale_copies(target)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.",
                                suffix=f"{TEMP_MARKER}{target.suffix}")
     try:
@@ -288,6 +292,17 @@ def atomic_rewrite(path: str | os.PathLike[str], mutate: Callable[[str], None]) 
             os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
+
+
+def _remove_stale_copies(target: Path) -> None:
+    """Delete temporary copies of ``target`` a killed earlier write left behind (older than
+    ``STALE_SECONDS``, so a write in progress in another process is never disturbed)."""
+    now = time.time()
+    for copy in target.parent.glob(f".{glob.escape(target.stem)}.*{TEMP_MARKER}*"):
+        with contextlib.suppress(OSError):
+            if now - copy.stat().st_mtime > STALE_SECONDS:
+                copy.unlink()
+                log.info("removed %s, left by an interrupted tag write", copy)
 
 
 def _finish_copy(tmp: str, original: os.stat_result) -> None:

@@ -135,3 +135,78 @@ def test_write_keeps_permissions(tmp_path: Path) -> None:
     tags.update(song, tags.genre_values("id3", "Rock", "v1", 0.9))
     assert stat.S_IMODE(os.stat(song).st_mode) == 0o640
     assert tags.is_temp_file(tmp_path / ".a.x1.genred-tmp.mp3")
+
+
+ODD_FILES = Path(__file__).parents[2] / ".." / "shared" / "corpus" / "odd-files"
+CORPUS_FORMATS = ["full.ape", "full.mpc", "full.wma", "full.dsf", "full.aiff", "full.m4a",
+                  "full.alac.m4a", "full.mp3", "full.flac", "full.ogg", "full.opus", "full.wv"]
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(not ODD_FILES.is_dir(), reason=f"{ODD_FILES} is absent")
+@pytest.mark.parametrize("name", CORPUS_FORMATS)
+def test_real_files_of_every_tag_format_round_trip(name: str, tmp_path: Path) -> None:
+    song = tmp_path / name
+    song.write_bytes((ODD_FILES / name).read_bytes())
+    kind, original = tags.read_values(song)
+    assert tags.read_genres(song) == ["the genre"]
+
+    after = tags.update(song, tags.genre_values(kind, "Rock", "v1", 0.5))
+    assert tags.read_genres(song) == ["Rock"]
+    assert tags.provenance(kind, after) == "v1"
+
+    tags.update(song, {key: original.get(key) for key in set(after) | set(original)})
+    assert tags.read_values(song) == (kind, original)
+
+
+KILL_LOOP = """
+import sys
+from storage import tags
+song, n = sys.argv[1], 0
+kind, _ = tags.read_values(song)
+print("ready", flush=True)
+while True:
+    n += 1
+    tags.update(song, tags.genre_values(kind, f"Genre {n}", "v1", 0.5))
+"""
+
+
+@pytest.mark.parametrize("ext", ["mp3", "flac", "m4a"])
+def test_a_kill_during_tag_writes_leaves_a_complete_file(
+    ext: str, originals: dict[str, Path], tmp_path: Path
+) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    song = tmp_path / f"song.{ext}"
+    song.write_bytes(originals[ext].read_bytes())
+    audio = decoded(song)
+    rnd = random.Random(ext)
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_LOOP, str(song)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(rnd.uniform(0.05, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        genres = tags.read_genres(song)  # the file parses...
+        assert len(genres) <= 1 and all(g.startswith("Genre ") for g in genres)
+        assert np.array_equal(decoded(song), audio)  # ...and its audio is whole
+    leftovers = [p for p in tmp_path.iterdir() if p != song]
+    assert all(tags.is_temp_file(p) and p.name.startswith(".") for p in leftovers)
+
+
+def test_the_next_write_removes_stale_copies_of_an_interrupted_one(tmp_path: Path) -> None:
+    import time
+
+    song = make_track(tmp_path / "a.mp3", "Drone", 2.0)
+    stale = tmp_path / f".a.x1y2{tags.TEMP_MARKER}.mp3"
+    fresh = tmp_path / f".a.z3w4{tags.TEMP_MARKER}.mp3"  # maybe another write in progress
+    for copy in (stale, fresh):
+        copy.write_bytes(b"partial")
+    os.utime(stale, (time.time() - tags.STALE_SECONDS - 1,) * 2)
+    tags.update(song, tags.genre_values("id3", "Jazz", None, None))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([song.name, fresh.name])
