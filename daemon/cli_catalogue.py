@@ -289,13 +289,13 @@ def _stats(args: argparse.Namespace, cfg: Config) -> int:
 
 def _targets(engine: Engine, path: str) -> list[str]:
     """A file, or every catalogued track and audio file under a folder."""
-    from daemon.worker import gather
+    from daemon.worker import gather, looks_like_audio
     from storage.catalogue import canonical, tracks_under
 
     found = {t.path for t in tracks_under(engine, path)}
     if Path(path).is_dir():
         found |= {canonical(p) for p in gather([path])}
-    elif Path(path).is_file():
+    elif Path(path).is_file() and looks_like_audio(Path(path)):
         found.add(canonical(path))
     return sorted(found)
 
@@ -324,7 +324,7 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     for path, genre in pairs:
         targets = _targets(engine, path)
         if not targets:
-            print(f"skipped {path}: no such file or folder, and not in the catalogue")
+            print(f"skipped {path}: no audio file or folder there, and not in the catalogue")
         labels += [(t, normalise(genre, cfg.aliases)) for t in targets]
     results = [add_label(engine, path, genre) for path, genre in labels]
     added = [r for r in results if r.outcome == ADDED]

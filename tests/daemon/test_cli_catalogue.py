@@ -98,9 +98,11 @@ def test_correct_folders_csv_and_files_not_scanned_yet(env: dict[str, str], libr
     assert sorted(Path(str(r["path"])).name for r in rows) == ["b.flac", "c.ogg"]
     assert {r["status"] for r in rows} == {"pending"}
     labels = tmp_path / "labels.csv"
-    labels.write_text(f"path,genre\n{library / 'a.mp3'},techno\nnowhere.mp3,Rock\n")
+    labels.write_text(f"path,genre\n{library / 'a.mp3'},techno\nnowhere.mp3,Rock\n"
+                      "labels.csv,Pop\n")
     out = genred(env, "correct", "--from-csv", labels).stdout
     assert "skipped" in out and "nowhere.mp3" in out
+    assert "labels.csv: no audio" in out  # not audio: no track is made for it
     genred(env, "scan", library)
     rows = {Path(str(r["path"])).name: r for r in query(env, "--corrected")}
     assert {n: r["genre"] for n, r in rows.items()} == {

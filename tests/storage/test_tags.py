@@ -210,3 +210,11 @@ def test_the_next_write_removes_stale_copies_of_an_interrupted_one(tmp_path: Pat
     os.utime(stale, (time.time() - tags.STALE_SECONDS - 1,) * 2)
     tags.update(song, tags.genre_values("id3", "Jazz", None, None))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([song.name, fresh.name])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_as_root_the_owner_is_kept(tmp_path: Path) -> None:
+    song = make_track(tmp_path / "a.flac", "Drone", 2.0)
+    os.chown(song, 1234, 5678)
+    tags.update(song, tags.genre_values("vorbis", "Jazz", None, None))
+    assert (os.stat(song).st_uid, os.stat(song).st_gid) == (1234, 5678)
