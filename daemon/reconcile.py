@@ -30,6 +30,8 @@ from storage.schema import ERROR, MISSING, OK, PENDING
 
 log = logging.getLogger(__name__)
 
+WALK_CHECK_EVERY = 200  # files between keep_going() calls during a walk
+
 
 def _never_audio(path: str) -> bool:
     from daemon.worker import NOT_AUDIO_EXTENSIONS
@@ -128,19 +130,27 @@ class Reconciler:
         return True
 
     # -- walks -----------------------------------------------------------------------------
-    def rescan(self, settle_seconds: float) -> dict[str, int]:
-        """Walk every watched folder; returns counts of what it did."""
+    def rescan(
+        self, settle_seconds: float, keep_going: Callable[[], bool] = lambda: True
+    ) -> dict[str, int]:
+        """Walk every watched folder; returns counts of what it did. ``keep_going`` is
+        called every few hundred files (the daemon beats its watchdog there); when it
+        returns False the walk stops, and nothing is marked missing from a partial walk."""
         counts = {"queued": 0, "settling": 0, "unchanged": 0, "missing": 0}
         for root in self.roots:
-            self._rescan_root(root, settle_seconds, counts)
+            if not self._rescan_root(root, settle_seconds, counts, keep_going):
+                break
         return counts
 
-    def _rescan_root(self, root: str, settle_seconds: float, counts: dict[str, int]) -> None:
+    def _rescan_root(self, root: str, settle_seconds: float, counts: dict[str, int],
+                     keep_going: Callable[[], bool]) -> bool:
         from daemon.worker import gather
 
         known = {t.path: t for t in catalogue.tracks_under(self.engine, root)}
         seen: set[str] = set()
-        for found in gather([root]):
+        for n, found in enumerate(gather([root]), 1):
+            if n % WALK_CHECK_EVERY == 0 and not keep_going():
+                return False
             path = catalogue.canonical(found)
             seen.add(path)
             try:
@@ -163,3 +173,4 @@ class Reconciler:
             if path not in seen and track.status != MISSING and not os.path.exists(path):
                 catalogue.mark_missing(self.engine, path, "not found by the rescan")
                 counts["missing"] += 1
+        return True

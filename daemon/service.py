@@ -205,15 +205,16 @@ class Daemon:
 
         mark_interrupted(self.engine)
         self.watcher.start()  # first watch, then walk: nothing slips between the two
-        self._rescan("start")
         self._start_scheduler()
         timeout = sdnotify.watchdog_seconds()
         if timeout:
             self._pinger = sdnotify.WatchdogPinger(timeout)
             self._pinger.start()
+        # Ready once watching: the walk of a large library may take minutes, and must not
+        # run into systemd's start timeout (it beats the watchdog as it goes).
         sdnotify.notify("READY=1\n" + self._status_line())
-        log.info("ready: watching %d folder(s), %d track(s) pending",
-                 len(self.roots), self.worker.pending_count())
+        log.info("ready: watching %d folder(s)", len(self.roots))
+        self._rescan("start")
 
     def _start_scheduler(self) -> None:
         from daemon import scheduler
@@ -289,10 +290,14 @@ class Daemon:
     def _rescan(self, why: str) -> None:
         from storage.catalogue import set_state
 
-        counts = self.reconciler.rescan(self.cfg.settle_seconds)
+        counts = self.reconciler.rescan(self.cfg.settle_seconds, self._keep_walking)
         set_state(self.engine, LAST_SCAN_KEY, _now())
         self._next_rescan = time.monotonic() + self.cfg.rescan_hours * 3600
         log.info("%s scan: %s", why, ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+    def _keep_walking(self) -> bool:
+        self._beat()
+        return not self.stopping.is_set()
 
     def _notify_status(self) -> None:
         line = self._status_line()

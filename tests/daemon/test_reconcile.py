@@ -167,3 +167,26 @@ def test_pending_track_stays_queued_on_rescan(engine: Engine, tmp_path: Path) ->
     mark_pending(engine, song, size, mtime)  # left by a kill
     counts = _reconciler(engine, music, Clock()).rescan(settle_seconds=2.0)
     assert counts["queued"] == 1 and get_track(engine, song).status == "pending"  # type: ignore[union-attr]
+
+
+def test_an_interrupted_walk_marks_nothing_missing(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import daemon.reconcile
+
+    monkeypatch.setattr(daemon.reconcile, "WALK_CHECK_EVERY", 1)
+    music = tmp_path / "music"
+    gone = make_track(music / "gone.flac", "Drone", 3)
+    _classified(engine, gone)
+    gone.unlink()
+    for i in range(3):
+        _age(make_track(music / f"n{i}.flac", "Pulse", 3, seed=i))
+    calls: list[int] = []
+
+    def stop_after_two() -> bool:
+        calls.append(1)
+        return len(calls) < 2
+
+    counts = _reconciler(engine, music, Clock()).rescan(2.0, stop_after_two)
+    assert counts["queued"] == 1 and counts["missing"] == 0
+    assert get_track(engine, gone).status == "ok"  # type: ignore[union-attr]
