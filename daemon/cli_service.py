@@ -216,11 +216,11 @@ def models_list_cmd(args: argparse.Namespace, cfg: Config) -> int:
     if args.format == "json":
         _print_json(rows)
         return 0
-    print(f"  {'VERSION':<32} {'CREATED':<20} {'GENRES':>6} {'ACCURACY':>8}  PARENT")
+    print(f"  {'VERSION':<34} {'CREATED':<20} {'GENRES':>6} {'ACCURACY':>8}  PARENT")
     for r in rows:
         acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
         name = str(r["version"]) + (" (starter)" if r["bundled"] else "")
-        print(f"{'*' if r['active'] else ' '} {name:<32} {str(r['created_at'])[:19]:<20} "
+        print(f"{'*' if r['active'] else ' '} {name:<34} {str(r['created_at'])[:19]:<20} "
               f"{len(r['labels']):>6} {acc:>8}  {r['parent'] or '-'}")
     return 0
 
@@ -246,10 +246,22 @@ def models_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
         ("architecture", meta.arch), ("genres", ", ".join(meta.labels)),
         ("accuracy", metrics.get("accuracy")), ("test songs", metrics.get("n_songs")),
     ])
-    for genre, scores in sorted((metrics.get("per_genre") or {}).items()):
+    for genre, scores in sorted(_per_genre(path, metrics).items()):
         f1 = scores.get("f1") if isinstance(scores, dict) else None
         print(f"  {genre:<20} f1 {f1 if f1 is None else format(f1, '.3f')}")
     return 0
+
+
+def _per_genre(path: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Per-genre scores: from the bundle's headline metrics, else its metrics.json report."""
+    if metrics.get("per_genre"):
+        return dict(metrics["per_genre"])
+    try:
+        report = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    test = report.get("test") if isinstance(report, dict) else None
+    return dict(test.get("per_genre") or {}) if isinstance(test, dict) else {}
 
 
 def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
