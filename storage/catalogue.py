@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from storage.db import reading
 from storage.schema import (
     ERROR,
     MISSING,
@@ -127,7 +128,7 @@ def get_or_create_track(s: Session, path: str) -> Track:
 
 def get_track(engine: Engine, path: str | os.PathLike[str]) -> TrackInfo | None:
     """The track at ``path``, or None when the catalogue has never seen it."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         track = track_at(s, canonical(path))
         return _info(track, _current(s, track.id)) if track else None
 
@@ -135,7 +136,7 @@ def get_track(engine: Engine, path: str | os.PathLike[str]) -> TrackInfo | None:
 def tracks_under(engine: Engine, folder: str | os.PathLike[str]) -> list[TrackInfo]:
     """Every track whose path is ``folder`` itself or inside it, by path."""
     exact, prefix = canonical(folder), under(folder)
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         rows = s.scalars(
             select(Track).where((Track.path == exact) | Track.path.startswith(prefix,
                                                                               autoescape=True))
@@ -165,7 +166,7 @@ def file_states(engine: Engine, folder: str | os.PathLike[str]) -> dict[str, Fil
     """``FileState`` of every track inside ``folder``, in one query (a re-scan of a large
     library then costs no query per unchanged file)."""
     exact, prefix = canonical(folder), under(folder)
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         rows = s.execute(
             select(Track.path, Track.size, Track.mtime, Track.status, Prediction.model_version)
             .outerjoin(Prediction, (Prediction.track_id == Track.id) & Prediction.current)
@@ -201,7 +202,7 @@ def mark_pending(engine: Engine, path: str | os.PathLike[str], size: int | None 
 
 def pending_paths(engine: Engine, limit: int | None = None) -> list[str]:
     """Paths waiting for classification, longest-waiting first."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         query = select(Track.path).where(Track.status == PENDING).order_by(Track.updated_at,
                                                                              Track.id)
         if limit is not None:
@@ -271,7 +272,7 @@ def missing_under(engine: Engine, folder: str | os.PathLike[str]) -> list[str]:
 
 def find_by_fingerprint(engine: Engine, fingerprint: str) -> list[TrackInfo]:
     """Tracks whose audio stream has this fingerprint (a moved or re-tagged file)."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         rows = s.scalars(select(Track).where(Track.fingerprint == fingerprint)
                          .order_by(Track.id)).all()
         return [_info(t, _current(s, t.id)) for t in rows]
@@ -368,12 +369,12 @@ def register_model(engine: Engine, version: str, path: str | Path, labels: list[
 
 def active_model(engine: Engine) -> str | None:
     """The version recorded as active, or None."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         return s.scalars(select(ModelVersion.version).where(ModelVersion.active)).first()
 
 
 def count_tracks(engine: Engine, status: str | None = None) -> int:
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         query = select(func.count(Track.id))
         if status is not None:
             query = query.where(Track.status == status)
@@ -391,6 +392,6 @@ def set_state(engine: Engine, key: str, value: str) -> None:
 
 
 def get_state(engine: Engine, key: str) -> str | None:
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         row = s.get(State, key)
         return row.value if row else None

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from storage.catalogue import canonical, get_or_create_track, track_at, under
+from storage.db import reading
 from storage.schema import TAG, USER, Correction, Track
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def remove_label(engine: Engine, path: str | os.PathLike[str]) -> int:
 
 def corrected_genre(engine: Engine, path: str | os.PathLike[str]) -> str | None:
     """The track's active label, or None."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         track = track_at(s, canonical(path))
         if track is None:
             return None
@@ -100,7 +101,7 @@ def labelled_tracks(engine: Engine) -> list[tuple[str, str]]:
     present (not missing), for retraining; sorted by path."""
     newest = (select(func.max(Correction.id)).where(Correction.active)
               .group_by(Correction.track_id).scalar_subquery())
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         rows = s.execute(
             select(Track.path, Correction.genre).join(Track)
             .where(Correction.id.in_(newest), Track.status != "missing")
@@ -111,13 +112,13 @@ def labelled_tracks(engine: Engine) -> list[tuple[str, str]]:
 
 def latest_correction_id(engine: Engine) -> int:
     """The newest Correction.id (0 when none): "new labels since" is one comparison."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         return int(s.scalar(select(func.max(Correction.id))) or 0)
 
 
 def history(engine: Engine, path: str | os.PathLike[str]) -> list[tuple[str, str, bool]]:
     """(genre, source, active) of every label the track ever had, oldest first."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         track = track_at(s, canonical(path))
         if track is None:
             return []

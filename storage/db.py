@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "genred_read_only"
 HEAD = "0002"  # the newest migration in storage/migrations/versions (a test checks)
 
 
@@ -54,6 +55,25 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.close()
+    # The driver must not open transactions on its own: _sqlite_begin does.
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A deferred transaction that reads and then writes cannot wait for another writer:
+    # in WAL mode its upgrade fails at once with "database is locked" (a stale snapshot),
+    # whatever the busy timeout. Taking the write lock up front (IMMEDIATE) makes writers
+    # queue on the busy timeout instead. Pure reads (``reading(engine)``) stay deferred, so
+    # they never wait for a writer and work on a read-only catalogue file.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN DEFERRED")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def reading(engine: Engine) -> Engine:
+    """``engine`` for read-only work: its transactions do not take the write lock."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -88,6 +108,7 @@ def create(url: str) -> Engine:
         raise CatalogueError(f"catalogue URL {url!r} needs a driver: {e}") from e
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -120,7 +141,7 @@ def open_catalogue(url: str) -> Engine:
 
 def current_revision(engine: Engine) -> str | None:
     """The catalogue's schema revision, or None for an empty database."""
-    with engine.connect() as conn:
+    with reading(engine).connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()

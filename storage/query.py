@@ -24,6 +24,7 @@ from sqlalchemy import Engine, Select, and_, func, literal, literal_column, sele
 from sqlalchemy.orm import aliased
 
 from storage.catalogue import canonical
+from storage.db import reading
 from storage.schema import Correction, Prediction, Track
 
 SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration")
@@ -127,7 +128,7 @@ def _row(mapping: Any) -> dict[str, Any]:
 
 def query_tracks(engine: Engine, f: TrackFilter) -> list[dict[str, Any]]:
     """Rows for ``f`` as dicts with the keys in ``COLUMNS`` (probabilities decoded)."""
-    with engine.connect() as conn:
+    with reading(engine).connect() as conn:
         return [_row(r) for r in conn.execute(build(f)).mappings()]
 
 
@@ -146,7 +147,7 @@ def query_json(engine: Engine, f: TrackFilter) -> str:
     if engine.dialect.name != "sqlite":
         return json.dumps(query_tracks(engine, f), ensure_ascii=False)
     sub = build(f).subquery()
-    with engine.connect() as conn:
+    with reading(engine).connect() as conn:
         rows = conn.execute(select(_json_object(sub))).scalars()
         return "[" + ",".join(rows) + "]"
 
@@ -155,7 +156,7 @@ def stats(engine: Engine) -> dict[str, Any]:
     """Counts: tracks per effective genre, per status, per model (current predictions),
     corrections per source, and the totals."""
     sub = _base().subquery()
-    with engine.connect() as conn:
+    with reading(engine).connect() as conn:
         def counts(column: Any) -> dict[str, int]:
             rows = conn.execute(select(column, func.count()).group_by(column)
                                 .order_by(func.count().desc(), column))

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from storage import tags
 from storage.catalogue import canonical, file_stat, set_file_stat, track_at
 from storage.corrections import active_label
+from storage.db import reading
 from storage.schema import OK, Prediction, TagBackup, Track
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class _Wanted:
 
 def _wanted(engine: Engine, path: str) -> _Wanted | str:
     """What the catalogue wants in the file's tags, or why nothing."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         track = track_at(s, path)
         if track is None:
             return "not in the catalogue (run genred scan first)"
@@ -152,7 +153,7 @@ def restore_track(engine: Engine, path: str | os.PathLike[str],
                   pretend: bool = False) -> TagOutcome:
     """Put back the file's original genre values, if it still holds what genred wrote."""
     where = canonical(path)
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         track = track_at(s, where)
         backup = _open_backup(s, track.id) if track else None
         if backup is None:
@@ -189,7 +190,7 @@ def _show(kind: str, values: dict[str, list[str]]) -> str:
 
 def backed_up_paths(engine: Engine, folder: str | None = None) -> list[str]:
     """Paths with an open backup (what ``tags restore`` without paths works on)."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         query = (select(Track.path).join(TagBackup)
                  .where(TagBackup.restored.is_(False)).distinct().order_by(Track.path))
         if folder is not None:

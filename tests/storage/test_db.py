@@ -115,3 +115,26 @@ def test_a_catalogue_from_a_newer_genred_is_refused(tmp_path: Path) -> None:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     with pytest.raises(CatalogueError, match="newer genred"):
         open_catalogue(url)
+
+
+WRITER = """
+import sys
+from storage.db import open_catalogue
+from storage import catalogue, corrections
+engine = open_catalogue(sys.argv[1])
+for i in range(150):  # read-then-write transactions, interleaved with the other processes
+    corrections.add_label(engine, f"/m/{i % 20}.mp3", f"Genre {sys.argv[2]} {i}")
+    catalogue.mark_pending(engine, f"/m/{sys.argv[2]}/{i}.mp3", 1, 1.0)
+"""
+
+
+def test_several_processes_writing_at_once_all_succeed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    open_catalogue(url)
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, name],
+                              stderr=subprocess.PIPE, text=True) for name in "abc"]
+    results = [(p.wait(timeout=240), p.stderr.read() if p.stderr else "") for p in procs]
+    assert [rc for rc, _ in results] == [0, 0, 0], [err[-300:] for _, err in results]
+    from storage import catalogue
+
+    assert catalogue.count_tracks(open_catalogue(url)) == 20 + 3 * 150
