@@ -48,6 +48,8 @@ def test_dropped_file_is_catalogued(library: Library, daemons: list[Daemon]) -> 
     assert status["daemon"]["running"] and status["daemon"]["pid"] == daemon.proc.pid
     assert status["queue"] == 0 and status["active_model"]["version"] == "tiny-v1"
     assert status["next_retrain"] and status["last_scan"]
+    second = library.genred("run", "--watch", str(library.music), timeout=60)
+    assert second.returncode == 1 and f"pid {daemon.proc.pid}" in second.stderr
     code, _ = daemon.terminate()
     assert code == 0
     status = json.loads(library.genred("status", "--format", "json").stdout)
