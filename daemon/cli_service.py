@@ -127,7 +127,7 @@ def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
-    from daemon.service import read_status
+    from daemon.status import read_status
     from storage.db import CatalogueError
 
     try:

@@ -31,15 +31,20 @@ from sqlalchemy import Engine
 from daemon import sdnotify
 from daemon.config import Config
 from daemon.reconcile import Reconciler
+from daemon.status import (
+    HEARTBEAT_KEY,
+    HOST_KEY,
+    LAST_SCAN_KEY,
+    PID_KEY,
+    STARTED_KEY,
+    WATCH_KEY,
+    running_pid,
+)
 from daemon.watcher import FileStabilityTracker, FolderWatcher
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 300.0
-
-PID_KEY, HOST_KEY, STARTED_KEY = "daemon.pid", "daemon.host", "daemon.started"
-HEARTBEAT_KEY, WATCH_KEY, LAST_SCAN_KEY = "daemon.heartbeat", "daemon.watch", "last_scan"
-
 
 class DaemonError(Exception):
     """The daemon cannot start: nothing to watch, a folder is missing, another daemon
@@ -48,26 +53,6 @@ class DaemonError(Exception):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def running_pid(engine: Engine) -> int | None:
-    """The pid of the daemon serving this catalogue on this host, if it is alive."""
-    from storage.catalogue import get_state
-
-    pid, host = get_state(engine, PID_KEY), get_state(engine, HOST_KEY)
-    if not pid or not pid.isdigit() or host != socket.gethostname():
-        return None
-    return int(pid) if _alive(int(pid)) else None
 
 
 def _watch_roots(cfg: Config) -> list[str]:
@@ -99,34 +84,64 @@ class QueueRunner:
         self.batch = 2 * max(1, cfg.worker_count)
         self._worker: Any = None
         self._model_path: Path | None = None
+        self._broken: Path | None = None
         self._cancelled = False
 
     def _wanted_model(self) -> Path:
-        return self.store.resolve(self.cfg.model) if self.cfg.model else self.store.active()
+        from classifier.store import ModelNotFound
+
+        try:
+            return self.store.resolve(self.cfg.model) if self.cfg.model else self.store.active()
+        except ModelNotFound as e:
+            if self._model_path is None:
+                raise DaemonError(f"config key 'model': {e}") from e
+            return self._model_path
+
+    def _load(self, wanted: Path) -> Any:
+        """A Classifier with its weights loaded now, so a broken bundle fails here."""
+        from classifier.bundle import BundleError
+        from classifier.predict import Classifier
+
+        try:
+            classifier = Classifier.load(wanted, self.store,
+                                         clips_per_track=self.cfg.clips_per_track)
+            classifier.net  # noqa: B018 - load the weights (torch) now, not mid-queue
+        except BundleError as e:
+            if self._worker is None:
+                raise DaemonError(f"cannot use the model: {e}") from e
+            log.error("cannot switch to the model at %s (%s); keeping %s", wanted, e,
+                      self._worker.classifier.version)
+            self._broken = wanted
+            return None
+        return classifier
 
     def worker(self) -> Any:
-        """The current Worker, rebuilt when the active model changed."""
-        from classifier.predict import Classifier
+        """The current Worker, rebuilt when the active model changed (a model that fails
+        to load is reported once and the current one kept)."""
         from daemon.retrain import requeue_outdated
         from daemon.worker import Worker
         from storage.tagging import TagPolicy
 
         wanted = self._wanted_model()
-        if self._worker is None or wanted != self._model_path:
-            self.close()
-            classifier = Classifier.load(wanted, self.store,
-                                         clips_per_track=self.cfg.clips_per_track)
-            policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing)
-                      if self.cfg.write_tags else None)
-            self._worker = Worker(self.engine, classifier, self.cfg, tag_policy=policy)
-            self._model_path = wanted
-            requeued = requeue_outdated(self.engine, classifier.version)
-            log.info("classifying with model %s (%d track(s) from other models queued)",
-                     classifier.version, requeued)
+        if self._worker is not None and wanted in (self._model_path, self._broken):
+            return self._worker
+        classifier = self._load(wanted)
+        if classifier is None:
+            return self._worker
+        self.close()
+        policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing)
+                  if self.cfg.write_tags else None)
+        self._worker = Worker(self.engine, classifier, self.cfg, tag_policy=policy)
+        self._model_path, self._broken = wanted, None
+        requeued = requeue_outdated(self.engine, classifier.version)
+        log.info("classifying with model %s (%d track(s) from other models queued)",
+                 classifier.version, requeued)
         return self._worker
 
     def model_version(self) -> str:
-        return str(self.worker().classifier.version)
+        """The model in use (loading it the first time; never swaps by itself)."""
+        worker = self._worker if self._worker is not None else self.worker()
+        return str(worker.classifier.version)
 
     def pending_count(self) -> int:
         from storage.catalogue import count_tracks
@@ -136,9 +151,12 @@ class QueueRunner:
 
     def process_batch(self) -> bool:
         """Classify up to one batch of pending tracks; False when the queue was empty."""
-        if self._cancelled or self.pending_count() == 0:
+        if self._cancelled:
             return False
-        summary = self.worker().process_pending(limit=self.batch)
+        worker = self.worker()  # first: a model switch requeues tracks for this batch
+        if self.pending_count() == 0:
+            return False
+        summary = worker.process_pending(limit=self.batch)
         if summary.scanned:
             log.info("%s", summary.line())
         return bool(summary.scanned)
@@ -325,52 +343,3 @@ def run_daemon(cfg: Config) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         engine.dispose()
-
-
-def read_status(engine: Engine, cfg: Config) -> dict[str, Any]:
-    """What `genred status` shows, as plain data."""
-    import json
-
-    from classifier.bundle import BundleError, read_meta
-    from classifier.store import ModelStore
-    from daemon.scheduler import next_run
-    from storage.catalogue import get_state
-    from storage.query import stats
-
-    pid = running_pid(engine)
-    try:
-        meta = read_meta(ModelStore(cfg.model_store_path).active())
-        model: dict[str, Any] = {"version": meta.version, "labels": meta.labels}
-    except BundleError as e:
-        model = {"version": None, "error": str(e), "labels": []}
-    counts = stats(engine).get("status", {})
-    nxt = next_run(engine)
-    return {
-        "daemon": {"running": pid is not None, "pid": pid,
-                   "started": get_state(engine, STARTED_KEY) if pid else None,
-                   "heartbeat": get_state(engine, HEARTBEAT_KEY),
-                   "watch": json.loads(get_state(engine, WATCH_KEY) or "[]")},
-        "queue": int(counts.get("pending", 0)),
-        "tracks": counts,
-        "last_scan": get_state(engine, LAST_SCAN_KEY),
-        "active_model": model,
-        "last_retrain": _last_retrain(engine),
-        "next_retrain": nxt.isoformat() if nxt else None,
-    }
-
-
-def _last_retrain(engine: Engine) -> dict[str, Any] | None:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from storage.schema import TrainingRun
-
-    with Session(engine) as s:
-        run = s.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(1)).first()
-        if run is None:
-            return None
-        return {"decision": run.decision, "reason": run.reason, "trigger": run.trigger,
-                "started_at": run.started_at.isoformat() if run.started_at else None,
-                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-                "base_model": run.base_model, "new_model": run.new_model,
-                "old_accuracy": run.old_accuracy, "new_accuracy": run.new_accuracy}

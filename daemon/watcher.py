@@ -224,7 +224,11 @@ class _WakeHandler(FileSystemEventHandler):
         self._inbox = inbox
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self._inbox.put(Change("wake", _text(event.src_path)))
+        # Only finished files: ModelStore writes ".ACTIVE.<random>" then renames it, and
+        # waking on the temporary would read the old ACTIVE.
+        path = _text(event.dest_path or event.src_path)
+        if not os.path.basename(path).startswith("."):
+            self._inbox.put(Change("wake", path))
 
 
 class FolderWatcher:

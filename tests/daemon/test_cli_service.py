@@ -82,3 +82,22 @@ def test_retrain_now_without_new_labels_is_skipped_and_recorded(library: Library
     data = json.loads(library.genred("status", "--format", "json").stdout)
     assert data["last_retrain"]["decision"] == "skipped"
     assert data["last_retrain"]["trigger"] == "cli"
+
+
+def test_run_with_a_broken_model_fails_at_start_with_one_line(library: Library) -> None:
+    import shutil
+
+    broken = library.store / "broken"
+    shutil.copytree(library.store / "tiny-v1", broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    (library.store / "ACTIVE").write_text("broken\n")
+    result = library.genred("run", "--watch", str(library.music), timeout=60)
+    assert result.returncode == 1
+    assert "cannot use the model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_without_folders_says_what_to_do(library: Library) -> None:
+    result = library.genred("run", timeout=60)
+    assert result.returncode == 1 and "--watch PATH" in result.stderr
+    missing = library.genred("run", "--watch", str(library.root / "nope"), timeout=60)
+    assert missing.returncode == 1 and "not a directory" in missing.stderr

@@ -160,3 +160,18 @@ def test_reading_a_file_does_not_wake_the_watcher(tmp_path: Path) -> None:
 def test_junk_is_judged_below_the_watched_root() -> None:
     assert not is_junk("/home/u/.music/Album/a.mp3", root="/home/u/.music")
     assert is_junk("/home/u/.music/Album/.a.mp3", root="/home/u/.music")
+
+
+def test_control_dir_wakes_only_on_finished_files(tmp_path: Path) -> None:
+    music, store = tmp_path / "music", tmp_path / "models"
+    music.mkdir()
+    watcher = FolderWatcher([music], control_dirs=[store])
+    watcher.start()
+    try:
+        tmp = store / ".ACTIVE.1234"
+        tmp.write_text("v2\n")
+        assert watcher.get(timeout=0.5) is None
+        os.replace(tmp, store / "ACTIVE")
+        assert watcher.get(timeout=2) == Change("wake", str(store / "ACTIVE"))
+    finally:
+        watcher.stop()

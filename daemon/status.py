@@ -1,0 +1,86 @@
+"""What `genred status` reports, read from the catalogue without a running daemon.
+
+The daemon writes small facts into the State table (keys below); whether it is running is
+checked with ``os.kill(pid, 0)`` on the pid it recorded, on this host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+from sqlalchemy import Engine
+
+from daemon.config import Config
+
+PID_KEY, HOST_KEY, STARTED_KEY = "daemon.pid", "daemon.host", "daemon.started"
+HEARTBEAT_KEY, WATCH_KEY, LAST_SCAN_KEY = "daemon.heartbeat", "daemon.watch", "last_scan"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_pid(engine: Engine) -> int | None:
+    """The pid of the daemon serving this catalogue on this host, if it is alive."""
+    from storage.catalogue import get_state
+
+    pid, host = get_state(engine, PID_KEY), get_state(engine, HOST_KEY)
+    if not pid or not pid.isdigit() or host != socket.gethostname():
+        return None
+    return int(pid) if _alive(int(pid)) else None
+
+
+def read_status(engine: Engine, cfg: Config) -> dict[str, Any]:
+    """What `genred status` shows, as plain data."""
+    from classifier.bundle import BundleError, read_meta
+    from classifier.store import ModelStore
+    from daemon.scheduler import next_run
+    from storage.catalogue import get_state
+    from storage.query import stats
+
+    pid = running_pid(engine)
+    try:
+        meta = read_meta(ModelStore(cfg.model_store_path).active())
+        model: dict[str, Any] = {"version": meta.version, "labels": meta.labels}
+    except BundleError as e:
+        model = {"version": None, "error": str(e), "labels": []}
+    counts = stats(engine).get("status", {})
+    nxt = next_run(engine)
+    return {
+        "daemon": {"running": pid is not None, "pid": pid,
+                   "started": get_state(engine, STARTED_KEY) if pid else None,
+                   "heartbeat": get_state(engine, HEARTBEAT_KEY),
+                   "watch": json.loads(get_state(engine, WATCH_KEY) or "[]")},
+        "queue": int(counts.get("pending", 0)),
+        "tracks": counts,
+        "last_scan": get_state(engine, LAST_SCAN_KEY),
+        "active_model": model,
+        "last_retrain": _last_retrain(engine),
+        "next_retrain": nxt.isoformat() if nxt else None,
+    }
+
+
+def _last_retrain(engine: Engine) -> dict[str, Any] | None:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from storage.schema import TrainingRun
+
+    with Session(engine) as s:
+        run = s.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(1)).first()
+        if run is None:
+            return None
+        return {"decision": run.decision, "reason": run.reason, "trigger": run.trigger,
+                "started_at": run.started_at.isoformat() if run.started_at else None,
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                "base_model": run.base_model, "new_model": run.new_model,
+                "old_accuracy": run.old_accuracy, "new_accuracy": run.new_accuracy}
