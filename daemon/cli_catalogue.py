@@ -194,10 +194,16 @@ def _scan(args: argparse.Namespace, cfg: Config) -> int:
     from daemon.worker import Worker
 
     policy = _policy(args, cfg) if (cfg.write_tags or args.pretend) else None
-    with tqdm(unit="file", disable=not sys.stderr.isatty(), file=sys.stderr) as bar, \
-            Worker(engine, classifier, cfg, tag_policy=policy, progress=bar,
-                   on_tag=_print_outcome if policy else None) as worker:
-        summary = worker.scan(args.paths, force=args.force)
+    from classifier.bundle import BundleError
+
+    try:
+        with tqdm(unit="file", disable=not sys.stderr.isatty(), file=sys.stderr) as bar, \
+                Worker(engine, classifier, cfg, tag_policy=policy, progress=bar,
+                       on_tag=_print_outcome if policy else None) as worker:
+            summary = worker.scan(args.paths, force=args.force)
+    except BundleError as e:  # the model itself is unusable: no file would classify
+        print(f"genred: cannot use the model: {e}", file=sys.stderr)
+        return EXIT_FAILED
     print(summary.line())
     return EXIT_OK
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from storage.db import reading
+from storage.db import reading, writing
 from storage.schema import (
     ERROR,
     MISSING,
@@ -190,7 +190,7 @@ def is_unchanged(engine: Engine, path: str | os.PathLike[str], size: int, mtime:
 def mark_pending(engine: Engine, path: str | os.PathLike[str], size: int | None = None,
                  mtime: float | None = None) -> int:
     """Queue ``path`` for classification (creating its track); returns the track id."""
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
         track.status = PENDING
         track.error = None
@@ -214,7 +214,7 @@ def record_prediction(engine: Engine, path: str | os.PathLike[str], prediction: 
                       *, fingerprint: str | None, size: int | None, mtime: float | None) -> int:
     """Store ``prediction`` as the track's current one (earlier ones stay as history) and set
     the track ``ok``; returns the track id."""
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
         s.execute(update(Prediction).where(Prediction.track_id == track.id, Prediction.current)
                   .values(current=False))
@@ -236,7 +236,7 @@ def record_error(engine: Engine, path: str | os.PathLike[str], reason: str,
                  size: int | None = None, mtime: float | None = None) -> int:
     """Set the track ``error`` with a one-line ``reason``; earlier predictions are kept."""
     one_line = " ".join(reason.split())[:500]
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
         track.status, track.error = ERROR, one_line
         track.size, track.mtime = size, mtime
@@ -248,7 +248,7 @@ def mark_missing(engine: Engine, path: str | os.PathLike[str],
                  reason: str = "file not found") -> bool:
     """Set the track at ``path`` ``missing`` (history kept, so it can be matched back by
     fingerprint); False when there is no such track."""
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         track = track_at(s, canonical(path))
         if track is None:
             return False
@@ -283,7 +283,7 @@ def adopt_moved(engine: Engine, path: str | os.PathLike[str], fingerprint: str) 
     it takes over ``path`` with its predictions, corrections and tag backups, and any
     placeholder row for ``path`` is merged into it. Returns the old path, or None."""
     new_path = canonical(path)
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         candidates = s.scalars(select(Track).where(Track.fingerprint == fingerprint,
                                                    Track.path != new_path)
                                .order_by(Track.id)).all()
@@ -320,7 +320,7 @@ def move_path(engine: Engine, old: str | os.PathLike[str], new: str | os.PathLik
     history. A track already at ``new`` is merged into the moved one. False if ``old`` is
     not catalogued."""
     old_path, new_path = canonical(old), canonical(new)
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         track = track_at(s, old_path)
         if track is None:
             return False
@@ -337,7 +337,7 @@ def set_file_stat(engine: Engine, path: str | os.PathLike[str], size: int,
                   mtime: float) -> None:
     """Record the file's size and mtime after genred itself changed it (a tag write), so
     the next modify event and the next scan know it is not a new version."""
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         track = track_at(s, canonical(path))
         if track is not None:
             track.size, track.mtime = size, mtime
@@ -353,7 +353,7 @@ def register_model(engine: Engine, version: str, path: str | Path, labels: list[
                    *, metrics: dict[str, Any] | None = None, parent: str | None = None,
                    active: bool = True) -> None:
     """Record a model version (idempotent); with ``active`` it becomes the one active row."""
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         row = s.get(ModelVersion, version)
         if row is None:
             row = ModelVersion(version=version, path=str(path), labels=list(labels),
@@ -383,7 +383,7 @@ def count_tracks(engine: Engine, status: str | None = None) -> int:
 
 def set_state(engine: Engine, key: str, value: str) -> None:
     """Store a small fact (last scan time, daemon pid, ...)."""
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         row = s.get(State, key)
         if row is None:
             s.add(State(key=key, value=value))

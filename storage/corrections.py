@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from storage.catalogue import canonical, get_or_create_track, track_at, under
-from storage.db import reading
+from storage.db import reading, writing
 from storage.schema import TAG, USER, Correction, Track
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def add_label(engine: Engine, path: str | os.PathLike[str], genre: str,
     """Make ``genre`` (already normalised) the active label of the track at ``path``.
 
     Earlier active labels are deactivated (kept as history)."""
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
         current = active_label(s, track.id)
         if current is not None and current.genre == genre:
@@ -75,7 +75,7 @@ def remove_label(engine: Engine, path: str | os.PathLike[str]) -> int:
     """Deactivate the active labels of the track at ``path`` and of every track under it
     when it is a folder; returns how many tracks lost a label."""
     exact, prefix = canonical(path), under(path)
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         rows = s.scalars(
             select(Correction).join(Track)
             .where(Correction.active,

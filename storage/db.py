@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
-READ_ONLY = "genred_read_only"
+WRITE = "genred_write"  # execution option: BEGIN IMMEDIATE
 HEAD = "0002"  # the newest migration in storage/migrations/versions (a test checks)
 
 
@@ -62,18 +62,25 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     # A deferred transaction that reads and then writes cannot wait for another writer:
     # in WAL mode its upgrade fails at once with "database is locked" (a stale snapshot),
-    # whatever the busy timeout. Taking the write lock up front (IMMEDIATE) makes writers
-    # queue on the busy timeout instead. Pure reads (``reading(engine)``) stay deferred, so
-    # they never wait for a writer and work on a read-only catalogue file.
-    if conn.get_execution_options().get(READ_ONLY):
-        conn.exec_driver_sql("BEGIN DEFERRED")
-    else:
+    # whatever the busy timeout. Write transactions opened on ``writing(engine)`` take the
+    # write lock up front (IMMEDIATE), so concurrent writers queue on the busy timeout.
+    # Everything else stays deferred: reads never wait for a writer, and a session left
+    # open for reading cannot block a write elsewhere in the same process.
+    if conn.get_execution_options().get(WRITE):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def writing(engine: Engine) -> Engine:
+    """``engine`` for a read-then-write transaction: it takes SQLite's write lock at BEGIN
+    (``with Session(writing(engine)) as s, s.begin():``). Keep such transactions short."""
+    return engine.execution_options(**{WRITE: True})
 
 
 def reading(engine: Engine) -> Engine:
-    """``engine`` for read-only work: its transactions do not take the write lock."""
-    return engine.execution_options(**{READ_ONLY: True})
+    """``engine`` for read-only work (deferred transactions; the default)."""
+    return engine.execution_options(**{WRITE: False})
 
 
 def sqlite_path(url: str) -> Path | None:

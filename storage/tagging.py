@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from storage import tags
 from storage.catalogue import canonical, file_stat, set_file_stat, track_at
 from storage.corrections import active_label
-from storage.db import reading
+from storage.db import reading, writing
 from storage.schema import OK, Prediction, TagBackup, Track
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def _write(engine: Engine, path: str, wanted: _Wanted, policy: TagPolicy) -> Tag
 
 def _backup_once(engine: Engine, path: str, kind: str, original: dict[str, list[str]]) -> None:
     """Save the file's values before genred's first write (no-op while one is open)."""
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         track = track_at(s, path)
         if track is not None and _open_backup(s, track.id) is None:
             s.add(TagBackup(track_id=track.id, format=kind, original=original, written={}))
@@ -139,7 +139,7 @@ def _backup_once(engine: Engine, path: str, kind: str, original: dict[str, list[
 
 def _record_written(engine: Engine, path: str, after: dict[str, list[str]]) -> None:
     size, mtime = file_stat(path)
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         track = track_at(s, path)
         if track is None:
             return
@@ -177,7 +177,7 @@ def restore_track(engine: Engine, path: str | os.PathLike[str],
 
 def _mark_restored(engine: Engine, path: str, backup_id: int) -> None:
     size, mtime = file_stat(path)
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         backup = s.get(TagBackup, backup_id)
         if backup is not None:
             backup.restored = True

@@ -154,6 +154,18 @@ def test_usage_errors_exit_2_and_name_the_problem(env: dict[str, str], tmp_path:
     assert proc.returncode == 1 and "cannot create" in proc.stderr
 
 
+def test_a_damaged_model_stops_the_scan_with_a_clear_error(
+    env: dict[str, str], library: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "model.json").write_bytes((model_dir / "model.json").read_bytes())
+    (damaged / "model.safetensors").write_bytes(b"\0" * 64)
+    proc = genred(dict(env, GENRED_MODEL=str(damaged)), "scan", library, ok=False)
+    assert proc.returncode == 1 and "cannot use the model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_query_works_while_a_scan_is_writing(env: dict[str, str], tmp_path: Path) -> None:
     lib = tmp_path / "big"
     for i in range(24):
