@@ -125,6 +125,11 @@ def test_tags_pretend_write_restore_and_import(env: dict[str, str], library: Pat
     pretend = genred(env, "tags", "write", "--pretend", "--tag-threshold", "0", library)
     assert md5s(library) == before
     assert "would-write" in pretend.stdout and "b.flac" in pretend.stdout
+    pretend = genred(env, "scan", "--force", "--write-tags", "--pretend", "--tag-threshold",
+                     "0", library)
+    assert md5s(library) == before
+    assert "would-write" in pretend.stdout and pretend.stdout.strip().endswith(
+        "(tags skipped 1, tags would-write 2)")
 
     genred(env, "tags", "write", "--tag-threshold", "0", library)
     assert tags.read_genres(library / "sub" / "b.flac") == ["Blues"]
