@@ -28,6 +28,7 @@ class FitOptions:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 8  # epochs without validation improvement before stopping
+    min_batches: int = 4  # an epoch draws at least this many batches (small data sets)
     augment: bool = True
     distill: float = 1.0  # weight of the keep-the-old-genres term when growing
     temperature: float = 2.0
@@ -83,11 +84,11 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, max_width: int = 30) -> 
     return x
 
 
-def _balanced_order(y: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-    """An epoch of indices drawn so each genre is equally likely (with replacement)."""
+def _balanced_order(y: np.ndarray, n: int, gen: torch.Generator) -> torch.Tensor:
+    """An epoch of ``n`` indices drawn so each genre is equally likely (with replacement)."""
     counts = np.bincount(y)
     weights = torch.tensor(1.0 / counts[y], dtype=torch.float64)
-    return torch.multinomial(weights, len(y), replacement=True, generator=gen)
+    return torch.multinomial(weights, n, replacement=True, generator=gen)
 
 
 def _val_scores(net: nn.Module, val: SongSet) -> tuple[float, float]:
@@ -118,7 +119,7 @@ def _epoch(
     base: nn.Module | None,
 ) -> tuple[float, float]:
     net.train()
-    order = _balanced_order(y, gen)
+    order = _balanced_order(y, max(len(y), options.min_batches * options.batch_size), gen)
     total_loss, correct = 0.0, 0
     for i in range(0, len(order), options.batch_size):
         idx = order[i : i + options.batch_size].numpy()

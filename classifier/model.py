@@ -16,6 +16,7 @@ training can grow the genre set by adding rows to it.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -64,7 +65,7 @@ class PooledCNN(nn.Module):
         self,
         n_labels: int,
         n_mels: int = 323,
-        channels: int = 128,
+        channels: int = 64,
         hidden: int = 128,
         dropout: float = 0.3,
     ) -> None:
@@ -102,9 +103,27 @@ class PooledCNN(nn.Module):
         return self.out(torch.relu(self.fc(x)))
 
 
+def arch_config(arch: str, **kwargs: Any) -> dict[str, Any]:
+    """The architecture's keyword arguments with every default filled in, for the bundle:
+    a saved model must not change meaning when a default here changes."""
+    classes: dict[str, type[nn.Module]] = {"paper": PaperCNN, "pooled": PooledCNN}
+    if arch not in classes:
+        raise ValueError(f"unknown architecture {arch!r}; one of {', '.join(ARCHS)}")
+    skip = {"self", "n_labels", "n_mels", "frames"}
+    params = inspect.signature(classes[arch]).parameters
+    unknown = set(kwargs) - set(params)
+    if unknown:
+        raise ValueError(f"unknown options for {arch}: {sorted(unknown)}")
+    out = {k: p.default for k, p in params.items() if k not in skip}
+    out.update(kwargs)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
 def build(arch: str, n_labels: int, n_mels: int, frames: int, **kwargs: Any) -> nn.Module:
     """The network named ``arch`` (one of ARCHS) for these labels and input shape."""
     if arch == "paper":
+        if "channels" in kwargs:
+            kwargs["channels"] = tuple(kwargs["channels"])
         return PaperCNN(n_labels, n_mels=n_mels, frames=frames, **kwargs)
     if arch == "pooled":
         return PooledCNN(n_labels, n_mels=n_mels, **kwargs)

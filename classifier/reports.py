@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 def metrics(
     true: Sequence[str], predicted: Sequence[str], labels: Sequence[str], n_clips: int
 ) -> dict[str, Any]:
-    """accuracy, labels, per_genre {precision, recall, f1, support}, confusion (rows =
-    true, columns = predicted, in ``labels`` order), n_songs, n_clips."""
+    """accuracy, balanced_accuracy, labels, per_genre {precision, recall, f1, support},
+    confusion (rows = true, columns = predicted, in ``labels`` order), n_songs, n_clips."""
     labels = list(labels)
     index = {g: i for i, g in enumerate(labels)}
     confusion = np.zeros((len(labels), len(labels)), dtype=int)
@@ -40,8 +40,11 @@ def metrics(
         }
     n = len(true)
     correct = int(np.trace(confusion))
+    recalls = [m["recall"] for m in per_genre.values() if m["support"]]
     return {
         "accuracy": round(correct / n, 4) if n else 0.0,
+        # Mean per-genre recall: what accuracy would be if every genre had as many songs.
+        "balanced_accuracy": round(float(np.mean(recalls)), 4) if recalls else 0.0,
         "labels": labels,
         "per_genre": per_genre,
         "confusion": confusion.tolist(),

@@ -78,7 +78,7 @@ class TrainOptions:
     arch: str = "pooled"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 32
-    lr: float | None = None  # None: 1e-3 from scratch, 3e-4 when starting from a model
+    lr: float | None = None  # None: 1e-3 from scratch, 5e-4 when starting from a model
     patience: int = 8
     val_fraction: float = 0.15
     test_fraction: float = 0.2
@@ -226,11 +226,11 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
         arch, arch_kwargs = base[0].arch, base[0].arch_kwargs
         net = _grow(base[1], base[0], labels)
     else:
-        arch, arch_kwargs = opts.arch, opts.arch_kwargs
+        arch, arch_kwargs = opts.arch, cnn.arch_config(opts.arch, **opts.arch_kwargs)
         net = cnn.build(arch, len(labels), opts.params.n_mels, opts.params.frames, **arch_kwargs)
     fit_opts = FitOptions(
         epochs=opts.epochs, batch_size=opts.batch_size, patience=opts.patience,
-        lr=opts.lr or (3e-4 if base else 1e-3), seed=opts.seed, progress=opts.progress,
+        lr=opts.lr or (5e-4 if base else 1e-3), seed=opts.seed, progress=opts.progress,
         augment=opts.augment if opts.augment is not None else arch != "paper",
         distill=opts.distill,
     )
@@ -272,7 +272,8 @@ def _looks_like_version(name: str) -> bool:
 
 
 def _headline(metrics: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
-    out = {"accuracy": metrics["accuracy"], "n_songs": metrics["n_songs"],
+    out = {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
+           "n_songs": metrics["n_songs"],
            "per_source": metrics.get("per_source", {})}
     if base is not None:
         out["base_accuracy"] = base["accuracy"]
@@ -318,7 +319,7 @@ def train(
     songs = dataset.scan(data_dir)
     splits = dataset.split(songs, opts.seed, opts.val_fraction, opts.test_fraction)
     log.info("songs: %s", {k: len(v) for k, v in splits.items()})
-    summary: dict[str, Any] = {"data_dir": str(Path(data_dir).expanduser().absolute()),
+    summary: dict[str, Any] = {"data_dir": str(Path(data_dir).expanduser().resolve()),
                                "split": "by song, stratified by (genre, source)",
                                "genres": dataset.genre_counts(songs)}
     return _run(splits, opts, Path(out_dir).expanduser().absolute(), cache_dir, summary, base)

@@ -61,7 +61,7 @@ def synth_model(tmp_path_factory: pytest.TempPathFactory, synth_library: Path,
 
     out = tmp_path_factory.mktemp("models") / "synth"
     start = time.monotonic()
-    result = training.train(synth_library, out, seed=0, clips_per_song=2, epochs=8,
+    result = training.train(synth_library, out, seed=0, clips_per_song=2, epochs=5,
                             cache_dir=synth_cache, progress=False)
     return Trained(result, time.monotonic() - start)
 

@@ -55,6 +55,8 @@ def test_bundle_holds_only_safetensors_and_json(synth_model: Trained) -> None:
         assert key in meta
     assert meta["training"]["songs"]["train"]  # per-genre song counts
     assert meta["feature_params"]["n_mels"] == 323
+    # every architecture setting is saved, so changing a default never breaks old bundles
+    assert {"channels", "hidden", "dropout"} <= set(meta["arch_kwargs"])
 
 
 def test_features_computed_with_other_params_are_a_model_mismatch(synth_model: Trained) -> None:

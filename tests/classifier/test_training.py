@@ -1,0 +1,156 @@
+"""Training on generated styles: accuracy, the song-level split, the feature cache,
+growing the genre set with --from, fine-tuning, evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from classifier import audio, dataset, training
+from classifier.dataset import DatasetError, Song
+from classifier.predict import Classifier
+from tests.audiogen import STYLES
+from tests.classifier.conftest import Trained, build_library
+
+
+def test_synthetic_styles_reach_90_percent_on_held_out_songs_within_a_minute(
+    synth_model: Trained, fresh_songs: list[tuple[Path, str]]
+) -> None:
+    assert synth_model.seconds < 60.0
+    assert synth_model.result.metrics["n_songs"] >= 4
+    assert synth_model.result.accuracy >= 0.9
+    fresh = training.evaluate(synth_model.path, fresh_songs)
+    assert fresh["n_songs"] == len(fresh_songs)
+    assert fresh["accuracy"] >= 0.9, fresh["confusion"]
+
+
+def test_training_writes_reports(synth_model: Trained) -> None:
+    report = json.loads((synth_model.path / "metrics.json").read_text())
+    test = report["test"]
+    assert set(STYLES) == set(test["labels"])
+    assert {"accuracy", "per_genre", "confusion", "n_songs", "n_clips"} <= set(test)
+    assert {"precision", "recall", "f1", "support"} <= set(test["per_genre"]["Drone"])
+    assert len(report["history"]) == synth_model.result.epochs_run
+    for png in ("confusion.png", "curve.png"):
+        assert (synth_model.path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_split_is_by_song_deterministic_and_leaks_nothing(synth_library: Path,
+                                                          synth_model: Trained) -> None:
+    songs = dataset.scan(synth_library)
+    a = dataset.split(songs, seed=0)
+    b = dataset.split(songs, seed=0)
+    c = dataset.split(songs, seed=7)
+    paths = {k: {s.path for s in v} for k, v in a.items()}
+    assert paths == {k: {s.path for s in v} for k, v in b.items()}
+    assert paths["test"] != {s.path for s in c["test"]}
+    assert not paths["train"] & paths["test"]
+    assert not paths["train"] & paths["val"]
+    assert not paths["val"] & paths["test"]
+    assert paths["train"] | paths["val"] | paths["test"] == {s.path for s in songs}
+    assert {s.genre for s in a["test"]} == set(STYLES)  # every genre is tested
+    # The trained model's held-out songs are exactly that split's test songs.
+    assert {Path(p) for p, _ in synth_model.result.test_songs} == paths["test"]
+
+
+def test_split_spreads_each_source_over_train_and_test() -> None:
+    songs = [Song(Path(f"/x/{src}-{i}.ogg"), "Electronic", src)
+             for src in ("nexuiz", "singularity") for i in range(10)]
+    songs += [Song(Path(f"/x/gtzan-{i}.ogg"), "Rock", "gtzan") for i in range(6)]
+    parts = dataset.split(songs, seed=1)
+    for source in ("nexuiz", "singularity", "gtzan"):
+        assert any(s.source == source for s in parts["test"])
+        assert any(s.source == source for s in parts["train"])
+
+
+def test_manifest_source_column_names_the_source(tmp_path: Path) -> None:
+    (tmp_path / "Rock").mkdir()
+    (tmp_path / "Rock" / "a.ogg").write_bytes(b"x")
+    (tmp_path / "Rock" / "b--c.ogg").write_bytes(b"x")
+    (tmp_path / "manifest.csv").write_text('path,genre,source\nRock/a.ogg,Rock,"GTZAN, 30 s"\n')
+    sources = {s.path.name: s.source for s in dataset.scan(tmp_path)}
+    assert sources == {"a.ogg": "GTZAN, 30 s", "b--c.ogg": "b"}
+
+
+def test_second_training_run_reads_the_feature_cache_and_decodes_nothing(
+    synth_model: Trained, synth_library: Path, synth_cache: Path, tmp_path: Path
+) -> None:
+    frames_before = audio.stats.frames
+    again = training.train(synth_library, tmp_path / "again", seed=0, clips_per_song=2,
+                           epochs=1, cache_dir=synth_cache, progress=False)
+    assert again.decoded == 0
+    assert again.cache_misses == 0
+    assert again.cache_hits == len(dataset.scan(synth_library))
+    assert audio.stats.frames == frames_before
+    other_seed = training.train(synth_library, tmp_path / "other", seed=3, clips_per_song=2,
+                                epochs=1, cache_dir=synth_cache, progress=False)
+    assert other_seed.decoded > 0  # other random clips are other cache entries
+
+
+def test_from_model_adds_a_genre_and_keeps_the_old_ones(
+    tmp_path: Path, synth_cache: Path, fresh_songs: list[tuple[Path, str]]
+) -> None:
+    old_styles = ("Drone", "Pulse", "Chirp")
+    base_dir = build_library(tmp_path / "base", old_styles, 6, seed0=1)
+    base = training.train(base_dir, tmp_path / "m-base", seed=0, clips_per_song=2, epochs=6,
+                          cache_dir=synth_cache, progress=False)
+    assert base.labels == sorted(old_styles)
+    grown_dir = build_library(tmp_path / "grown", STYLES, 6, seed0=1)
+    (grown_dir / "Noise" / "broken.mp3").write_bytes(b"not audio at all" * 10)
+    grown = training.train(grown_dir, tmp_path / "m-grown", seed=0, clips_per_song=2,
+                           epochs=6, from_model=base.out_dir, cache_dir=synth_cache,
+                           progress=False)
+    assert grown.labels[:3] == base.labels and grown.labels[3] == "Noise"
+    assert Classifier.load(grown.out_dir).meta.parent == base.version
+    assert grown.base_metrics is not None  # the base judged on the same held-out songs
+    assert [s["path"] for s in grown.skipped] == [str(grown_dir / "Noise" / "broken.mp3")]
+    result = training.evaluate(grown.out_dir, fresh_songs)
+    for style in STYLES:
+        assert result["per_genre"][style]["recall"] >= 0.75, (style, result["confusion"])
+
+
+def test_fine_tune_on_labelled_pairs_evaluates_base_and_new_on_the_same_holdout(
+    synth_model: Trained, synth_library: Path, synth_cache: Path,
+    fresh_songs: list[tuple[Path, str]], tmp_path: Path,
+) -> None:
+    labelled = [(p, p.parent.name) for p in sorted(synth_library.rglob("*.*"))][::2]
+    holdout = fresh_songs[::2]
+    result = training.fine_tune(synth_model.path, labelled, tmp_path / "tuned",
+                                holdout=holdout, epochs=2, clips_per_song=1,
+                                cache_dir=synth_cache, progress=False)
+    assert result.test_songs == [(str(p), g) for p, g in holdout]
+    assert result.base_metrics is not None
+    assert result.base_metrics["n_songs"] == result.metrics["n_songs"] == len(holdout)
+    assert result.labels == synth_model.result.labels
+    assert result.accuracy >= 0.75
+
+
+def test_evaluate_counts_a_genre_the_model_lacks_as_wrong(
+    synth_model: Trained, fresh_songs: list[tuple[Path, str]], tmp_path: Path
+) -> None:
+    odd = tmp_path / "odd.flac"
+    shutil.copy(fresh_songs[0][0], odd)
+    bad = tmp_path / "bad.mp3"
+    bad.write_text("nope")
+    result = training.evaluate(synth_model.path, [(odd, "Polka"), (bad, "Drone"),
+                                                  *fresh_songs[1:3]])
+    assert result["labels"][-1] == "Polka"
+    assert result["n_songs"] == 3 and result["n_clips"] >= 3
+    assert result["per_genre"]["Polka"]["recall"] == 0.0
+    assert result["errors"] == [{"path": str(bad), "error": result["errors"][0]["error"]}]
+    assert result["accuracy"] <= 0.667
+
+
+def test_data_that_cannot_train_a_model_is_a_dataset_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not a directory"):
+        training.train(tmp_path / "nope", tmp_path / "out", progress=False)
+    (tmp_path / "lib" / "Only").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no audio"):
+        training.train(tmp_path / "lib", tmp_path / "out", progress=False)
+    build_library(tmp_path / "lib", ("Drone",), 3, seed0=1)
+    with pytest.raises(DatasetError, match="two genres"):
+        training.train(tmp_path / "lib", tmp_path / "out", epochs=1, progress=False)
+    assert not (tmp_path / "out").exists()
