@@ -38,8 +38,17 @@ def _start(library: Library, daemons: list[Daemon], *extra: str, settle: float =
     return daemon.ready()
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_dropped_file_is_catalogued(library: Library, daemons: list[Daemon]) -> None:
+    library.env["WATCHDOG_USEC"] = "2000000"  # as systemd sets it for WatchdogSec=2
     daemon = _start(library, daemons)
+    ready = daemon.wait_message("READY=1")
+    assert "STATUS=" in ready and "model tiny-v1" in ready
+    daemon.wait_message("WATCHDOG=1", timeout=5)
     song = make_track(library.music / "Artist" / "dropped.flac", "Pulse", SECONDS, seed=1)
     wait_for(lambda: library.status_of(song) == "ok", 60, "the dropped file to be classified")
     assert [p[2] for p in library.predictions(song)] == [1]
@@ -50,6 +59,9 @@ def test_dropped_file_is_catalogued(library: Library, daemons: list[Daemon]) -> 
     assert status["next_retrain"] and status["last_scan"]
     second = library.genred("run", "--watch", str(library.music), timeout=60)
     assert second.returncode == 1 and f"pid {daemon.proc.pid}" in second.stderr
+    before = _cpu_seconds(daemon.proc.pid)
+    time.sleep(4.0)
+    assert _cpu_seconds(daemon.proc.pid) - before < 0.1  # idle: blocked, not polling
     code, _ = daemon.terminate()
     assert code == 0
     status = json.loads(library.genred("status", "--format", "json").stdout)
