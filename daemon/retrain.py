@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -193,6 +194,31 @@ def _retrain_lock(store_root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+_in_progress = threading.Event()
+
+
+def in_progress() -> bool:
+    """True while this process is running the job (the daemon checks it at shutdown)."""
+    return _in_progress.is_set()
+
+
+@contextmanager
+def _running() -> Iterator[None]:
+    _in_progress.set()
+    try:
+        yield
+    finally:
+        _in_progress.clear()
+
+
+def _remove_stale_staging(store_root: Path) -> None:
+    """Half-written bundles (``.NAME.part-*``) left by a run that was killed; safe to remove
+    while holding the retrain lock."""
+    for stale in store_root.glob(".*.part-*"):
+        log.info("removing the unfinished model %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def fine_tune_trainer(cfg: Config) -> Trainer:
     """The real trainer: classifier.training.fine_tune with the config's epochs/cache."""
 
@@ -216,7 +242,8 @@ def retrain(engine: Engine, cfg: Config, trigger: str = "cli",
 
     store = ModelStore(cfg.model_store_path)
     try:
-        with _retrain_lock(store.root):
+        with _retrain_lock(store.root), _running():
+            _remove_stale_staging(store.root)
             return _retrain_locked(engine, cfg, store, trigger, trainer or fine_tune_trainer(cfg))
     except RetrainBusy as e:
         outcome = RetrainOutcome(SKIPPED, str(e), _start_run(engine, trigger, None))

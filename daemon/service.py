@@ -338,8 +338,26 @@ def run_daemon(cfg: Config) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, daemon.request_stop)
     try:
-        return daemon.run()
+        code = daemon.run()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        engine.dispose()
+    _abandon_retrain(engine, code)
+    engine.dispose()
+    return code
+
+
+def _abandon_retrain(engine: Engine, code: int) -> None:
+    """A retrain still running in the scheduler's thread would keep the process alive
+    until it finishes (minutes): record it as interrupted and exit now. The model store is
+    untouched (a candidate is only promoted by a finished run)."""
+    from daemon.retrain import in_progress, mark_interrupted
+
+    if not in_progress():
+        return
+    log.warning("stopping in the middle of a retrain; it will run again at the next "
+                "scheduled time")
+    mark_interrupted(engine)
+    engine.dispose()
+    logging.shutdown()
+    os._exit(code)

@@ -201,9 +201,9 @@ def test_activating_another_model_reclassifies_uncorrected_tracks(
     assert daemon.terminate()[0] == 0
 
 
-def test_retrain_missed_while_down_is_caught_up_once_at_start(
-    library: Library, daemons: list[Daemon]
-) -> None:
+def _make_retrain_overdue(library: Library) -> None:
+    """A job store whose retrain fell due two days ago (the machine was off at 03:00)."""
+    import sqlite3
     from datetime import UTC, datetime, timedelta
 
     from daemon import scheduler
@@ -212,15 +212,20 @@ def test_retrain_missed_while_down_is_caught_up_once_at_start(
     url = f"sqlite:///{library.db}"
     open_catalogue(url).dispose()
     scheduler.start_scheduler(url, "0 3 * * *").shutdown()
-    # The machine was off over the last two 03:00s: the stored next run lies in the past.
     past = datetime.now(UTC) - timedelta(days=2)
     state = json.loads(library.rows("SELECT job_state FROM apscheduler_jobs")[0][0])
     state["next_run_time"] = past.isoformat()
-    import sqlite3
-
     with sqlite3.connect(library.db) as conn:
         conn.execute("UPDATE apscheduler_jobs SET next_run_time = ?, job_state = ?",
                      (past.timestamp(), json.dumps(state).encode()))
+
+
+def test_retrain_missed_while_down_is_caught_up_once_at_start(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    from datetime import UTC, datetime
+
+    _make_retrain_overdue(library)
     daemon = _start(library, daemons)
     runs = wait_for(lambda: library.rows("SELECT trigger, decision FROM training_runs"), 30,
                     "the missed retrain")
@@ -230,3 +235,37 @@ def test_retrain_missed_while_down_is_caught_up_once_at_start(
     nxt = json.loads(library.genred("status", "--format", "json").stdout)["next_retrain"]
     assert datetime.fromisoformat(nxt) > datetime.now(UTC)
     assert daemon.terminate()[0] == 0
+
+
+def test_sigterm_during_a_retrain_exits_quickly_and_records_it(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    from classifier.predict import Classifier
+    from classifier.store import ModelStore
+    from daemon.config import Config
+    from daemon.worker import Worker
+    from storage.corrections import add_label
+    from storage.db import open_catalogue
+
+    for k, style in enumerate(STYLES):
+        for i in range(6):
+            make_track(library.music / style / f"{i}.wav", style, 8.0, seed=10 * k + i)
+    cfg = Config(db=f"sqlite:///{library.db}", model_store=str(library.store), workers=1,
+                 clips_per_track=1)
+    engine = open_catalogue(cfg.db_url)
+    with Worker(engine, Classifier.load(None, ModelStore(library.store), 1), cfg) as worker:
+        worker.scan([library.music])
+    for style in STYLES:
+        for i in range(6):
+            add_label(engine, library.music / style / f"{i}.wav", style)
+    engine.dispose()
+    _make_retrain_overdue(library)
+    library.env["GENRED_RETRAIN_EPOCHS"] = "200"
+    daemon = _start(library, daemons)
+    wait_for(lambda: library.rows("SELECT 1 FROM training_runs WHERE decision = 'running'"),
+             30, "the retrain to start")
+    code, took = daemon.terminate()
+    assert code == 0 and took < 8, (took, daemon.output())
+    decision, reason = library.rows("SELECT decision, reason FROM training_runs")[0]
+    assert decision == "failed" and "interrupted" in reason
+    assert (library.store / "ACTIVE").read_text().strip() == "tiny-v1"
