@@ -167,6 +167,10 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(
             "config key 'retrain.schedule': a cron line of 5 fields, e.g. '0 3 * * *'"
         )
+    if cfg.rescan_hours <= 0:
+        raise ConfigError("config key 'rescan_hours': must be > 0 (e.g. 6)")
+    if cfg.retrain.epochs < 1:
+        raise ConfigError("config key 'retrain.epochs': must be >= 1")
     if cfg.retrain.min_new_labels < 0:
         raise ConfigError("config key 'retrain.min_new_labels': must be >= 0")
     return replace(cfg, log_level=cfg.log_level.upper())

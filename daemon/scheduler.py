@@ -117,9 +117,37 @@ class JsonJobStore(SQLAlchemyJobStore):
         return job
 
 
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab: 0 (and 7) = Sunday
+
+
+def _cron_days(field: str) -> str:
+    """A crontab day-of-week field in APScheduler's terms. APScheduler 3 numbers days from
+    Monday = 0, crontab from Sunday = 0, so numeric days are spelt out as names."""
+    out: list[str] = []
+    for token in field.split(","):
+        spec, _, step_text = token.partition("/")
+        if any(c.isalpha() for c in spec) or (spec == "*" and not step_text):
+            out.append(token)
+            continue
+        step = int(step_text) if step_text else 1
+        low, _, high = (spec if spec != "*" else "0-6").partition("-")
+        first, last = int(low), int(high or low)
+        if not (0 <= first <= 7 and 0 <= last <= 7 and step >= 1):
+            raise ValueError(f"day of week {token!r} is not within 0-7")
+        out += [_CRON_DAYS[d % 7] for d in range(first, last + 1, step)]
+    return ",".join(dict.fromkeys(out))
+
+
 def cron_trigger(schedule: str) -> CronTrigger:
-    """The config's 5-field cron line in local time (ConfigError-worthy text if bad)."""
-    return CronTrigger.from_crontab(schedule)
+    """The config's 5-field crontab line (minute hour day month day-of-week, with
+    crontab's Sunday = 0) in local time. Raises ValueError saying what is wrong."""
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 fields (minute hour day month day-of-week), got "
+                         f"{len(fields)}")
+    minute, hour, day, month, days = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                       day_of_week=_cron_days(days))
 
 
 def start_scheduler(

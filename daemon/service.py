@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from daemon import sdnotify
-from daemon.config import Config
+from daemon.config import Config, ConfigError
 from daemon.reconcile import Reconciler
 from daemon.status import (
     HEARTBEAT_KEY,
@@ -174,6 +174,12 @@ class Daemon:
     """One run of `genred run`; :meth:`run` returns the exit code."""
 
     def __init__(self, cfg: Config, engine: Engine) -> None:
+        from daemon.scheduler import cron_trigger
+
+        try:
+            cron_trigger(cfg.retrain.schedule)
+        except ValueError as e:
+            raise ConfigError(f"config key 'retrain.schedule': {e}") from e
         self.cfg = cfg
         self.engine = engine
         self.roots = _watch_roots(cfg)

@@ -101,3 +101,9 @@ def test_run_without_folders_says_what_to_do(library: Library) -> None:
     assert result.returncode == 1 and "--watch PATH" in result.stderr
     missing = library.genred("run", "--watch", str(library.root / "nope"), timeout=60)
     assert missing.returncode == 1 and "not a directory" in missing.stderr
+
+
+def test_run_with_an_impossible_schedule_names_the_key(library: Library) -> None:
+    result = library.genred("run", "--watch", str(library.music), "--retrain-schedule",
+                            "61 3 * * *", timeout=60)
+    assert result.returncode == 2 and "retrain.schedule" in result.stderr

@@ -89,6 +89,8 @@ def test_environment_watch_list_uses_path_separator() -> None:
         ("[retrain]\nmin_new_labels = -3\n", "retrain.min_new_labels"),
         ("[retrain]\nfrequency = 1\n", "retrain.frequency"),
         ("colour = 1\n", "colour"),
+        ("rescan_hours = 0\n", "rescan_hours"),
+        ("[retrain]\nepochs = 0\n", "retrain.epochs"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:

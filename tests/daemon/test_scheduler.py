@@ -104,3 +104,21 @@ def test_changed_schedule_is_applied(tmp_path: Path) -> None:
 def test_next_run_is_none_before_any_daemon_ran(tmp_path: Path) -> None:
     engine = open_catalogue(_url(tmp_path))
     assert sched.next_run(engine) is None
+
+
+def test_crontab_weekday_numbers_mean_what_cron_means() -> None:
+    monday = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    for expr, weekday in (("0 3 * * 0", 6), ("0 3 * * 7", 6), ("0 3 * * 1", 0),
+                          ("0 3 * * sat", 5), ("0 3 * * 5-7", 4)):
+        fire = sched.cron_trigger(expr).get_next_fire_time(None, monday)
+        assert fire is not None and fire.weekday() == weekday, expr
+    when = sched.cron_trigger("*/2 * * * 1-5").get_next_fire_time(None, monday)
+    assert when is not None and when.minute % 2 == 0
+
+
+def test_bad_cron_lines_are_refused() -> None:
+    import pytest
+
+    for expr in ("99 * * * *", "0 3 * *", "0 3 * * 9"):
+        with pytest.raises(ValueError):
+            sched.cron_trigger(expr)
