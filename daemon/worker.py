@@ -205,6 +205,7 @@ class Worker:
         """Classify new and changed audio under ``roots``; tracks whose files are gone from
         under them become ``missing``."""
         summary = Summary()
+        self._gone_now = set()
         for root in roots:
             if Path(root).is_dir():
                 gone = catalogue.missing_under(self.engine, root)
