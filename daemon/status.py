@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -20,13 +21,19 @@ HEARTBEAT_KEY, WATCH_KEY, LAST_SCAN_KEY = "daemon.heartbeat", "daemon.watch", "l
 
 
 def _alive(pid: int) -> bool:
+    """Is ``pid`` a live genred process? After a crash and a reboot the recorded pid may
+    belong to something else: where /proc is readable, its command line must name genred."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (or not ours to read): trust the signal check
+    return b"genred" in cmdline
 
 
 def running_pid(engine: Engine) -> int | None:

@@ -107,3 +107,24 @@ def test_run_with_an_impossible_schedule_names_the_key(library: Library) -> None
     result = library.genred("run", "--watch", str(library.music), "--retrain-schedule",
                             "61 3 * * *", timeout=60)
     assert result.returncode == 2 and "retrain.schedule" in result.stderr
+
+
+def test_a_stale_pid_of_another_program_does_not_count_as_running(library: Library) -> None:
+    import socket
+    import subprocess
+
+    from daemon.status import HOST_KEY, PID_KEY
+    from storage.catalogue import set_state
+    from storage.db import open_catalogue
+
+    other = subprocess.Popen(["sleep", "60"])  # the recorded pid, reused by another program
+    try:
+        engine = open_catalogue(f"sqlite:///{library.db}")
+        set_state(engine, PID_KEY, str(other.pid))
+        set_state(engine, HOST_KEY, socket.gethostname())
+        engine.dispose()
+        data = json.loads(library.genred("status", "--format", "json").stdout)
+        assert data["daemon"]["running"] is False
+    finally:
+        other.kill()
+        other.wait()
