@@ -73,6 +73,7 @@ class Summary:
     errors: int = 0
     missing: int = 0
     moved: int = 0
+    retried: int = 0  # files decoded again after a decode process died
     tags: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -82,6 +83,7 @@ class Summary:
         )
         extra = [f"{self.missing} missing"] if self.missing else []
         extra += [f"{self.moved} moved"] if self.moved else []
+        extra += [f"{self.retried} retried after a decoder crash"] if self.retried else []
         extra += [f"tags {k} {v}" for k, v in sorted(self.tags.items())]
         return text + (f" ({', '.join(extra)})" if extra else "")
 
@@ -168,6 +170,7 @@ class Worker:
         self.progress = progress
         self.workers = max(1, cfg.worker_count)
         self._pool: ProcessPoolExecutor | None = None
+        self._owner: dict[Future[Decoded], ProcessPoolExecutor] = {}
         self._parallel = False
         self.pool_min_files = POOL_MIN_FILES
         self._known: dict[str, catalogue.FileState] | None = None  # during scan()
@@ -294,7 +297,15 @@ class Worker:
             future: Future[Decoded] = Future()
             future.set_result(decode(*args))
         else:
-            future = self._executor().submit(decode, *args)
+            pool = self._executor()
+            try:
+                future = pool.submit(decode, *args)
+            except BrokenProcessPool:  # broke since the last submit: start a fresh one
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+                pool = self._executor()
+                future = pool.submit(decode, *args)
+            self._owner[future] = pool
         in_flight[future] = job
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -303,6 +314,13 @@ class Worker:
             ctx = multiprocessing.get_context("forkserver")
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
         return self._pool
+
+    def _drop_pool(self, future: Future[Decoded]) -> None:
+        """Forget the pool that ran ``future`` if it is the current one (other futures of
+        the same broken pool fail later and must not drop its replacement)."""
+        if self._owner.get(future) is self._pool and self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _collect(
         self,
@@ -316,11 +334,14 @@ class Worker:
             try:
                 decoded = future.result()
             except BrokenProcessPool:
-                self._pool = None  # a decoder crashed the process; start a fresh pool
+                self._drop_pool(future)  # a decoder crashed its process; use a fresh pool
                 if job[3] < MAX_CRASH_RETRIES:
+                    summary.retried += 1
                     self._submit(in_flight, (*job[:3], job[3] + 1))
                     continue
                 decoded = Decoded(job[0], error="the decoder crashed on this file")
+            finally:
+                self._owner.pop(future, None)
             self._record(decoded, job, summary)
             self._tick()
 

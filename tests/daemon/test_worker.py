@@ -216,3 +216,36 @@ def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(
         assert w.process([bad]).errors == 1
     assert "not valid UTF-8" in caplog.text
     assert [t.path for t in catalogue.tracks_under(engine, tmp_path)] == [str(good)]
+
+
+def test_a_decode_process_that_dies_costs_no_file(
+    engine: Engine, classifier: Classifier, tmp_path: Path
+) -> None:
+    import signal
+    import threading
+    import time
+
+    songs = [make_track(tmp_path / f"{i}.ogg", "Chirp", 3.0, seed=i) for i in range(6)]
+    killed: list[int] = []
+
+    def kill_a_decoder(w: Worker) -> None:  # as the OOM killer would
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pool = w._pool
+            pids = list(getattr(pool, "_processes", None) or {})
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+                return
+            time.sleep(0.01)
+
+    with Worker(engine, classifier, Config(workers=2)) as w:
+        w.pool_min_files = 0
+        killer = threading.Thread(target=kill_a_decoder, args=(w,))
+        killer.start()
+        summary = w.process(songs)
+        killer.join()
+
+    assert killed, "no decode process was started"
+    assert summary.retried >= 1 and "retried after a decoder crash" in summary.line()
+    assert (summary.classified, summary.errors) == (6, 0)
