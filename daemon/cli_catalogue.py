@@ -350,6 +350,8 @@ def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_FAILED
     total = sum(remove_label(engine, path) for path in args.paths)
     print(f"{total} tracks uncorrected (history kept)")
+    if cfg.write_tags and total:  # the files now get the prediction (where policy allows)
+        _write_tags_for(engine, _catalogued(engine, args.paths), _policy(args, cfg))
     return EXIT_OK
 
 

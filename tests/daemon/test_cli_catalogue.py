@@ -199,3 +199,17 @@ def test_catalogue_verbs_do_not_import_heavy_modules_for_help() -> None:
     code = ("import sys, daemon.cli_catalogue; "
             "bad = {'torch', 'librosa', 'sqlalchemy'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_with_write_tags_on_corrections_reach_the_files_at_once(
+    env: dict[str, str], library: Path
+) -> None:
+    env = dict(env, GENRED_WRITE_TAGS="true", GENRED_TAG_THRESHOLD="0")
+    song = library / "sub" / "b.flac"
+    genred(env, "scan", library)
+    predicted = tags.read_genres(song)
+    assert len(predicted) == 1  # written as it was classified
+    genred(env, "correct", song, "Blues")
+    assert tags.read_genres(song) == ["Blues"]
+    genred(env, "uncorrect", song)
+    assert tags.read_genres(song) == predicted
