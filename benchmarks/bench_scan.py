@@ -55,6 +55,12 @@ def run(argv: list[str] | None = None) -> None:
     report.result("floor_tracks_per_second", fl.tracks_per_second, "tracks/s")
     report.result("scan_to_floor_ratio", scan_rate / fl.tracks_per_second, "",
                   target=">= 0.8")
+    report.result("scan_cpu_ms_per_track", 1000 * scan.cpu_seconds / args.tracks,
+                  "ms (genred + its workers, start-up included)")
+    report.result("floor_cpu_ms_per_track", 1000 * fl.cpu_seconds / args.tracks,
+                  "ms (pool processes, start-up included)")
+    report.result("floor_to_scan_cpu_ratio", fl.cpu_seconds / scan.cpu_seconds,
+                  "(the ratio in CPU time: steadier on a busy machine)", target=">= 0.8")
     report.result("scan_startup_seconds", startup, "s")
     report.result("scan_peak_rss_tree", scan.peak_rss_kib / 1024, "MiB")
     report.result("scan_peak_pss_tree", scan.peak_pss_kib / 1024, "MiB")

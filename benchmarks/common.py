@@ -219,6 +219,7 @@ class GenredRun:
     stdout: str
     stderr: str
     max_process_rss_kib: int = 0  # largest single process of the tree (wait4 rusage)
+    cpu_seconds: float = 0.0  # user + system, the process and its reaped children
     peak_rss_kib: int = 0  # summed over the tree, sampled from /proc
     peak_pss_kib: int = 0
     max_processes: int = 0
@@ -232,15 +233,15 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=10)
 
 
-def _wait(proc: subprocess.Popen[str], timeout: float) -> tuple[int, int]:
-    """Reap ``proc`` with wait4: (exit code, peak RSS in KiB of the largest process in its
-    tree — the rusage of a child includes its own reaped children)."""
+def _wait(proc: subprocess.Popen[str], timeout: float) -> tuple[int, Any]:
+    """Reap ``proc`` with wait4: (exit code, its resource usage — which includes its own
+    reaped children: CPU time summed, maxrss of the largest process)."""
     deadline = time.monotonic() + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, int(usage.ru_maxrss)
+            return proc.returncode, usage
         if time.monotonic() > deadline:
             raise subprocess.TimeoutExpired(proc.args, timeout)
         time.sleep(0.01)
@@ -258,7 +259,7 @@ def run_genred(args: Sequence[str], env: dict[str, str], timeout: float = 3600,
         if sampler is not None:
             sampler.start()
         try:
-            code, maxrss = _wait(proc, timeout)
+            code, usage = _wait(proc, timeout)
         except subprocess.TimeoutExpired as e:
             kill_group(proc)
             raise BenchError(f"`genred {' '.join(args)}` timed out after {timeout:.0f} s") from e
@@ -271,7 +272,8 @@ def run_genred(args: Sequence[str], env: dict[str, str], timeout: float = 3600,
         elapsed = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
-        run = GenredRun(elapsed, out.read(), err.read(), max_process_rss_kib=maxrss)
+        run = GenredRun(elapsed, out.read(), err.read(), max_process_rss_kib=usage.ru_maxrss,
+                        cpu_seconds=usage.ru_utime + usage.ru_stime)
     if sampler is not None:
         run.peak_rss_kib, run.peak_pss_kib = sampler.peak_rss_kib, sampler.peak_pss_kib
         run.max_processes = sampler.max_processes

@@ -9,6 +9,7 @@ goes (probe, clip decoding, features, fingerprint, CNN inference).
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -54,6 +55,7 @@ class Floor:
     seconds: float
     tracks: int
     unreadable: int
+    cpu_seconds: float  # of the pool processes, start-up and warm-up included
 
     @property
     def tracks_per_second(self) -> float:
@@ -79,13 +81,20 @@ def model_settings(model: str | None = None) -> tuple[Any, int, int]:
 def measure(paths: Sequence[Path], workers: int, params: Any, n_clips: int) -> Floor:
     """Time decoding + features of ``paths`` over a warmed-up pool of ``workers``."""
     ctx = multiprocessing.get_context("spawn")  # workers without torch, like a lean scan
+    before = _children_cpu()
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init,
                              initargs=(params, n_clips)) as pool:
         list(pool.map(_wait, [0.5] * workers))  # start every worker before timing
         start = time.perf_counter()
         ok = list(pool.map(_features_of, [str(p) for p in paths]))
         elapsed = time.perf_counter() - start
-    return Floor(elapsed, len(paths), ok.count(False))
+    return Floor(elapsed, len(paths), ok.count(False), _children_cpu() - before)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's reaped children (the pool's, once it is shut down)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stage_timings(paths: Sequence[Path], params: Any, n_clips: int, model: str | None = None
