@@ -132,8 +132,16 @@ def last_trained_correction(engine: Engine) -> int:
     return int(value or 0)
 
 
-def mark_interrupted(engine: Engine) -> int:
-    """Runs left ``running`` by a killed process become ``failed``; returns how many."""
+def mark_interrupted(engine: Engine, store_root: Path | None = None) -> int:
+    """Runs left ``running`` by a killed process become ``failed``; returns how many.
+    With ``store_root``, nothing is marked while another process holds the retrain lock
+    (a `genred retrain --now` in progress is not interrupted)."""
+    if store_root is not None:
+        try:
+            with _retrain_lock(store_root):
+                return mark_interrupted(engine)
+        except RetrainBusy:
+            return 0
     with Session(engine) as s, s.begin():
         result = s.execute(
             update(TrainingRun).where(TrainingRun.decision == RUNNING)

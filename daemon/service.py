@@ -1,8 +1,8 @@
 """`genred run`: the daemon's run loop.
 
-Start: claim the catalogue (one daemon per catalogue), start watching, reconcile the
-folders with the catalogue (new/changed files → pending, vanished → missing), start the
-retrain schedule, tell systemd READY=1. Then, until SIGTERM/SIGINT:
+Start: claim the catalogue (one daemon per catalogue), start watching, start the retrain
+schedule, tell systemd READY=1, then reconcile the folders with the catalogue (new/changed
+files → pending, vanished → missing). Then, until SIGTERM/SIGINT:
 
     filesystem change → settle (FileStabilityTracker) → pending in the catalogue
     pending tracks → the worker (parallel decode, one inference place) → recorded
@@ -15,6 +15,7 @@ for settling files, the periodic rescan, the systemd watchdog and a heartbeat.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import Engine
 
@@ -45,6 +46,7 @@ from daemon.watcher import FileStabilityTracker, FolderWatcher
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 300.0
+
 
 class DaemonError(Exception):
     """The daemon cannot start: nothing to watch, a folder is missing, another daemon
@@ -193,6 +195,7 @@ class Daemon:
         self._next_rescan = time.monotonic() + cfg.rescan_hours * 3600
         self._next_heartbeat = 0.0
         self._last_status = ""
+        self._lock: IO[str] | None = None
 
     # -- life cycle --------------------------------------------------------------------
     def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
@@ -211,12 +214,23 @@ class Daemon:
         return 0
 
     def _claim(self) -> None:
+        """One daemon per catalogue: an flock next to a SQLite catalogue (released by the
+        kernel however the process ends), and the pid recorded in the catalogue."""
         from storage.catalogue import set_state
+        from storage.db import sqlite_path
 
         other = running_pid(self.engine)
-        if other is not None and other != os.getpid():
-            raise DaemonError(f"another genred daemon (pid {other}) already serves "
-                              f"{self.cfg.db_url}; stop it first")
+        busy = other is not None and other != os.getpid()
+        db_file = sqlite_path(self.cfg.db_url)
+        if db_file is not None and not busy:
+            self._lock = (db_file.parent / f"{db_file.name}.daemon-lock").open("a")
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy = True
+        if busy:
+            raise DaemonError(f"another genred daemon (pid {other or 'unknown'}) already "
+                              f"serves {self.cfg.db_url}; stop it first")
         import json
 
         for key, value in ((PID_KEY, str(os.getpid())), (HOST_KEY, socket.gethostname()),
@@ -227,7 +241,7 @@ class Daemon:
     def _start(self) -> None:
         from daemon.retrain import mark_interrupted
 
-        mark_interrupted(self.engine)
+        mark_interrupted(self.engine, self.cfg.model_store_path)
         self.watcher.start()  # first watch, then walk: nothing slips between the two
         self._start_scheduler()
         timeout = sdnotify.watchdog_seconds()
@@ -264,6 +278,8 @@ class Daemon:
             self._pinger.stop()
         self.worker.close()
         set_state(self.engine, PID_KEY, "")
+        if self._lock is not None:
+            self._lock.close()
         log.info("stopped")
 
     # -- the loop ------------------------------------------------------------------------

@@ -128,3 +128,12 @@ def test_a_stale_pid_of_another_program_does_not_count_as_running(library: Libra
     finally:
         other.kill()
         other.wait()
+
+
+def test_run_refuses_while_another_process_holds_the_catalogue(library: Library) -> None:
+    import fcntl
+
+    with (library.root / "catalogue.db.daemon-lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a daemon starting at this moment
+        result = library.genred("run", "--watch", str(library.music), timeout=60)
+    assert result.returncode == 1 and "another genred daemon" in result.stderr
