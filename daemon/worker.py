@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import Engine
 
-from classifier.audio import AudioInfo, UnreadableAudio, fingerprint
+from classifier.audio import AudioInfo, UnreadableAudio, fingerprint, probe
 from classifier.bundle import BundleError
 from classifier.features import FeatureParams
 from classifier.predict import Classifier, track_features
@@ -90,7 +90,8 @@ class Summary:
 
 def looks_like_audio(path: Path) -> bool:
     """Audio by extension; a file with no or an unknown extension is sniffed (mutagen
-    reads its header), so ``track01`` or ``song.dat`` holding MP3 data is found."""
+    reads its header, else FFmpeg probes it for an audio stream), so ``track01`` or
+    ``song.dat`` holding MP3 data is found."""
     ext = path.suffix.lower()
     if ext in AUDIO_EXTENSIONS:
         return True
@@ -99,9 +100,15 @@ def looks_like_audio(path: Path) -> bool:
     import mutagen
 
     try:
-        return mutagen.File(path) is not None
+        if mutagen.File(path) is not None:
+            return True
     except Exception:  # mutagen raises many types on non-audio; it is simply not audio
         return False
+    try:  # formats mutagen does not tag but FFmpeg decodes (raw AAC, AMR, ...)
+        probe(path)
+    except UnreadableAudio:
+        return False
+    return True
 
 
 def gather(roots: Iterable[str | Path]) -> Iterator[Path]:

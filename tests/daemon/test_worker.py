@@ -197,12 +197,25 @@ def test_odd_files_with_tag_writing_on_leave_undecodable_files_byte_for_byte_unc
 
 
 def test_gather_finds_audio_by_extension_and_content(tmp_path: Path) -> None:
+    import av
+    import numpy as np
+
     make_track(tmp_path / "a" / "x.FLAC", "Drone", 1.0)
     shutil.copy(tmp_path / "a" / "x.FLAC", tmp_path / "a" / "y.bin")
+    with av.open(str(tmp_path / "a" / "raw-aac"), "w", format="adts") as out:
+        stream = out.add_stream("aac", rate=22050)  # no tags at all: only FFmpeg knows it
+        stream.layout = "mono"
+        for i in range(20):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = 22050, i * 1024
+            for packet in stream.encode(frame):
+                out.mux(packet)
     (tmp_path / "a" / "z.txt").write_text("hello")
+    (tmp_path / "a" / "notes").write_text("no extension, not audio")
     (tmp_path / "@eaDir").mkdir()
     shutil.copy(tmp_path / "a" / "x.FLAC", tmp_path / "@eaDir" / "thumb.flac")
-    assert [p.name for p in gather([tmp_path])] == ["x.FLAC", "y.bin"]
+    assert [p.name for p in gather([tmp_path])] == ["raw-aac", "x.FLAC", "y.bin"]
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(
