@@ -44,6 +44,7 @@ PROMOTED, REJECTED, SKIPPED, FAILED, RUNNING = (
     "promoted", "rejected", "skipped", "failed", "running"
 )
 HOLDOUT_BUCKETS = 5  # 1 in 5 songs held out
+ORIGINAL_SONGS_PER_GENRE = 100  # of the base model's own training collection, per night
 
 Labelled = list[tuple[str, str]]
 # (base bundle, training labels, held-out labels, out dir) -> the candidate bundle dir.
@@ -227,15 +228,53 @@ def _remove_stale_staging(store_root: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def original_training_data(store_root: Path, base: Path) -> Labelled:
+    """(path, genre) from the genre-folder collection the base model — or its nearest
+    ancestor — was trained on, when that folder still exists here; at most
+    ORIGINAL_SONGS_PER_GENRE per genre (the same songs every night: lowest path hash)."""
+    from classifier.bundle import BundleError, read_meta
+    from classifier.dataset import DatasetError, scan
+    from classifier.store import ModelNotFound, ModelStore
+
+    store = ModelStore(store_root)
+    path: Path | None = base
+    for _ in range(32):  # parent chain; a cycle or a very long history ends the search
+        if path is None:
+            return []
+        meta = read_meta(path)
+        data_dir = meta.training.get("data_dir")
+        if isinstance(data_dir, str) and Path(data_dir).is_dir():
+            try:
+                songs = scan(data_dir)
+            except DatasetError:
+                return []
+            by_genre: dict[str, list[str]] = {}
+            for song in sorted(songs, key=lambda x: hashlib.sha256(bytes(x.path)).hexdigest()):
+                by_genre.setdefault(song.genre, []).append(str(song.path))
+            return [(p, g) for g, paths in by_genre.items()
+                    for p in paths[:ORIGINAL_SONGS_PER_GENRE]]
+        try:
+            path = store.resolve(meta.parent) if meta.parent else None
+        except (ModelNotFound, BundleError):
+            return []
+    return []
+
+
 def fine_tune_trainer(cfg: Config) -> Trainer:
-    """The real trainer: classifier.training.fine_tune with the config's epochs/cache."""
+    """The real trainer: classifier.training.fine_tune with the config's epochs/cache, on
+    the user's labels plus the model's own training collection where it is available."""
 
     def train(base: Path, labelled: Labelled, holdout: Labelled, out_dir: Path) -> Path:
         from classifier import training
         from classifier.bundle import read_meta
 
+        taken = {p for p, _ in labelled} | {p for p, _ in holdout}
+        original = [x for x in original_training_data(cfg.model_store_path, base)
+                    if x[0] not in taken]
+        if original:
+            log.info("mixing in %d songs of the model's own training collection", len(original))
         result = training.fine_tune(
-            base, labelled, out_dir, holdout=holdout, epochs=cfg.retrain.epochs,
+            base, labelled + original, out_dir, holdout=holdout, epochs=cfg.retrain.epochs,
             cache_dir=cfg.cache_path, params=read_meta(base).params, progress=False,
         )
         return result.out_dir

@@ -172,3 +172,34 @@ def test_a_failing_trainer_is_recorded_not_raised(
     assert count_tracks(engine, PENDING) == 0
     assert get_track(engine, workspace["music"] / "Drone" / "Drone0.wav") is not None
     engine.dispose()
+
+
+def test_the_base_models_own_training_collection_is_found_through_its_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import daemon.retrain
+    from daemon.retrain import original_training_data
+
+    collection = tmp_path / "collection"
+    for genre in ("Jazz", "Rock"):
+        for i in range(3):
+            (collection / genre).mkdir(parents=True, exist_ok=True)
+            (collection / genre / f"{i}.mp3").write_bytes(b"x")
+    store = tmp_path / "models"
+    for version, parent, training in (
+        ("first", None, {"data_dir": str(collection)}),
+        ("second", "first", {"data": "labelled pairs"}),  # a nightly fine-tune of "first"
+    ):
+        bundle = tiny_bundle(store / version, version=version)
+        meta = json.loads((bundle / "model.json").read_text())
+        meta.update(parent=parent, training=training)
+        (bundle / "model.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(daemon.retrain, "ORIGINAL_SONGS_PER_GENRE", 2)
+    pairs = original_training_data(store, store / "second")
+    assert sorted(g for _, g in pairs) == ["Jazz", "Jazz", "Rock", "Rock"]
+    assert all(Path(p).parent.name == g for p, g in pairs)
+    assert pairs == original_training_data(store, store / "second")  # same songs each night
+    shutil.rmtree(collection)
+    assert original_training_data(store, store / "second") == []
