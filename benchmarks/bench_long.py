@@ -62,7 +62,7 @@ def run(argv: list[str] | None = None) -> None:
     report.header()
     classifier = _load_classifier(report, args.model)
     for ext in formats:
-        short, long = inputs.long_pair(common.cache_root(args.cache), ext)
+        short, long = inputs.long_pair(common.cache_root(args.cache), ext, args.quick)
         classifier.classify(short)  # load the weights, warm caches
         name = ext.lstrip(".")
         d_short, d_long, d_cpu_short, d_cpu_long = _median_seconds(

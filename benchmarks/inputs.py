@@ -219,12 +219,13 @@ def labelled(cache: Path, n: int, quick: bool = False) -> list[tuple[Path, str]]
     return [(p, STYLE_GENRES[s.style or ""]) for p, s in zip(paths, specs, strict=True)]
 
 
-def long_pair(cache: Path, ext: str, short_minutes: float = 1.0,
-              long_minutes: float = 10.0) -> tuple[Path, Path]:
-    """A short and a long song in format ``ext`` (".mp3", ...)."""
-    folder = cache / "long"
-    specs = [SongSpec(folder / f"{m:g}min{ext}", m * 60.0, 30_000 + int(m * 10))
-             for m in (short_minutes, long_minutes)]
+def long_pair(cache: Path, ext: str, quick: bool = False) -> tuple[Path, Path]:
+    """A 1-minute and a 10-minute song in format ``ext`` (".mp3", ...); quick: mono at
+    22.05 kHz, cheaper to make."""
+    folder = cache / ("long-quick" if quick else "long")
+    channels, rate = (1, 22050) if quick else (2, RATE)
+    specs = [SongSpec(folder / f"{m:g}min{ext}", m * 60.0, 30_000 + int(m * 10),
+                      channels=channels, rate=rate) for m in (1.0, 10.0)]
     short, long = generate(specs)
     return short, long
 
