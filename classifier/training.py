@@ -1,8 +1,9 @@
 """Training, fine-tuning and evaluation of genre models (a readable loop, no framework).
 
 The pieces live next door: ``dataset`` (scan a genre-folder collection, song-level split),
-``featurecache`` (log-mels as plain .npy arrays keyed by file content and feature
-parameters), ``fit`` (the optimisation loop), ``reports`` (metrics.json, PNGs).
+``extract`` (log-mels for many songs in worker processes) through ``featurecache`` (plain
+.npy arrays keyed by file content and feature parameters), ``fit`` (the optimisation
+loop), ``reports`` (metrics.json, PNGs).
 
 Clips: each training song gives ``clips_per_song`` random 30 s clips (a song shorter than
 a clip is looped and each clip starts at a random point of the loop); validation and test
@@ -13,22 +14,18 @@ averaged (K = 3).
 from __future__ import annotations
 
 import logging
-import random
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm import tqdm
 
-from classifier import audio, dataset, reports
+from classifier import dataset, reports
 from classifier.bundle import BundleMeta, ModelMismatch, new_version_id
 from classifier.dataset import DatasetError, Song
-from classifier.featurecache import FeatureCache, content_hash
+from classifier.extract import Extractor, Job
 from classifier.features import FeatureParams
-from classifier.predict import clip_features
 
 if TYPE_CHECKING:
     from torch import nn
@@ -85,69 +82,8 @@ class TrainOptions:
     augment: bool | None = None  # None: SpecAugment for the default arch, not for `paper`
     distill: float = 1.0
     progress: bool = True
+    workers: int | None = None  # feature-extraction processes (None: cores, at most 4)
     params: FeatureParams = field(default_factory=FeatureParams)
-
-
-class Extractor:
-    """Log-mels for songs through the feature cache; unreadable songs are skipped and
-    listed with their reason."""
-
-    def __init__(self, params: FeatureParams, cache_dir: str | Path | None, progress: bool):
-        self.params = params
-        self.cache = FeatureCache(Path(cache_dir) if cache_dir else None, params)
-        self.progress = progress
-        self.decoded = 0
-        self.skipped: list[dict[str, str]] = []
-
-    def _random_clips(self, song: Song, digest: str, n: int, seed: int) -> list[np.ndarray]:
-        p = self.params
-        info = audio.probe(song.path)
-        rng = random.Random(f"{seed}-{digest}")
-        slack = info.duration - p.clip_seconds
-        if slack > 1.0:
-            starts = sorted(rng.uniform(0.0, slack) for _ in range(n))
-            return audio.read_clips(song.path, n, p.clip_seconds, p.sample_rate, starts)[1]
-        # Shorter than a clip: the clip is the song looped; start each copy at a random
-        # point of the loop so the clips differ like a long song's do.
-        clip = audio.read_clip(song.path, 0.0, p.clip_seconds, p.sample_rate)
-        period = round(info.duration * p.sample_rate) if info.duration > 0 else clip.size
-        period = max(1, min(period, clip.size))
-        return [np.roll(clip, -rng.randrange(period)) for _ in range(n)]
-
-    def song(self, song: Song, n: int, seed: int | None) -> np.ndarray:
-        """(n, n_mels, frames): ``seed`` None = clips spread over the track (as in use),
-        else n random clips. Raises UnreadableAudio."""
-        try:
-            digest = content_hash(song.path)
-        except OSError as e:
-            raise audio.UnreadableAudio(song.path, f"cannot read: {e.strerror}") from e
-        name = f"spread{n}" if seed is None else f"random{n}-seed{seed}"
-        cached = self.cache.get(digest, name)
-        if cached is not None:
-            return cached
-        self.decoded += 1
-        if seed is None:
-            _, clips = audio.read_clips(song.path, n, self.params.clip_seconds,
-                                        self.params.sample_rate)
-        else:
-            clips = self._random_clips(song, digest, n, seed)
-        feats = clip_features(clips, self.params)
-        self.cache.put(digest, name, feats)
-        return feats
-
-    def many(self, songs: list[Song], n: int, seed: int | None, desc: str
-             ) -> tuple[list[Song], list[np.ndarray]]:
-        kept: list[Song] = []
-        feats: list[np.ndarray] = []
-        for song in tqdm(songs, desc=desc, unit="song", file=sys.stderr,
-                         disable=not self.progress or not songs):
-            try:
-                feats.append(self.song(song, n, seed))
-                kept.append(song)
-            except audio.UnreadableAudio as e:
-                log.warning("skipped: %s", e)
-                self.skipped.append({"path": str(song.path), "error": e.reason})
-        return kept, feats
 
 
 def song_metrics(net: nn.Module, labels: list[str], songs: list[Song],
@@ -207,10 +143,19 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
     from classifier.predict import set_torch_threads
 
     set_torch_threads()
-    ex = Extractor(opts.params, cache_dir, opts.progress)
-    train_songs, train_feats = ex.many(splits["train"], opts.clips_per_song, opts.seed, "train")
-    val_songs, val_feats = ex.many(splits["val"], EVAL_CLIPS, None, "validation")
-    test_songs, test_feats = ex.many(splits["test"], EVAL_CLIPS, None, "test")
+    ex = Extractor(opts.params, cache_dir, opts.progress, opts.workers)
+    jobs: list[Job] = [(s, opts.clips_per_song, opts.seed) for s in splits["train"]]
+    jobs += [(s, EVAL_CLIPS, None) for s in splits["val"] + splits["test"]]
+    done = ex.run(jobs, "features")
+    parts = {}
+    start = 0
+    for name in ("train", "val", "test"):
+        chunk = list(zip(splits[name], done[start : start + len(splits[name])], strict=True))
+        parts[name] = ([s for s, f in chunk if f is not None],
+                       [f for _, f in chunk if f is not None])
+        start += len(splits[name])
+    (train_songs, train_feats), (val_songs, val_feats), (test_songs, test_feats) = (
+        parts["train"], parts["val"], parts["test"])
     genres = sorted({s.genre for s in train_songs})
     labels = list(base[0].labels) if base else []
     labels += [g for g in genres if g not in labels]
@@ -369,6 +314,7 @@ def evaluate(
     clips_per_track: int = EVAL_CLIPS,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a bundle on (path, genre) pairs or a genre-folder collection, one
     whole-track prediction per song (``clips_per_track`` spread clips averaged). Returns
@@ -382,7 +328,7 @@ def evaluate(
     songs = dataset.scan(data) if isinstance(data, str | Path) else dataset.from_pairs(data)
     clf = Classifier.load(Path(bundle_path))
     set_torch_threads()
-    ex = Extractor(clf.params, cache_dir, progress)
+    ex = Extractor(clf.params, cache_dir, progress, workers)
     kept, feats = ex.many(songs, clips_per_track, None, "evaluate")
     out = song_metrics(clf.net, clf.labels, kept, feats)
     out["model"] = clf.version

@@ -3,6 +3,7 @@ styles in several real formats) and one model trained on it, built once per sess
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +45,19 @@ def synth_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (feature workers): unlike wall
+    time it does not grow when other jobs share the machine."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 @dataclass
 class Trained:
     result: Any  # classifier.training.TrainResult
     seconds: float  # wall time of the whole run: decoding, features, training, reports
+    cpu_seconds: float  # CPU time of the same (all threads and worker processes)
 
     @property
     def path(self) -> Path:
@@ -60,10 +70,10 @@ def synth_model(tmp_path_factory: pytest.TempPathFactory, synth_library: Path,
     from classifier import training
 
     out = tmp_path_factory.mktemp("models") / "synth"
-    start = time.monotonic()
+    start, cpu = time.monotonic(), cpu_seconds()
     result = training.train(synth_library, out, seed=0, clips_per_song=2, epochs=5,
                             cache_dir=synth_cache, progress=False)
-    return Trained(result, time.monotonic() - start)
+    return Trained(result, time.monotonic() - start, cpu_seconds() - cpu)
 
 
 @pytest.fixture(scope="session")

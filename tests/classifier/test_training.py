@@ -11,6 +11,8 @@ import pytest
 
 from classifier import audio, dataset, training
 from classifier.dataset import DatasetError, Song
+from classifier.extract import Extractor
+from classifier.features import FeatureParams
 from classifier.predict import Classifier
 from tests.audiogen import STYLES
 from tests.classifier.conftest import Trained, build_library
@@ -19,7 +21,10 @@ from tests.classifier.conftest import Trained, build_library
 def test_synthetic_styles_reach_90_percent_on_held_out_songs_within_a_minute(
     synth_model: Trained, fresh_songs: list[tuple[Path, str]]
 ) -> None:
-    assert synth_model.seconds < 60.0
+    # "Within a minute on the CPU": CPU seconds summed over threads and worker processes,
+    # a stricter bound than wall time on an idle 2-core machine, and not inflated when
+    # other jobs share it.
+    assert synth_model.cpu_seconds < 60.0, synth_model
     assert synth_model.result.metrics["n_songs"] >= 4
     assert synth_model.result.accuracy >= 0.9
     fresh = training.evaluate(synth_model.path, fresh_songs)
@@ -85,9 +90,23 @@ def test_second_training_run_reads_the_feature_cache_and_decodes_nothing(
     assert again.cache_misses == 0
     assert again.cache_hits == len(dataset.scan(synth_library))
     assert audio.stats.frames == frames_before
-    other_seed = training.train(synth_library, tmp_path / "other", seed=3, clips_per_song=2,
-                                epochs=1, cache_dir=synth_cache, progress=False)
-    assert other_seed.decoded > 0  # other random clips are other cache entries
+
+
+def test_other_clips_or_edited_audio_are_not_served_from_the_cache(
+    synth_library: Path, tmp_path: Path
+) -> None:
+    song = dataset.scan(synth_library)[0]
+    ex = Extractor(FeatureParams(), tmp_path / "cache", progress=False, workers=1)
+    first = ex.run([(song, 2, 0)])[0]
+    assert ex.run([(song, 2, 0)])[0] is not None and ex.cache.hits == 1
+    ex.run([(song, 2, 1), (song, 3, None)])  # another seed, spread clips: new entries
+    assert (ex.cache.hits, ex.decoded) == (1, 3)
+    edited = tmp_path / song.path.name
+    shutil.copy(song.path, edited)
+    with edited.open("ab") as fh:  # other bytes: another content hash
+        fh.write(b"\0" * 16)
+    again = ex.run([(Song(edited, song.genre, song.source), 2, 0)])[0]
+    assert ex.decoded == 4 and again is not None and first is not None
 
 
 def test_from_model_adds_a_genre_and_keeps_the_old_ones(
@@ -98,14 +117,14 @@ def test_from_model_adds_a_genre_and_keeps_the_old_ones(
     base_dir = tmp_path / "base"
     for style in old_styles:  # byte-identical copies: their features come from the cache
         shutil.copytree(synth_library / style, base_dir / style)
-    base = training.train(base_dir, tmp_path / "m-base", seed=0, clips_per_song=2, epochs=6,
+    base = training.train(base_dir, tmp_path / "m-base", seed=0, clips_per_song=2, epochs=4,
                           cache_dir=synth_cache, progress=False)
     assert base.labels == sorted(old_styles)
     grown_dir = tmp_path / "grown"
     shutil.copytree(synth_library, grown_dir)
     (grown_dir / "Noise" / "broken.mp3").write_bytes(b"not audio at all" * 10)
     grown = training.train(grown_dir, tmp_path / "m-grown", seed=0, clips_per_song=2,
-                           epochs=6, from_model=base.out_dir, cache_dir=synth_cache,
+                           epochs=5, from_model=base.out_dir, cache_dir=synth_cache,
                            progress=False)
     assert grown.labels[:3] == base.labels and grown.labels[3] == "Noise"
     assert Classifier.load(grown.out_dir).meta.parent == base.version
@@ -123,7 +142,7 @@ def test_fine_tune_on_labelled_pairs_evaluates_base_and_new_on_the_same_holdout(
     labelled = [(p, p.parent.name) for p in sorted(synth_library.rglob("*.*"))][::2]
     holdout = fresh_songs[::2]
     result = training.fine_tune(synth_model.path, labelled, tmp_path / "tuned",
-                                holdout=holdout, epochs=2, clips_per_song=1,
+                                holdout=holdout, epochs=2, clips_per_song=2,
                                 cache_dir=synth_cache, progress=False)
     assert result.test_songs == [(str(p), g) for p, g in holdout]
     assert result.base_metrics is not None
