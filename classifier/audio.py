@@ -155,10 +155,14 @@ def _frames_to_array(frames: list[Any]) -> np.ndarray:
 
 
 def _decode_window(
-    container: Any, stream: Any, start: float, seconds: float, sr: int
+    container: Any, stream: Any, start: float, seconds: float, sr: int, fresh: bool
 ) -> np.ndarray:
-    """Seek to ``start`` and decode ``seconds`` of audio (fewer at the end of the track)."""
-    if start > 0:
+    """Seek to ``start`` (seconds from the stream's first sample) and decode ``seconds`` of
+    audio (fewer at the end of the track). ``fresh``: nothing was read since opening."""
+    # Timestamps count from the stream's start_time, which is not always zero.
+    offset = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    start += offset
+    if start > offset or not fresh:
         container.seek(int(start / stream.time_base), stream=stream, backward=True)
     resampler = _resampler(sr)
     out: list[Any] = []
@@ -206,10 +210,10 @@ def _av_clips(path: Path, starts: list[float], seconds: float, sr: int) -> Clips
     n = round(seconds * sr)
     with _open_av(path) as (container, stream, info):
         clips = []
-        for start in starts:
-            y = _decode_window(container, stream, start, seconds, sr)
+        for i, start in enumerate(starts):
+            y = _decode_window(container, stream, start, seconds, sr, fresh=i == 0)
             if y.size < n and start > 0:  # near the end / duration overstated: read from 0
-                y = _decode_window(container, stream, 0.0, seconds, sr)
+                y = _decode_window(container, stream, 0.0, seconds, sr, fresh=False)
             clips.append(_finish(path, y, n))
     return info, clips
 

@@ -176,3 +176,10 @@ def test_fingerprint_of_non_audio_raises_unreadable_audio(tmp_path: Path) -> Non
     path.write_text("nope")
     with pytest.raises(UnreadableAudio):
         audio.fingerprint(path)
+
+
+def test_a_window_past_the_end_reads_the_track_from_its_start(tmp_path: Path) -> None:
+    path = make_track(tmp_path / "song.ogg", "Drone", seconds=40.0, seed=5)
+    from_start = audio.read_clip(path, 0.0)
+    _, (late,) = audio.read_clips(path, 1, starts=[35.0])  # only 5 s left there
+    np.testing.assert_allclose(late, from_start, atol=1e-6)
