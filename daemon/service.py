@@ -242,7 +242,12 @@ class Daemon:
         from daemon.retrain import mark_interrupted
 
         mark_interrupted(self.engine, self.cfg.model_store_path)
-        self.watcher.start()  # first watch, then walk: nothing slips between the two
+        try:
+            self.watcher.start()  # first watch, then walk: nothing slips between the two
+        except OSError as e:
+            raise DaemonError(
+                f"cannot watch {', '.join(self.roots)}: {e} (a large library may need a "
+                "higher fs.inotify.max_user_watches, see sysctl)") from e
         self._start_scheduler()
         timeout = sdnotify.watchdog_seconds()
         if timeout:

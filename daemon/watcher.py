@@ -256,8 +256,9 @@ class FolderWatcher:
         log.info("watching %s", ", ".join(self.roots))
 
     def stop(self) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=5)
+        if self._observer.is_alive():
+            self._observer.stop()
+            self._observer.join(timeout=5)
 
     def wake(self) -> None:
         """Unblock a :meth:`get` from another thread (e.g. a signal handler)."""
