@@ -67,7 +67,9 @@ def compute(path: Path, digest: str, n: int, seed: int | None, params: FeaturePa
             clips = _random_clips(path, digest, n, seed, params)
     except audio.UnreadableAudio as e:
         return None, e.reason
-    feats = clip_features(clips, params)
+    # Stored as float16; hand back the same rounded values so a run with a cold cache
+    # trains on exactly what a run with a warm cache reads (reproducible models).
+    feats = clip_features(clips, params).astype(np.float16).astype(np.float32)
     FeatureCache(cache_root, params).put(digest, _clips_name(n, seed), feats)
     return feats, None
 

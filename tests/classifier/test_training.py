@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from classifier import audio, dataset, training
@@ -177,3 +178,13 @@ def test_data_that_cannot_train_a_model_is_a_dataset_error(tmp_path: Path) -> No
     with pytest.raises(DatasetError, match="two genres"):
         training.train(tmp_path / "lib", tmp_path / "out", epochs=1, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_cold_and_warm_cache_give_the_same_features(synth_library: Path, tmp_path: Path) -> None:
+    song = dataset.scan(synth_library)[1]
+    cold = Extractor(FeatureParams(), tmp_path / "cache", progress=False, workers=1)
+    computed = cold.run([(song, 2, 0)])[0]
+    warm = Extractor(FeatureParams(), tmp_path / "cache", progress=False, workers=1)
+    cached = warm.run([(song, 2, 0)])[0]
+    assert warm.cache.hits == 1 and computed is not None and cached is not None
+    assert np.array_equal(computed, cached)
