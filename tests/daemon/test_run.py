@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,11 +121,20 @@ def test_move_keeps_the_correction_and_delete_marks_missing(
     assert history(engine, moved) == [("Polka", "user", True)]
     assert library.rows("SELECT count(*) FROM tracks")[0][0] == 1
 
+    kept = library.root / "restore-me.ogg"
+    shutil.copy2(moved, kept)
     moved.unlink()
     wait_for(lambda: library.status_of(moved) == "missing", 30, "the delete to be seen")
     predictions = library.predictions(moved)  # history kept while missing
     assert predictions and [p[2] for p in predictions].count(1) == 1
     assert history(engine, moved) == [("Polka", "user", True)]
+
+    back = library.music / "restored.ogg"  # the same audio reappears elsewhere
+    shutil.copy2(kept, back)
+    wait_for(lambda: library.status_of(back) == "ok" and library.track(moved) is None, 60,
+             "the reappeared file to be matched back")
+    assert history(engine, back) == [("Polka", "user", True)]
+    assert library.rows("SELECT count(*) FROM tracks")[0][0] == 1
     engine.dispose()
 
 
