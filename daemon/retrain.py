@@ -300,10 +300,17 @@ def retrain(engine: Engine, cfg: Config, trigger: str = "cli",
 
 def _retrain_locked(engine: Engine, cfg: Config, store: Any, trigger: str,
                     trainer: Trainer) -> RetrainOutcome:
-    from classifier.bundle import read_meta
+    from classifier.bundle import BundleError, read_meta
+    from classifier.store import ModelNotFound
 
-    base_path: Path = store.resolve(cfg.model) if cfg.model else store.active()
-    base_version = read_meta(base_path).version
+    try:
+        base_path: Path = store.resolve(cfg.model) if cfg.model else store.active()
+        base_version = read_meta(base_path).version
+    except (ModelNotFound, BundleError) as e:
+        outcome = RetrainOutcome(FAILED, f"no usable base model: {e}",
+                                 _start_run(engine, trigger, None))
+        _finish_run(engine, outcome, None)
+        return outcome
     outcome = RetrainOutcome(SKIPPED, "", _start_run(engine, trigger, base_version),
                              base_model=base_version)
     labels = present_labels(engine)

@@ -137,3 +137,10 @@ def test_run_refuses_while_another_process_holds_the_catalogue(library: Library)
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a daemon starting at this moment
         result = library.genred("run", "--watch", str(library.music), timeout=60)
     assert result.returncode == 1 and "another genred daemon" in result.stderr
+
+
+def test_retrain_now_with_a_missing_pinned_model_fails_cleanly(library: Library) -> None:
+    library.env["GENRED_MODEL"] = "no-such-model"
+    result = library.genred("retrain", "--now")
+    assert result.returncode == 1 and result.stdout.startswith("failed: no usable base model")
+    assert "Traceback" not in result.stderr
