@@ -167,6 +167,9 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
     val = SongSet(val_feats, [index.get(s.genre, -1) for s in val_songs])
     val = SongSet([f for f, i in zip(val.feats, val.labels, strict=True) if i >= 0],
                   [i for i in val.labels if i >= 0])
+    import torch
+
+    torch.manual_seed(opts.seed)  # the initial weights, so a seed reproduces a model
     if base:
         arch, arch_kwargs = base[0].arch, base[0].arch_kwargs
         net = _grow(base[1], base[0], labels)

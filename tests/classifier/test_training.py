@@ -81,7 +81,7 @@ def test_manifest_source_column_names_the_source(tmp_path: Path) -> None:
     assert sources == {"a.ogg": "GTZAN, 30 s", "b--c.ogg": "b"}
 
 
-def test_second_training_run_reads_the_feature_cache_and_decodes_nothing(
+def test_second_training_run_reads_the_feature_cache_and_reproduces_the_model(
     synth_model: Trained, synth_library: Path, synth_cache: Path, tmp_path: Path
 ) -> None:
     frames_before = audio.stats.frames
@@ -91,6 +91,11 @@ def test_second_training_run_reads_the_feature_cache_and_decodes_nothing(
     assert again.cache_misses == 0
     assert again.cache_hits == len(dataset.scan(synth_library))
     assert audio.stats.frames == frames_before
+    twin = training.train(synth_library, tmp_path / "twin", seed=0, clips_per_song=2,
+                          epochs=1, cache_dir=synth_cache, progress=False)
+    # the same seed and data reproduce the same weights, byte for byte
+    weights = "model.safetensors"
+    assert (twin.out_dir / weights).read_bytes() == (again.out_dir / weights).read_bytes()
 
 
 def test_other_clips_or_edited_audio_are_not_served_from_the_cache(
