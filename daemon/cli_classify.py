@@ -38,6 +38,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     _register_train(sub, common)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _model_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="cfg_model", metavar="M", default=None,
                    help="bundle directory, version id in the model store, or 'starter' "
@@ -56,7 +63,7 @@ def _register_classify(sub: argparse._SubParsersAction, common: argparse.Argumen
     p.add_argument("paths", nargs="+", metavar="FILE", help="audio files or folders")
     _model_flag(p)
     _format_flag(p)
-    p.add_argument("--clips", dest="cfg_clips_per_track", type=int, default=None, metavar="K",
+    p.add_argument("--clips", dest="cfg_clips_per_track", type=_positive, default=None, metavar="K",
                    help="30 s clips per track, probabilities averaged (default 3)")
     p.set_defaults(handler=_classify)
 
@@ -68,7 +75,7 @@ def _register_evaluate(sub: argparse._SubParsersAction, common: argparse.Argumen
     p.add_argument("data_dir", metavar="DIR", help="one sub-folder per genre")
     _model_flag(p)
     _format_flag(p)
-    p.add_argument("--clips", dest="cfg_clips_per_track", type=int, default=None, metavar="K",
+    p.add_argument("--clips", dest="cfg_clips_per_track", type=_positive, default=None, metavar="K",
                    help="30 s clips per song (default 3)")
     p.add_argument("--cache", dest="cfg_cache", default=None, metavar="DIR",
                    help="feature cache directory (default: the config's cache)")
@@ -84,9 +91,9 @@ def _register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--out", metavar="DIR", default=None,
                    help="where the bundle goes (default: a new version in the model store)")
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    p.add_argument("--clips-per-song", type=int, default=5, metavar="N",
+    p.add_argument("--clips-per-song", type=_positive, default=5, metavar="N",
                    help="random 30 s training clips per song (default 5)")
-    p.add_argument("--epochs", type=int, default=40, metavar="N",
+    p.add_argument("--epochs", type=_positive, default=40, metavar="N",
                    help="at most N epochs; stops early when validation stops improving")
     p.add_argument("--arch", choices=["pooled", "paper"], default=None,
                    help="network: pooled (default) or the paper's")

@@ -183,3 +183,12 @@ def test_a_window_past_the_end_reads_the_track_from_its_start(tmp_path: Path) ->
     from_start = audio.read_clip(path, 0.0)
     _, (late,) = audio.read_clips(path, 1, starts=[35.0])  # only 5 s left there
     np.testing.assert_allclose(late, from_start, atol=1e-6)
+
+
+def test_decoding_is_bounded_so_a_broken_stream_cannot_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_track(tmp_path / "song.m4a", "Pulse", seconds=40.0)
+    monkeypatch.setattr(audio, "MAX_PACKETS_PER_WINDOW", 20)  # ~0.9 s of AAC
+    with pytest.raises(UnreadableAudio, match="packet cap"):
+        audio.read_clip(path, 0.0)
