@@ -290,23 +290,30 @@ def fine_tune(
     base keeps them even when no labelled song has them). ``holdout`` is either explicit
     (path, genre) pairs never trained on, or a fraction of ``labelled`` held out by song.
     Both the new and the base model are evaluated on the same held-out songs
-    (``TrainResult.metrics`` / ``base_metrics``). Raises DatasetError when too few usable
-    songs remain, ModelMismatch when the base bundle does not fit."""
+    (``TrainResult.metrics`` / ``base_metrics``). When an explicit holdout covers every
+    labelled song (too few labels to hold any out), it trains on them all anyway and says
+    so (``training["holdout_is_training_data"]`` in model.json): that comparison is
+    optimistic. Raises DatasetError when no usable song remains, ModelMismatch when the
+    base bundle does not fit."""
     opts = _options(seed, clips_per_song, epochs, options)
     base = _load_base(base_bundle, opts.params)
     songs = dataset.from_pairs(labelled)
+    summary: dict[str, Any] = {"data": "labelled pairs", "n_labelled": len(songs),
+                               "split": "by song", "genres": dataset.genre_counts(songs)}
     if isinstance(holdout, int | float):
         splits = dataset.split(songs, opts.seed, opts.val_fraction, float(holdout))
     else:
         test = dataset.from_pairs(holdout)
         held = {s.path.absolute() for s in test}
         rest = [s for s in songs if s.path.absolute() not in held]
+        if not rest and songs:
+            log.warning("every labelled song is in the hold-out: training on them anyway; "
+                        "the comparison on them is optimistic")
+            rest, summary["holdout_is_training_data"] = songs, True
         splits = dataset.split(rest, opts.seed, opts.val_fraction, 0.0)
         splits["test"] = test
     if not splits["train"]:
-        raise DatasetError("no labelled songs left to train on after the hold-out")
-    summary: dict[str, Any] = {"data": "labelled pairs", "n_labelled": len(songs),
-                               "split": "by song", "genres": dataset.genre_counts(songs)}
+        raise DatasetError("no labelled songs to train on")
     return _run(splits, opts, Path(out_dir).expanduser().absolute(), cache_dir, summary, base)
 
 

@@ -193,3 +193,19 @@ def test_cold_and_warm_cache_give_the_same_features(synth_library: Path, tmp_pat
     cached = warm.run([(song, 2, 0)])[0]
     assert warm.cache.hits == 1 and computed is not None and cached is not None
     assert np.array_equal(computed, cached)
+
+
+def test_fine_tune_with_every_label_held_out_still_trains_and_says_so(
+    synth_model: Trained, fresh_songs: list[tuple[Path, str]], synth_cache: Path,
+    tmp_path: Path,
+) -> None:
+    few = fresh_songs[::4]  # one song per genre: too few to hold any out
+    result = training.fine_tune(synth_model.path, few, tmp_path / "tuned", holdout=few,
+                                epochs=1, clips_per_song=2, cache_dir=synth_cache,
+                                progress=False)
+    meta = json.loads((result.out_dir / "model.json").read_text())
+    assert meta["training"]["holdout_is_training_data"] is True
+    assert result.metrics["n_songs"] == len(few)
+    with pytest.raises(DatasetError):
+        training.fine_tune(synth_model.path, [], tmp_path / "none", holdout=few,
+                           progress=False)
