@@ -17,6 +17,7 @@ import os
 import random
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -117,17 +118,27 @@ class Extractor:
         args = [(jobs[i][0].path, d, jobs[i][1], jobs[i][2], self.params, self.cache_root)
                 for i, d in todo]
         if self.workers > 1 and len(todo) >= MIN_SONGS_FOR_POOL:
-            ctx = multiprocessing.get_context("spawn")
+            out = self._in_pool(todo, args, bar)
+        for (i, _), a in list(zip(todo, args, strict=True))[len(out):]:
+            out.append((i, compute(*a)))  # serial, or what the pool did not finish
+            bar.update()
+        bar.close()
+        return out
+
+    def _in_pool(self, todo: list[tuple[int, str]], args: list[tuple], bar: tqdm
+                 ) -> list[tuple[int, tuple[np.ndarray | None, str | None]]]:
+        """Results in order until the pool breaks (e.g. a worker killed, or a caller's
+        script that spawned workers cannot re-import); the rest is then done serially."""
+        out: list[tuple[int, tuple[np.ndarray | None, str | None]]] = []
+        ctx = multiprocessing.get_context("spawn")
+        try:
             with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
                 futures = [pool.submit(compute, *a) for a in args]
                 for (i, _), future in zip(todo, futures, strict=True):
                     out.append((i, future.result()))
                     bar.update()
-        else:
-            for (i, _), a in zip(todo, args, strict=True):
-                out.append((i, compute(*a)))
-                bar.update()
-        bar.close()
+        except BrokenProcessPool as e:
+            log.warning("feature workers failed (%s); continuing in this process", e)
         return out
 
     def many(self, songs: list[Song], n: int, seed: int | None, desc: str

@@ -1,6 +1,7 @@
 """The optimisation loop: class-balanced sampling, SpecAugment-style masking, early
-stopping on validation songs, and (when growing a model) distillation from the base so
-its genres are not forgotten. Torch-only; data arrives as numpy arrays."""
+stopping on validation songs, and (when growing a model) distillation from the base to
+soften forgetting of its genres (it cannot keep a genre none of the training songs has).
+Torch-only; data arrives as numpy arrays."""
 
 from __future__ import annotations
 

@@ -135,6 +135,14 @@ def _check_trainable(splits: dict[str, list[Song]], labels: list[str]) -> None:
         raise DatasetError("no readable training songs")
 
 
+def _warn_missing(base_labels: list[str], genres: list[str]) -> None:
+    missing = [g for g in base_labels if g not in genres]
+    if missing:
+        log.warning("no training songs of %s: the new model will likely forget %s; include "
+                    "some of their songs to keep them", ", ".join(missing),
+                    "it" if len(missing) == 1 else "them")
+
+
 def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_dir: Any,
          summary: dict[str, Any], base: tuple[BundleMeta, nn.Module] | None) -> TrainResult:
     from classifier import bundle
@@ -160,6 +168,7 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
     labels = list(base[0].labels) if base else []
     labels += [g for g in genres if g not in labels]
     _check_trainable({"train": train_songs}, labels)
+    _warn_missing(base[0].labels if base else [], genres)
     index = {g: i for i, g in enumerate(labels)}
     x = np.concatenate(train_feats)
     y = np.concatenate([[index[s.genre]] * f.shape[0]
@@ -286,8 +295,11 @@ def fine_tune(
     **options: Any,
 ) -> TrainResult:
     """Fine-tune ``base_bundle`` on ``labelled`` (path, genre) pairs, e.g. user corrections;
-    genres the base lacks are added, the base's genres are kept (distillation from the
-    base keeps them even when no labelled song has them). ``holdout`` is either explicit
+    genres the base lacks are added and the base's output rows are kept. Distillation from
+    the base softens forgetting, but a base genre with no labelled song IS largely
+    forgotten (measured: growing with only new-genre songs predicts the new genre for
+    everything); a warning names such genres, and a caller must not judge the result on
+    held-out songs of the labelled genres alone. ``holdout`` is either explicit
     (path, genre) pairs never trained on, or a fraction of ``labelled`` held out by song.
     Both the new and the base model are evaluated on the same held-out songs
     (``TrainResult.metrics`` / ``base_metrics``). When an explicit holdout covers every

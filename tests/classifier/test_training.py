@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +211,25 @@ def test_fine_tune_with_every_label_held_out_still_trains_and_says_so(
     with pytest.raises(DatasetError):
         training.fine_tune(synth_model.path, [], tmp_path / "none", holdout=few,
                            progress=False)
+
+
+def test_features_are_still_computed_when_worker_processes_cannot_start(
+    synth_library: Path,
+) -> None:
+    # A script fed on stdin cannot be re-imported by spawned workers: the pool breaks and
+    # the extractor must finish the work in its own process.
+    script = (
+        "from classifier import dataset\n"
+        "from classifier.extract import Extractor\n"
+        "from classifier.features import FeatureParams\n"
+        f"songs = dataset.scan({str(synth_library)!r})[:16]\n"
+        "ex = Extractor(FeatureParams(), None, progress=False, workers=2)\n"
+        "feats = ex.run([(s, 1, None) for s in songs])\n"
+        "print(sum(f is not None for f in feats), len(ex.skipped))\n"
+    )
+    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True,
+                          text=True, timeout=240, check=False,
+                          cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["16", "0"]
+    assert "feature workers failed" in proc.stderr  # the fallback, not the pool, did it
