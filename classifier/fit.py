@@ -110,6 +110,30 @@ def _distill_loss(
     return F.kl_div(log_probs, target, reduction="batchmean") * temperature**2
 
 
+@dataclass
+class Teacher:
+    """The base model when growing or fine-tuning, and optional unlabelled *anchor* clips
+    (e.g. other tracks of the library): on them the new model is taught to answer as the
+    base did and to give the new genres nothing. That keeps base genres that have no
+    labelled songs, which distillation on the labelled songs alone cannot."""
+
+    net: nn.Module
+    anchors: np.ndarray | None = None
+
+
+def _anchor_loss(net: nn.Module, teacher: Teacher, gen: torch.Generator, size: int,
+                 temperature: float) -> torch.Tensor:
+    assert teacher.anchors is not None
+    idx = torch.randint(0, len(teacher.anchors), (max(2, size),), generator=gen).numpy()
+    xa = torch.from_numpy(teacher.anchors[idx])
+    logits = net(xa)
+    with torch.no_grad():
+        old = torch.softmax(teacher.net(xa) / temperature, dim=1)
+    target = torch.cat([old, old.new_zeros(len(idx), logits.shape[1] - old.shape[1])], dim=1)
+    log_probs = F.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(log_probs, target, reduction="batchmean") * temperature**2
+
+
 def _epoch(
     net: nn.Module,
     x: np.ndarray,
@@ -117,7 +141,7 @@ def _epoch(
     opt: torch.optim.Optimizer,
     options: FitOptions,
     gen: torch.Generator,
-    base: nn.Module | None,
+    teacher: Teacher | None,
 ) -> tuple[float, float]:
     net.train()
     order = _balanced_order(y, max(len(y), options.min_batches * options.batch_size), gen)
@@ -132,8 +156,12 @@ def _epoch(
             xb = spec_augment(xb, gen)
         logits = net(xb)
         loss = F.cross_entropy(logits, yb)
-        if base is not None and options.distill > 0:
-            loss = loss + options.distill * _distill_loss(logits, base, xb, options.temperature)
+        if teacher is not None and options.distill > 0:
+            loss = loss + options.distill * _distill_loss(logits, teacher.net, xb,
+                                                          options.temperature)
+            if teacher.anchors is not None and len(teacher.anchors):
+                loss = loss + options.distill * _anchor_loss(
+                    net, teacher, gen, len(idx) // 2, options.temperature)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -148,14 +176,14 @@ def fit(
     y: np.ndarray,
     val: SongSet,
     options: FitOptions,
-    base: nn.Module | None = None,
+    teacher: Teacher | None = None,
 ) -> FitResult:
     """Train ``net`` in place on clips ``x`` (N, n_mels, frames) with labels ``y``; keep
     the weights of the best validation epoch (song accuracy, then loss). With no
-    validation songs the training loss decides. ``base`` (eval mode) is distilled into
-    the first rows of the output when growing a model."""
+    validation songs the training loss decides. ``teacher`` (the base, eval mode) is
+    distilled into the first rows of the output when growing or fine-tuning a model."""
     torch.manual_seed(options.seed)
-    if base is None and isinstance(net, PooledCNN):
+    if teacher is None and isinstance(net, PooledCNN):
         t = torch.from_numpy(x)
         net.set_input_stats(t.mean(dim=(0, 2)), t.std(dim=(0, 2)))
     gen = torch.Generator().manual_seed(options.seed)
@@ -166,7 +194,7 @@ def fit(
     bar = tqdm(range(1, options.epochs + 1), desc="training", unit="epoch", file=sys.stderr,
                disable=not options.progress)
     for epoch in bar:
-        train_loss, train_acc = _epoch(net, x, y, opt, options, gen, base)
+        train_loss, train_acc = _epoch(net, x, y, opt, options, gen, teacher)
         val_acc, val_loss = _val_scores(net, val) if val.feats else (train_acc, train_loss)
         result.history.append({"epoch": epoch, "train_loss": train_loss,
                                "train_accuracy": train_acc, "val_loss": val_loss,

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Labelled = Sequence[tuple[str | Path, str]]
 EVAL_CLIPS = 3
+ANCHOR_CLIPS = 2
 
 
 @dataclass
@@ -135,6 +136,11 @@ def _check_trainable(splits: dict[str, list[Song]], labels: list[str]) -> None:
         raise DatasetError("no readable training songs")
 
 
+def _anchor_songs(anchors: Sequence[str | Path], labelled: list[Song]) -> list[Song]:
+    taken = {s.path.absolute() for s in labelled}
+    return [Song(Path(p), "", "anchor") for p in anchors if Path(p).absolute() not in taken]
+
+
 def _warn_missing(base_labels: list[str], genres: list[str]) -> None:
     missing = [g for g in base_labels if g not in genres]
     if missing:
@@ -147,17 +153,18 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
          summary: dict[str, Any], base: tuple[BundleMeta, nn.Module] | None) -> TrainResult:
     from classifier import bundle
     from classifier import model as cnn
-    from classifier.fit import FitOptions, SongSet, fit
+    from classifier.fit import FitOptions, SongSet, Teacher, fit
     from classifier.predict import set_torch_threads
 
     set_torch_threads()
     ex = Extractor(opts.params, cache_dir, opts.progress, opts.workers)
     jobs: list[Job] = [(s, opts.clips_per_song, opts.seed) for s in splits["train"]]
     jobs += [(s, EVAL_CLIPS, None) for s in splits["val"] + splits["test"]]
+    jobs += [(s, ANCHOR_CLIPS, opts.seed) for s in splits.setdefault("anchor", [])]
     done = ex.run(jobs, "features")
     parts = {}
     start = 0
-    for name in ("train", "val", "test"):
+    for name in ("train", "val", "test", "anchor"):
         chunk = list(zip(splits[name], done[start : start + len(splits[name])], strict=True))
         parts[name] = ([s for s, f in chunk if f is not None],
                        [f for _, f in chunk if f is not None])
@@ -168,7 +175,8 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
     labels = list(base[0].labels) if base else []
     labels += [g for g in genres if g not in labels]
     _check_trainable({"train": train_songs}, labels)
-    _warn_missing(base[0].labels if base else [], genres)
+    if not parts["anchor"][0]:
+        _warn_missing(base[0].labels if base else [], genres)
     index = {g: i for i, g in enumerate(labels)}
     x = np.concatenate(train_feats)
     y = np.concatenate([[index[s.genre]] * f.shape[0]
@@ -191,7 +199,9 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
         augment=opts.augment if opts.augment is not None else arch != "paper",
         distill=opts.distill,
     )
-    fitted = fit(net, x, y, val, fit_opts, base=base[1] if base else None)
+    anchors = np.concatenate(parts["anchor"][1]) if parts["anchor"][1] else None
+    teacher = Teacher(base[1], anchors) if base else None
+    fitted = fit(net, x, y, val, fit_opts, teacher=teacher)
     metrics = song_metrics(net, labels, test_songs, test_feats)
     base_metrics = song_metrics(base[1], base[0].labels, test_songs, test_feats) if base else None
     log.info("held-out test accuracy %.3f on %d songs", metrics["accuracy"], metrics["n_songs"])
@@ -259,13 +269,15 @@ def train(
     arch: str | None = None,
     from_model: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    anchors: Sequence[str | Path] = (),
     **options: Any,
 ) -> TrainResult:
     """Train on ``data_dir`` (one sub-folder per genre, nested folders and any formats) and
     write the bundle + metrics.json + confusion.png + curve.png into ``out_dir`` atomically.
     With ``from_model`` the base bundle's weights are the start and its genres are kept
-    (new genres add output rows). Raises DatasetError when the data cannot train a model,
-    ModelMismatch when ``from_model`` does not fit. Other ``options``: TrainOptions."""
+    (new genres add output rows; ``anchors`` as in :func:`fine_tune`). Raises DatasetError
+    when the data cannot train a model, ModelMismatch when ``from_model`` does not fit.
+    Other ``options``: TrainOptions."""
     opts = _options(seed, clips_per_song, epochs, options)
     if arch:
         opts.arch = arch
@@ -275,6 +287,7 @@ def train(
                     base[0].arch)
     songs = dataset.scan(data_dir)
     splits = dataset.split(songs, opts.seed, opts.val_fraction, opts.test_fraction)
+    splits["anchor"] = _anchor_songs(anchors, songs) if base else []
     log.info("songs: %s", {k: len(v) for k, v in splits.items()})
     summary: dict[str, Any] = {"data_dir": str(Path(data_dir).expanduser().resolve()),
                                "split": "by song, stratified by (genre, source)",
@@ -292,6 +305,7 @@ def fine_tune(
     epochs: int = 15,
     clips_per_song: int = 5,
     cache_dir: str | Path | None = None,
+    anchors: Sequence[str | Path] = (),
     **options: Any,
 ) -> TrainResult:
     """Fine-tune ``base_bundle`` on ``labelled`` (path, genre) pairs, e.g. user corrections;
@@ -299,7 +313,9 @@ def fine_tune(
     the base softens forgetting, but a base genre with no labelled song IS largely
     forgotten (measured: growing with only new-genre songs predicts the new genre for
     everything); a warning names such genres, and a caller must not judge the result on
-    held-out songs of the labelled genres alone. ``holdout`` is either explicit
+    held-out songs of the labelled genres alone. ``anchors`` fixes that: unlabelled tracks
+    (e.g. a sample of the library) on which the new model learns to answer as the base
+    did. ``holdout`` is either explicit
     (path, genre) pairs never trained on, or a fraction of ``labelled`` held out by song.
     Both the new and the base model are evaluated on the same held-out songs
     (``TrainResult.metrics`` / ``base_metrics``). When an explicit holdout covers every
@@ -326,6 +342,7 @@ def fine_tune(
         splits["test"] = test
     if not splits["train"]:
         raise DatasetError("no labelled songs to train on")
+    splits["anchor"] = _anchor_songs(anchors, songs + splits["test"])
     return _run(splits, opts, Path(out_dir).expanduser().absolute(), cache_dir, summary, base)
 
 

@@ -233,3 +233,22 @@ def test_features_are_still_computed_when_worker_processes_cannot_start(
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["16", "0"]
     assert "feature workers failed" in proc.stderr  # the fallback, not the pool, did it
+
+
+def test_fine_tuning_on_two_genres_forgets_the_others_unless_given_anchor_tracks(
+    synth_model: Trained, synth_library: Path, synth_cache: Path,
+    fresh_songs: list[tuple[Path, str]], tmp_path: Path,
+) -> None:
+    labelled = [(p, g) for p, g in fresh_songs if g in ("Noise", "Drone")]
+    others = [(p, g) for p, g in fresh_songs if g in ("Chirp", "Pulse")]
+    anchors = [p for p in sorted(synth_library.rglob("*.*"))]  # unlabelled library tracks
+    recalls = {}
+    for name, extra in (("plain", ()), ("anchored", anchors)):
+        result = training.fine_tune(synth_model.path, labelled, tmp_path / name,
+                                    holdout=0.25, epochs=5, clips_per_song=2,
+                                    cache_dir=synth_cache, progress=False, anchors=extra)
+        report = training.evaluate(result.out_dir, others)
+        recalls[name] = min(report["per_genre"][g]["recall"] for g in ("Chirp", "Pulse"))
+        assert result.metrics["accuracy"] >= 0.75  # the labelled genres are learned
+    assert recalls["anchored"] >= 0.75, recalls
+    assert recalls["plain"] < recalls["anchored"], recalls
