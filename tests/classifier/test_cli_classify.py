@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,18 @@ def test_classify_with_a_model_that_cannot_load_exits_1(env: dict[str, str],
     assert proc.returncode == 1
     assert "no-such-model" in proc.stderr
     assert run(env, "classify").returncode == 2  # usage error: no files
+
+
+def test_classify_with_damaged_weights_is_a_clean_error(env: dict[str, str],
+                                                        synth_model: Trained,
+                                                        fresh_songs: list[tuple[Path, str]],
+                                                        tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged"
+    shutil.copytree(synth_model.path, damaged)
+    (damaged / "model.safetensors").write_bytes(b"\0" * 64)
+    proc = run(env, "classify", "--model", str(damaged), str(fresh_songs[0][0]))
+    assert proc.returncode == 1
+    assert "cannot load a model" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_evaluate_json_has_the_documented_keys(env: dict[str, str], synth_model: Trained,
