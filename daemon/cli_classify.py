@@ -200,10 +200,12 @@ def _evaluate(args: argparse.Namespace, cfg: Config) -> int:
 def _print_evaluate_table(r: dict[str, Any]) -> None:
     print(f"model {r['model']}: accuracy {r['accuracy']:.3f} on {r['n_songs']} songs "
           f"({r['n_clips']} clips)")
-    print(f"{'GENRE':<14} {'PREC':>5} {'REC':>5} {'F1':>5} {'SONGS':>5}")
-    for genre, m in r["per_genre"].items():
-        print(f"{genre:<14} {m['precision']:>5.2f} {m['recall']:>5.2f} {m['f1']:>5.2f} "
-              f"{m['support']:>5}")
+    print(f"{'GENRE':<14} {'PREC':>5} {'REC':>5} {'F1':>5} {'SONGS':>5} {'PREDICTED':>9}")
+    predicted = [sum(col) for col in zip(*r["confusion"], strict=True)] or [0] * len(r["labels"])
+    for (genre, m), n_pred in zip(r["per_genre"].items(), predicted, strict=True):
+        if m["support"] or n_pred:  # genres neither present nor predicted add nothing
+            print(f"{genre:<14} {m['precision']:>5.2f} {m['recall']:>5.2f} {m['f1']:>5.2f} "
+                  f"{m['support']:>5} {n_pred:>9}")
     for e in r.get("errors", []):
         print(f"unreadable: {e['path']}: {e['error']}")
 
