@@ -61,7 +61,10 @@ def write_audio(path: Path | str, samples: np.ndarray, sr: int = SR) -> Path:
     if ext in _SOUNDFILE:
         import soundfile as sf
 
-        sf.write(str(path), samples, sr, format=_SOUNDFILE[ext])
+        # In blocks: one large write of Ogg Vorbis can crash libsndfile (seen with 100 s).
+        with sf.SoundFile(str(path), "w", sr, 1, format=_SOUNDFILE[ext]) as out:
+            for i in range(0, samples.size, 1 << 16):
+                out.write(samples[i:i + (1 << 16)])
         return path
     if name.endswith(".alac.m4a"):
         container, codec, fmt = "mp4", "alac", "s16p"
