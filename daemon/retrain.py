@@ -36,6 +36,7 @@ from sqlalchemy import Engine, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
+from storage.db import reading, writing
 from storage.schema import MISSING, OK, PENDING, Correction, Prediction, Track, TrainingRun, utcnow
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ PROMOTED, REJECTED, SKIPPED, FAILED, RUNNING = (
 )
 HOLDOUT_BUCKETS = 5  # 1 in 5 songs held out
 ORIGINAL_SONGS_PER_GENRE = 100  # of the base model's own training collection, per night
+ANCHOR_TRACKS = 100  # unlabelled library tracks that keep the base model's other genres
 
 Labelled = list[tuple[str, str]]
 # (base bundle, training labels, held-out labels, out dir) -> the candidate bundle dir.
@@ -94,7 +96,7 @@ def present_labels(engine: Engine) -> list[Label]:
         select(func.max(Correction.id)).where(Correction.active)
         .group_by(Correction.track_id).scalar_subquery()
     )
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         rows = s.execute(
             select(Track.path, Correction.genre, Correction.id, Track.fingerprint)
             .join(Track).where(Correction.id.in_(newest), Track.status != MISSING)
@@ -125,7 +127,7 @@ def split_holdout(labels: list[Label]) -> tuple[list[Label], list[Label]]:
 
 def last_trained_correction(engine: Engine) -> int:
     """Newest correction id a previous training run used (0 if none ever trained)."""
-    with Session(engine) as s:
+    with Session(reading(engine)) as s:
         value = s.scalar(
             select(func.max(TrainingRun.last_correction_id))
             .where(TrainingRun.decision.in_((PROMOTED, REJECTED)))
@@ -143,7 +145,7 @@ def mark_interrupted(engine: Engine, store_root: Path | None = None) -> int:
                 return mark_interrupted(engine)
         except RetrainBusy:
             return 0
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         result = s.execute(
             update(TrainingRun).where(TrainingRun.decision == RUNNING)
             .values(decision=FAILED, reason="interrupted (the process stopped mid-run)",
@@ -153,7 +155,7 @@ def mark_interrupted(engine: Engine, store_root: Path | None = None) -> int:
 
 
 def _start_run(engine: Engine, trigger: str, base: str | None) -> int:
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         run = TrainingRun(trigger=trigger, base_model=base, decision=RUNNING)
         s.add(run)
         s.flush()
@@ -161,7 +163,7 @@ def _start_run(engine: Engine, trigger: str, base: str | None) -> int:
 
 
 def _finish_run(engine: Engine, outcome: RetrainOutcome, last_correction_id: int | None) -> None:
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         run = s.get(TrainingRun, outcome.run_id)
         if run is None:
             return
@@ -181,7 +183,7 @@ def requeue_outdated(engine: Engine, version: str) -> int:
     outdated = exists().where(
         Prediction.track_id == Track.id, Prediction.current, Prediction.model_version != version
     )
-    with Session(engine) as s, s.begin():
+    with Session(writing(engine)) as s, s.begin():
         result = s.execute(
             update(Track).where(Track.status == OK, outdated, ~corrected)
             .values(status=PENDING).execution_options(synchronize_session=False)
@@ -260,9 +262,23 @@ def original_training_data(store_root: Path, base: Path) -> Labelled:
     return []
 
 
-def fine_tune_trainer(cfg: Config) -> Trainer:
+def anchor_tracks(engine: Engine, exclude: set[str], limit: int = ANCHOR_TRACKS) -> list[str]:
+    """Up to ``limit`` classified, uncorrected library tracks whose files are present (the
+    same ones every night: lowest path hash). Fine-tuning teaches the new model to answer
+    on them as the base did, so genres without labels are not forgotten."""
+    corrected = exists().where(Correction.track_id == Track.id, Correction.active)
+    with Session(reading(engine)) as s:
+        paths = s.scalars(select(Track.path).where(Track.status == OK, ~corrected)).all()
+    ranked = sorted((p for p in paths if p not in exclude),
+                    key=lambda p: hashlib.sha256(p.encode()).hexdigest())
+    return [p for p in ranked if os.path.isfile(p)][:limit]
+
+
+def fine_tune_trainer(cfg: Config, engine: Engine | None = None) -> Trainer:
     """The real trainer: classifier.training.fine_tune with the config's epochs/cache, on
-    the user's labels plus the model's own training collection where it is available."""
+    the user's labels plus the model's own training collection where it is available.
+    With ``engine``, a sample of the unlabelled library anchors the base model's genres
+    that the labels do not cover."""
 
     def train(base: Path, labelled: Labelled, holdout: Labelled, out_dir: Path) -> Path:
         from classifier import training
@@ -273,9 +289,16 @@ def fine_tune_trainer(cfg: Config) -> Trainer:
                     if x[0] not in taken]
         if original:
             log.info("mixing in %d songs of the model's own training collection", len(original))
+        meta = read_meta(base)
+        covered = {g for _, g in labelled + original}
+        anchors: list[str] = []
+        if engine is not None and set(meta.labels) - covered:
+            anchors = anchor_tracks(engine, taken)
+            log.info("anchoring the base model's unlabelled genres on %d library tracks",
+                     len(anchors))
         result = training.fine_tune(
             base, labelled + original, out_dir, holdout=holdout, epochs=cfg.retrain.epochs,
-            cache_dir=cfg.cache_path, params=read_meta(base).params, progress=False,
+            cache_dir=cfg.cache_path, params=meta.params, progress=False, anchors=anchors,
         )
         return result.out_dir
 
@@ -291,7 +314,8 @@ def retrain(engine: Engine, cfg: Config, trigger: str = "cli",
     try:
         with _retrain_lock(store.root), _running():
             _remove_stale_staging(store.root)
-            return _retrain_locked(engine, cfg, store, trigger, trainer or fine_tune_trainer(cfg))
+            trainer = trainer or fine_tune_trainer(cfg, engine)
+            return _retrain_locked(engine, cfg, store, trigger, trainer)
     except RetrainBusy as e:
         outcome = RetrainOutcome(SKIPPED, str(e), _start_run(engine, trigger, None))
         _finish_run(engine, outcome, None)

@@ -203,3 +203,22 @@ def test_the_base_models_own_training_collection_is_found_through_its_parents(
     assert pairs == original_training_data(store, store / "second")  # same songs each night
     shutil.rmtree(collection)
     assert original_training_data(store, store / "second") == []
+
+
+def test_anchor_tracks_are_present_uncorrected_library_songs(
+    workspace: dict[str, Path], tmp_path: Path
+) -> None:
+    from daemon.retrain import anchor_tracks
+
+    music = tmp_path / "music"
+    shutil.copytree(workspace["music"] / "Drone", music / "Drone")
+    cfg = _config(workspace, tmp_path / "anchors.db")
+    engine = open_catalogue(cfg.db_url)
+    _scan(engine, cfg, music)
+    songs = sorted(str(p) for p in (music / "Drone").iterdir())
+    add_label(engine, songs[0], "Drone")  # corrected: a label, not an anchor
+    Path(songs[1]).unlink()  # gone from disk
+    anchors = anchor_tracks(engine, exclude={songs[2]})
+    assert set(anchors) == set(songs[3:])
+    assert anchors == anchor_tracks(engine, exclude={songs[2]})  # the same every night
+    assert len(anchor_tracks(engine, exclude=set(), limit=2)) == 2
