@@ -46,6 +46,7 @@ from daemon.watcher import FileStabilityTracker, FolderWatcher
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 300.0
+DAEMON_POOL_MIN_FILES = 2  # a batch this size or larger is decoded in the worker processes
 
 
 class DaemonError(Exception):
@@ -134,6 +135,10 @@ class QueueRunner:
         policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing)
                   if self.cfg.write_tags else None)
         self._worker = Worker(self.engine, classifier, self.cfg, tag_policy=policy)
+        # The daemon's worker lives long, so its decode processes start once and serve every
+        # later batch: a backlog (2+ files) is decoded on all cores; a lone dropped file is
+        # decoded right here, without waiting for the processes to start.
+        self._worker.pool_min_files = DAEMON_POOL_MIN_FILES
         self._model_path, self._broken = wanted, None
         requeued = requeue_outdated(self.engine, classifier.version)
         log.info("classifying with model %s (%d track(s) from other models queued)",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -155,6 +156,14 @@ def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
     except Exception as e:  # a decoder bug must cost one file, not the scan
         log.exception("unexpected failure decoding %s", path)
         return Decoded(path, error=f"{type(e).__name__}: {e}")
+
+
+def _ignore_stop_signals() -> None:
+    """In a decode process: Ctrl-C or a SIGTERM sent to the whole process group (systemd
+    stopping the service) is for the main process, which finishes or requeues the work and
+    shuts the pool down; a decode process killed by it would record its file as crashed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class Worker:
@@ -319,7 +328,8 @@ class Worker:
         if self._pool is None:
             # forkserver: children never inherit torch's threads from this process.
             ctx = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                             initializer=_ignore_stop_signals)
         return self._pool
 
     def _drop_pool(self, future: Future[Decoded]) -> None:

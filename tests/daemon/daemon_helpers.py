@@ -109,7 +109,8 @@ class Library:
 class Daemon:
     """A `genred run` subprocess with a NOTIFY_SOCKET the test listens on."""
 
-    def __init__(self, library: Library, *extra: str, settle: float = 1.0) -> None:
+    def __init__(self, library: Library, *extra: str, settle: float = 1.0,
+                 new_session: bool = False) -> None:
         self.library = library
         self.address = f"genred-test-{uuid.uuid4().hex}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -121,7 +122,9 @@ class Daemon:
                 "--settle-seconds", str(settle), "--clips-per-track", "1", "--workers", "2",
                 *extra]
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+            # new_session: its own process group, as under systemd or a terminal's Ctrl-C
+            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=new_session)
 
     def wait_message(self, prefix: str, timeout: float = 60) -> str:
         """Wait for a notification containing a line starting with ``prefix``."""

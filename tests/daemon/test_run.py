@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +34,9 @@ def daemons() -> Iterator[list[Daemon]]:
         daemon.cleanup()
 
 
-def _start(library: Library, daemons: list[Daemon], *extra: str, settle: float = 1.0) -> Daemon:
-    daemon = Daemon(library, *extra, settle=settle)
+def _start(library: Library, daemons: list[Daemon], *extra: str, settle: float = 1.0,
+           new_session: bool = False) -> Daemon:
+    daemon = Daemon(library, *extra, settle=settle, new_session=new_session)
     daemons.append(daemon)
     return daemon.ready()
 
@@ -154,6 +156,75 @@ def test_kill9_mid_backlog_then_restart_processes_each_file_once(
     for path in files:
         predictions = library.predictions(path)
         assert [p[2] for p in predictions] == [1], f"{path}: {predictions}"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the decode pool sits under a forkserver child)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU seconds of ``pid`` itself, of all its descendants still running)."""
+    helpers = 0.0
+    for child in _descendants(pid):
+        try:
+            helpers += _cpu_seconds(child)
+        except OSError:  # ended meanwhile
+            continue
+    return _cpu_seconds(pid), helpers
+
+
+def _ok_count(library: Library) -> int:
+    return int(library.rows("SELECT count(*) FROM tracks WHERE status = 'ok'")[0][0])
+
+
+def test_a_backlog_is_decoded_in_parallel_and_the_idle_daemon_stays_idle(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    for i in range(8):
+        make_track(library.music / f"p{i:02}.wav", STYLES[i % 4], SECONDS, seed=200 + i)
+    daemon = _start(library, daemons)  # --workers 2
+    wait_for(lambda: _ok_count(library) == 8, 90, "the backlog")
+    _, helpers = _tree_cpu_seconds(daemon.proc.pid)  # the pool stays up for the next batch
+    assert helpers > 1.0, f"decode processes used {helpers:.2f} CPU-s: no parallel decoding"
+    time.sleep(1.0)
+    before = sum(_tree_cpu_seconds(daemon.proc.pid))
+    time.sleep(3.0)
+    assert sum(_tree_cpu_seconds(daemon.proc.pid)) - before < 0.15  # pool idle: blocked
+    assert daemon.terminate()[0] == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_process_group_mid_backlog_loses_nothing(
+    library: Library, daemons: list[Daemon], signum: signal.Signals
+) -> None:
+    for i in range(12):
+        make_track(library.music / f"g{i:02}.wav", STYLES[i % 4], SECONDS, seed=300 + i)
+    daemon = _start(library, daemons, new_session=True)  # Ctrl-C / systemd: every process
+    wait_for(lambda: _ok_count(library) >= 2, 60, "the first classified files")
+    start = time.monotonic()
+    os.killpg(daemon.proc.pid, signum)
+    code = daemon.proc.wait(timeout=15)
+    took = time.monotonic() - start
+    assert code == 0, daemon.output()
+    assert took < 5, f"{signum.name} took {took:.1f} s"
+    assert "crashed" not in daemon.output()
+    statuses = {s for (s,) in library.rows("SELECT status FROM tracks")}
+    assert statuses <= {"ok", "pending"}, library.rows("SELECT path, error FROM tracks")
+    assert _ok_count(library) < 12, "the backlog finished before the signal; proves nothing"
 
 
 def test_sigterm_mid_backlog_exits_zero_quickly_and_loses_nothing(
