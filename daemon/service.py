@@ -131,10 +131,13 @@ class QueueRunner:
         classifier = self._load(wanted)
         if classifier is None:
             return self._worker
-        self.close()
         policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing)
                   if self.cfg.write_tags else None)
-        self._worker = Worker(self.engine, classifier, self.cfg, tag_policy=policy)
+        previous, self._worker = self._worker, Worker(self.engine, classifier, self.cfg,
+                                                      tag_policy=policy)
+        if previous is not None:
+            previous.hand_over_pool(self._worker)
+            previous.close()
         # The daemon's worker lives long, so its decode processes start once and serve every
         # later batch: a backlog (2+ files) is decoded on all cores; a lone dropped file is
         # decoded right here, without waiting for the processes to start.

@@ -204,6 +204,14 @@ class Worker:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def hand_over_pool(self, successor: Worker) -> None:
+        """Give this worker's running decode processes to ``successor`` (e.g. the daemon's
+        worker for a newly activated model): decoding does not depend on the model, and
+        starting the processes again costs seconds."""
+        if self._pool is not None and successor._pool is None and (
+                successor.workers == self.workers):
+            successor._pool, self._pool = self._pool, None
+
     def register_model(self) -> None:
         """Record the classifier's version in model_versions (active unless a specific
         model was asked for)."""
