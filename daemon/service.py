@@ -142,6 +142,7 @@ class QueueRunner:
         # later batch: a backlog (2+ files) is decoded on all cores; a lone dropped file is
         # decoded right here, without waiting for the processes to start.
         self._worker.pool_min_files = DAEMON_POOL_MIN_FILES
+        self._worker.stop_requested = lambda: self._cancelled
         self._model_path, self._broken = wanted, None
         requeued = requeue_outdated(self.engine, classifier.version)
         log.info("classifying with model %s (%d track(s) from other models queued)",

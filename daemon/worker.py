@@ -189,6 +189,8 @@ class Worker:
         self._owner: dict[Future[Decoded], ProcessPoolExecutor] = {}
         self._parallel = False
         self.pool_min_files = POOL_MIN_FILES
+        # Polled between files: True stops taking new files (the daemon on SIGTERM).
+        self.stop_requested: Callable[[], bool] = lambda: False
         self._known: dict[str, catalogue.FileState] | None = None  # during scan()
         self._gone_now: set[str] = set()  # marked missing by this scan (moves are found later)
         self.register_model()
@@ -264,14 +266,26 @@ class Worker:
         self._parallel = self.workers > 1 and len(paths) >= self.pool_min_files
         in_flight: dict[Future[Decoded], tuple[str, int, float, int]] = {}
         for path in paths:
+            if self.stop_requested():
+                break  # the rest stay as they are (queued files stay pending)
             job = self._queue(Path(path), force, summary)
             if job is not None:
                 self._submit(in_flight, job)
             while len(in_flight) >= 2 * self.workers:
                 self._collect(in_flight, summary, FIRST_COMPLETED)
         while in_flight:
-            self._collect(in_flight, summary, FIRST_COMPLETED)
+            if self.stop_requested():
+                self._unsubmit_waiting(in_flight)
+            if in_flight:
+                self._collect(in_flight, summary, FIRST_COMPLETED)
         return summary
+
+    def _unsubmit_waiting(self, in_flight: dict[Future[Decoded], Any]) -> None:
+        """Withdraw files no decode process has started; they stay pending in the queue."""
+        for future in list(in_flight):
+            if future.cancel():
+                del in_flight[future]
+                self._owner.pop(future, None)
 
     # --- stages ------------------------------------------------------------------------
 
