@@ -219,7 +219,7 @@ class GenredRun:
     stdout: str
     stderr: str
     max_process_rss_kib: int = 0  # largest single process of the tree (wait4 rusage)
-    cpu_seconds: float = 0.0  # user + system, the process and its reaped children
+    cpu_seconds: float = 0.0  # user + system of the tree (sampled; else wait4's reaped only)
     peak_rss_kib: int = 0  # summed over the tree, sampled from /proc
     peak_pss_kib: int = 0
     max_processes: int = 0
@@ -276,6 +276,7 @@ def run_genred(args: Sequence[str], env: dict[str, str], timeout: float = 3600,
                         cpu_seconds=usage.ru_utime + usage.ru_stime)
     if sampler is not None:
         run.peak_rss_kib, run.peak_pss_kib = sampler.peak_rss_kib, sampler.peak_pss_kib
+        run.cpu_seconds = max(run.cpu_seconds, sampler.cpu_seconds)
         run.max_processes = sampler.max_processes
     if code != 0:
         tail = (run.stderr or run.stdout).strip().splitlines()[-3:]

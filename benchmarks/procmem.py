@@ -48,7 +48,10 @@ def _memory_kib(pid: int) -> tuple[int, int]:
 
 class TreeMemorySampler(threading.Thread):
     """Samples the summed RSS and PSS of a process and all its descendants every
-    ``interval`` seconds; ``peak_rss_kib`` / ``peak_pss_kib`` hold the highest sums seen."""
+    ``interval`` seconds; ``peak_rss_kib`` / ``peak_pss_kib`` hold the highest sums seen,
+    ``cpu_seconds`` the CPU each process of the tree had used when last seen, summed (this
+    counts pool workers that a forkserver, not the process, reaps; it misses at most the
+    last ``interval`` of each process)."""
 
     def __init__(self, root: int, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
@@ -58,7 +61,12 @@ class TreeMemorySampler(threading.Thread):
         self.peak_pss_kib = 0
         self.max_processes = 0
         self.samples = 0
+        self._cpu: dict[int, float] = {}
         self._stop_event = threading.Event()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu.values())
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -67,6 +75,10 @@ class TreeMemorySampler(threading.Thread):
             self.peak_rss_kib = max(self.peak_rss_kib, sum(s[0] for s in sizes))
             self.peak_pss_kib = max(self.peak_pss_kib, sum(s[1] for s in sizes))
             self.max_processes = max(self.max_processes, len(pids))
+            for pid in pids:
+                used = _cpu_of(pid)
+                if used is not None:
+                    self._cpu[pid] = used
             self.samples += 1
             self._stop_event.wait(self.interval)
 
@@ -75,13 +87,15 @@ class TreeMemorySampler(threading.Thread):
         self.join(timeout=5)
 
 
+def _cpu_of(pid: int) -> float | None:
+    """User + system CPU seconds used so far by one process (None if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(root: int) -> float:
     """User + system CPU seconds used so far by ``root`` and its live descendants."""
-    total = 0
-    for pid in process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(_cpu_of(pid) or 0.0 for pid in process_tree(root))
