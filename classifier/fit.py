@@ -200,6 +200,9 @@ def fit(
                                "train_accuracy": train_acc, "val_loss": val_loss,
                                "val_accuracy": val_acc})
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
+        if not options.progress:  # no bar (a service, a pipe): say it in the log instead
+            log.info("epoch %d/%d: loss %.3f, validation accuracy %.3f",
+                     epoch, options.epochs, train_loss, val_acc)
         score = (val_acc, -val_loss)
         if best is None or score > best:
             best, result.best_epoch = score, epoch

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -150,8 +151,7 @@ def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
         ("tracks", ", ".join(f"{k} {v}" for k, v in status["tracks"].items()) or "none"),
         ("last scan", status["last_scan"]),
         ("active model", status["active_model"]["version"]),
-        ("last retrain", retrain and f"{retrain['decision']} at {retrain['finished_at']}: "
-                                     f"{retrain['reason']}"),
+        ("last retrain", _retrain_line(retrain)),
         ("next retrain", status["next_retrain"]),
         ("catalogue", cfg.db_url),
     ])
@@ -172,9 +172,13 @@ def retrain_cmd(args: argparse.Namespace, cfg: Config) -> int:
 def _retrain_now(engine: Engine, cfg: Config, fmt: str) -> int:
     from dataclasses import asdict
 
-    from daemon.retrain import FAILED, retrain
+    from daemon.retrain import FAILED
 
-    outcome = retrain(engine, cfg, trigger="cli")
+    outcome = _retrain_interruptibly(engine, cfg)
+    if outcome is None:
+        print("genred: retrain interrupted; recorded as failed, the active model is unchanged",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     if fmt == "json":
         data = asdict(outcome)
         data.pop("metrics")
@@ -184,6 +188,27 @@ def _retrain_now(engine: Engine, cfg: Config, fmt: str) -> int:
         if outcome.requeued:
             print(f"{outcome.requeued} track(s) queued for reclassification by the new model")
     return EXIT_FAILED if outcome.decision == FAILED else 0
+
+
+def _retrain_interruptibly(engine: Engine, cfg: Config) -> Any:
+    """The retrain job in the foreground; SIGTERM or Ctrl-C stops it, and the run is then
+    recorded as interrupted (None is returned) instead of staying "running"."""
+    import signal
+
+    from daemon.retrain import mark_interrupted, retrain
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    mark_interrupted(engine, cfg.model_store_path)  # runs left "running" by a killed retrain
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return retrain(engine, cfg, trigger="cli")
+    except KeyboardInterrupt:
+        mark_interrupted(engine)  # the lock was released when the job unwound
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _retrain_plan(engine: Engine, cfg: Config, fmt: str) -> int:
@@ -322,3 +347,11 @@ def config_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
     for key, value in sorted(data["aliases"].items()):
         print(f"{json.dumps(key)} = {json.dumps(value)}")
     return 0
+
+
+def _retrain_line(run: dict[str, Any] | None) -> str | None:
+    if run is None:
+        return None
+    if run["finished_at"] is None:
+        return f"{run['decision']} since {run['started_at']}"
+    return f"{run['decision']} at {run['finished_at']}: {run['reason']}"

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +46,7 @@ PROMOTED, REJECTED, SKIPPED, FAILED, RUNNING = (
     "promoted", "rejected", "skipped", "failed", "running"
 )
 HOLDOUT_BUCKETS = 5  # 1 in 5 songs held out
-ORIGINAL_SONGS_PER_GENRE = 100  # of the base model's own training collection, per night
+ORIGINAL_SONGS_PER_GENRE = 30  # of the base model's own training collection, per night
 ANCHOR_TRACKS = 100  # unlabelled library tracks that keep the base model's other genres
 
 Labelled = list[tuple[str, str]]
@@ -298,7 +299,8 @@ def fine_tune_trainer(cfg: Config, engine: Engine | None = None) -> Trainer:
                      len(anchors))
         result = training.fine_tune(
             base, labelled + original, out_dir, holdout=holdout, epochs=cfg.retrain.epochs,
-            cache_dir=cfg.cache_path, params=meta.params, progress=False, anchors=anchors,
+            cache_dir=cfg.cache_path, params=meta.params, anchors=anchors,
+            progress=sys.stderr.isatty(),  # a bar for `retrain --now` on a terminal
         )
         return result.out_dir
 

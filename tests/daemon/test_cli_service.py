@@ -144,3 +144,38 @@ def test_retrain_now_with_a_missing_pinned_model_fails_cleanly(library: Library)
     result = library.genred("retrain", "--now")
     assert result.returncode == 1 and result.stdout.startswith("failed: no usable base model")
     assert "Traceback" not in result.stderr
+
+
+def test_retrain_now_stopped_with_sigterm_is_recorded_as_interrupted(library: Library) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from tests.audiogen import make_track
+    from tests.daemon.daemon_helpers import GENRED, wait_for
+
+    for i, style in enumerate(["Drone", "Pulse", "Drone", "Pulse"]):
+        make_track(library.music / f"{style}{i}.wav", style, 8.0, seed=i)
+    assert library.genred("scan", str(library.music)).returncode == 0
+    for path in library.music.iterdir():
+        assert library.genred("correct", str(path), path.stem.rstrip("0123456789")).returncode == 0
+    env = {**library.env, "GENRED_RETRAIN_EPOCHS": "100000"}  # long enough to be stopped
+    proc = subprocess.Popen([str(GENRED), "--db", str(library.db), "retrain", "--now"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: library.rows(
+            "SELECT count(*) FROM training_runs WHERE decision = 'running'")[0][0], 60,
+            "the retrain to start")
+        time.sleep(1.0)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 15
+    assert "interrupted" in err
+    runs = library.rows("SELECT decision, reason FROM training_runs")
+    assert runs == [("failed", "interrupted (the process stopped mid-run)")]
+    status = library.genred("status")
+    assert "last retrain  failed at" in status.stdout and "None" not in status.stdout
