@@ -48,6 +48,7 @@ PROMOTED, REJECTED, SKIPPED, FAILED, RUNNING = (
 HOLDOUT_BUCKETS = 5  # 1 in 5 songs held out
 ORIGINAL_SONGS_PER_GENRE = 30  # of the base model's own training collection, per night
 ANCHOR_TRACKS = 100  # unlabelled library tracks that keep the base model's other genres
+ANCHOR_CONFIDENCE = 0.8  # ... when the base was sure of them
 
 Labelled = list[tuple[str, str]]
 # (base bundle, training labels, held-out labels, out dir) -> the candidate bundle dir.
@@ -263,13 +264,21 @@ def original_training_data(store_root: Path, base: Path) -> Labelled:
     return []
 
 
-def anchor_tracks(engine: Engine, exclude: set[str], limit: int = ANCHOR_TRACKS) -> list[str]:
-    """Up to ``limit`` classified, uncorrected library tracks whose files are present (the
-    same ones every night: lowest path hash). Fine-tuning teaches the new model to answer
-    on them as the base did, so genres without labels are not forgotten."""
+def anchor_tracks(engine: Engine, genres: set[str], exclude: set[str],
+                  limit: int = ANCHOR_TRACKS) -> list[str]:
+    """Up to ``limit`` uncorrected library tracks (files present) that the current model
+    put in one of ``genres`` with confidence >= ANCHOR_CONFIDENCE — the same ones every
+    night (lowest path hash). Fine-tuning teaches the new model to answer on them as the
+    base did, so genres without labels are not forgotten; unsure predictions are left out,
+    so anchors do not hold back what the labels teach about similar songs."""
     corrected = exists().where(Correction.track_id == Track.id, Correction.active)
     with Session(reading(engine)) as s:
-        paths = s.scalars(select(Track.path).where(Track.status == OK, ~corrected)).all()
+        paths = s.scalars(
+            select(Track.path).join(Prediction, Prediction.track_id == Track.id)
+            .where(Track.status == OK, ~corrected, Prediction.current,
+                   Prediction.genre.in_(sorted(genres)),
+                   Prediction.confidence >= ANCHOR_CONFIDENCE)
+        ).all()
     ranked = sorted((p for p in paths if p not in exclude),
                     key=lambda p: hashlib.sha256(p.encode()).hexdigest())
     return [p for p in ranked if os.path.isfile(p)][:limit]
@@ -293,8 +302,9 @@ def fine_tune_trainer(cfg: Config, engine: Engine | None = None) -> Trainer:
         meta = read_meta(base)
         covered = {g for _, g in labelled + original}
         anchors: list[str] = []
-        if engine is not None and set(meta.labels) - covered:
-            anchors = anchor_tracks(engine, taken)
+        uncovered = set(meta.labels) - covered
+        if engine is not None and uncovered:
+            anchors = anchor_tracks(engine, uncovered, taken)
             log.info("anchoring the base model's unlabelled genres on %d library tracks",
                      len(anchors))
         result = training.fine_tune(

@@ -30,7 +30,7 @@ from daemon.retrain import (
 from storage.catalogue import count_tracks, get_track, pending_paths
 from storage.corrections import add_label
 from storage.db import open_catalogue
-from storage.schema import PENDING, ModelVersion, TrainingRun
+from storage.schema import PENDING, ModelVersion, Prediction, TrainingRun
 from tests.audiogen import make_track
 from tests.storage.modelkit import tiny_bundle
 
@@ -205,7 +205,7 @@ def test_the_base_models_own_training_collection_is_found_through_its_parents(
     assert original_training_data(store, store / "second") == []
 
 
-def test_anchor_tracks_are_present_uncorrected_library_songs(
+def test_anchor_tracks_are_confident_uncorrected_library_songs(
     workspace: dict[str, Path], tmp_path: Path
 ) -> None:
     from daemon.retrain import anchor_tracks
@@ -216,9 +216,14 @@ def test_anchor_tracks_are_present_uncorrected_library_songs(
     engine = open_catalogue(cfg.db_url)
     _scan(engine, cfg, music)
     songs = sorted(str(p) for p in (music / "Drone").iterdir())
+    with Session(engine) as s, s.begin():  # the model was sure of all but the last song
+        for prediction in s.scalars(select(Prediction)):
+            prediction.genre = "Jazz"
+            prediction.confidence = 0.5 if prediction.track.path == songs[-1] else 0.9
     add_label(engine, songs[0], "Drone")  # corrected: a label, not an anchor
     Path(songs[1]).unlink()  # gone from disk
-    anchors = anchor_tracks(engine, exclude={songs[2]})
-    assert set(anchors) == set(songs[3:])
-    assert anchors == anchor_tracks(engine, exclude={songs[2]})  # the same every night
-    assert len(anchor_tracks(engine, exclude=set(), limit=2)) == 2
+    anchors = anchor_tracks(engine, {"Jazz"}, exclude={songs[2]})
+    assert set(anchors) == set(songs[3:-1])
+    assert anchors == anchor_tracks(engine, {"Jazz"}, exclude={songs[2]})  # same every night
+    assert len(anchor_tracks(engine, {"Jazz"}, exclude=set(), limit=2)) == 2
+    assert anchor_tracks(engine, {"Rock"}, exclude=set()) == []
