@@ -166,6 +166,19 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _one_torch_thread() -> None:
+    """While decode processes hold every core, the CNN here runs on one thread: a second
+    OpenMP thread only spins waiting for a descheduled peer, taking CPU from the decoders
+    (benchmarks/bench_scan.py: scan/floor 0.40 with 2 threads, 0.95 with 1 on 2 cores).
+    GENRED_TORCH_THREADS, when set, wins."""
+    if os.environ.get("GENRED_TORCH_THREADS"):
+        return
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 class Worker:
     """Classifies paths with ``classifier`` and records them in the catalogue at
     ``engine``. Call ``close()`` (or use ``with``) to stop the decode processes."""
@@ -264,6 +277,9 @@ class Worker:
         paths = list(paths)
         # Starting decode processes costs seconds; a few files decode faster right here.
         self._parallel = self.workers > 1 and len(paths) >= self.pool_min_files
+        if self._parallel:
+            self.classifier.net  # noqa: B018 - loading the weights sets torch's threads
+            _one_torch_thread()
         in_flight: dict[Future[Decoded], tuple[str, int, float, int]] = {}
         for path in paths:
             if self.stop_requested():

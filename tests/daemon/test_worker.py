@@ -134,9 +134,21 @@ def test_decoding_in_worker_processes_gives_the_same_answers(
     songs = [make_track(tmp_path / f"{i}.flac", style, 3.0, seed=i)
              for i, style in enumerate(["Drone", "Pulse", "Chirp", "Noise"])]
     (tmp_path / "bad.mp3").write_text("not music")
-    with Worker(engine, classifier, Config(workers=2)) as w:
-        w.pool_min_files = 0
-        summary = w.process([*songs, tmp_path / "bad.mp3"])
+    import os
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with Worker(engine, classifier, Config(workers=2)) as w:
+            w.pool_min_files = 0
+            summary = w.process([*songs, tmp_path / "bad.mp3"])
+        # the decoders hold the cores: inference here on one thread (unless told otherwise)
+        if not os.environ.get("GENRED_TORCH_THREADS"):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert (summary.classified, summary.errors) == (4, 1)
     for song in songs:
         info = catalogue.get_track(engine, song)
