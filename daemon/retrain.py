@@ -363,12 +363,25 @@ def _retrain_locked(engine: Engine, cfg: Config, store: Any, trigger: str,
     try:
         _train_and_decide(engine, store, base_path, labels, trainer, cfg, outcome)
     except Exception as e:  # the job's boundary: a failed run is recorded, never fatal
+        if _caused_by_interrupt(e):  # a stop request that landed inside an import, say
+            raise KeyboardInterrupt from e
         log.exception("retrain failed")
         outcome.decision, outcome.reason = FAILED, f"{type(e).__name__}: {e}".splitlines()[0]
         _finish_run(engine, outcome, None)
         return outcome
     _finish_run(engine, outcome, newest)
     return outcome
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    for _ in range(16):  # a cause chain, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _accuracy(bundle: Path, holdout: Labelled, cfg: Config) -> tuple[float, dict[str, Any]]:
