@@ -26,7 +26,7 @@ from tqdm import tqdm
 from classifier import audio
 from classifier.dataset import Song
 from classifier.featurecache import FeatureCache, content_hash
-from classifier.features import FeatureParams
+from classifier.features import FeatureParams, one_thread_per_process
 from classifier.predict import clip_features
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ class Extractor:
         out: list[tuple[int, tuple[np.ndarray | None, str | None]]] = []
         ctx = multiprocessing.get_context("spawn")
         try:
-            with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                     initializer=one_thread_per_process) as pool:
                 futures = [pool.submit(compute, *a) for a in args]
                 for (i, _), future in zip(todo, futures, strict=True):
                     out.append((i, future.result()))

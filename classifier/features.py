@@ -10,7 +10,6 @@ No torch here: this runs in worker processes.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -51,23 +50,82 @@ class FeatureParams:
         return cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items()})
 
 
+# --- librosa's log-mel, in numpy -----------------------------------------------------------
+# The same numbers as librosa.stft (centred, zero-padded, periodic Hann), librosa.filters.mel
+# (Slaney scale and norm) and librosa.power_to_db, ported so that a decode process does not
+# import librosa: its import pulls numba and costs each process a second of CPU at start.
+# tests/classifier/test_features.py holds the port to librosa's own output.
+
+_F_SP = 200.0 / 3  # Slaney mel scale: linear below 1 kHz, logarithmic above
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float) -> float:
+    if hz >= _MIN_LOG_HZ:
+        return float(_MIN_LOG_MEL + np.log(hz / _MIN_LOG_HZ) / _LOGSTEP)
+    return hz / _F_SP
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    hz = _F_SP * mels
+    log_t = mels >= _MIN_LOG_MEL
+    hz[log_t] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (mels[log_t] - _MIN_LOG_MEL))
+    return hz
+
+
 @lru_cache(maxsize=4)
 def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
-    import librosa
+    """(n_mels, 1 + n_fft/2) Slaney-normalised triangular filters from 0 Hz to sr/2. (With
+    323 bands over 1025 FFT bins a few low bands are empty: the paper's setting.)"""
+    fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2.0), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fft_freqs)
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
+    return weights
 
-    with warnings.catch_warnings():
-        # 323 bands over 1025 FFT bins leaves a few low bands empty; the paper's setting.
-        warnings.simplefilter("ignore", UserWarning)
-        return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+
+@lru_cache(maxsize=4)
+def _hann(n_fft: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)  # periodic
+
+
+def _power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """(1 + n_fft/2, frames) float32 |STFT|^2 with frames centred on multiples of the hop."""
+    padded = np.pad(y, n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
+    spec = np.fft.rfft(frames * _hann(n_fft), axis=1).astype(np.complex64)
+    return (spec.real**2 + spec.imag**2).T
+
+
+def _power_to_db(power: np.ndarray, top_db: float = 80.0, amin: float = 1e-10) -> np.ndarray:
+    """dB relative to the loudest bin, floored ``top_db`` below it."""
+    db = 10.0 * np.log10(np.maximum(amin, power))
+    db -= 10.0 * np.log10(np.maximum(amin, power.max()))
+    return np.maximum(db, db.max() - top_db)
 
 
 def log_mel(clip: np.ndarray, params: FeatureParams) -> np.ndarray:
     """float32 (n_mels, frames) log-mel spectrogram of a mono clip. The clip should hold
     ``params.clip_samples`` samples (audio.read_clip gives exactly that)."""
-    import librosa
-
     y = np.asarray(clip, dtype=np.float32)
-    spec = np.abs(librosa.stft(y, n_fft=params.n_fft, hop_length=params.hop_length)) ** 2
+    spec = _power_spectrogram(y, params.n_fft, params.hop_length)
     mel = _mel_basis(params.sample_rate, params.n_fft, params.n_mels) @ spec
-    db = librosa.power_to_db(mel, ref=np.max, top_db=80.0)
-    return np.ascontiguousarray(db, dtype=np.float32)
+    return np.ascontiguousarray(_power_to_db(mel), dtype=np.float32)
+
+
+def one_thread_per_process() -> None:
+    """In a decode/feature pool process: numpy's BLAS (the mel projection above) keeps to
+    one thread. A pool already runs one process per core; a second BLAS thread in each
+    only spins waiting for a descheduled peer (benchmarks/bench_scan.py on 2 cores: the
+    decode floor went from 8.3 to 15.0 tracks/s, CPU per track from 255 to 145 ms)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)

@@ -6,31 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from classifier.audio import CLIP_SECONDS, SAMPLE_RATE
-from classifier.features import FeatureParams, log_mel
 from classifier.predict import Classifier
-from tests.audiogen import make_track, synth
+from tests.audiogen import make_track
 from tests.classifier.conftest import Trained
-
-
-def test_a_30_second_clip_gives_the_papers_323_by_323_log_mel() -> None:
-    params = FeatureParams()
-    clip = synth("Chirp", CLIP_SECONDS, seed=1)
-    assert clip.size == params.clip_samples == round(CLIP_SECONDS * SAMPLE_RATE)
-    mel = log_mel(clip, params)
-    assert mel.shape == (323, 323) and mel.dtype == np.float32
-    assert mel.max() == 0.0 and mel.min() >= -80.0  # dB below the clip's loudest bin
-    # A high chirp puts its energy in the upper mel bands, a drone in the lower ones.
-    drone = log_mel(synth("Drone", CLIP_SECONDS, seed=1), params)
-    assert mel[200:].mean() > drone[200:].mean() and drone[:60].mean() > mel[:60].mean()
-
-
-def test_loudness_is_not_a_feature() -> None:
-    params = FeatureParams()
-    clip = synth("Pulse", CLIP_SECONDS, seed=2)
-    np.testing.assert_allclose(log_mel(clip, params), log_mel(0.1 * clip, params), atol=1e-3)
 
 
 def test_prediction_averages_the_clips_probabilities(synth_model: Trained,
@@ -58,7 +36,8 @@ def test_features_run_without_torch_so_worker_processes_stay_light(
         "from classifier.predict import Classifier\n"
         "clf = Classifier.load(sys.argv[1])\n"
         "info, feats = clf.features(sys.argv[2])\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "heavy = {'torch', 'librosa', 'numba'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
         "print(feats.shape)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(synth_model.path),
