@@ -25,8 +25,9 @@ _n_clips = 3
 
 def _init(params: Any, n_clips: int) -> None:
     global _params, _n_clips
-    from classifier.features import log_mel
+    from classifier.features import log_mel, one_thread_per_process
 
+    one_thread_per_process()  # as genred's decode processes do
     _params, _n_clips = params, n_clips
     log_mel(np.zeros(int(params.sample_rate * params.clip_seconds), np.float32), params)
 
@@ -99,32 +100,31 @@ def _children_cpu() -> float:
 
 def stage_timings(paths: Sequence[Path], params: Any, n_clips: int, model: str | None = None
                   ) -> dict[str, float]:
-    """Median milliseconds per track of each stage, measured serially in this process."""
-    from classifier.audio import fingerprint, probe, read_clips
+    """Median milliseconds per track of each stage, measured serially in this process:
+    decoding the clip windows alone (the floor's decode), the same with the fingerprint in
+    the same open (a scan's decode), the features, and the CNN."""
+    from classifier.audio import read_track
     from classifier.features import log_mel
 
-    stages: dict[str, list[float]] = {"probe": [], "decode_clips": [], "features": [],
-                                      "fingerprint": [], "inference": []}
+    stages: dict[str, list[float]] = {"decode_clips": [], "decode_clips_and_fingerprint": [],
+                                      "features": [], "inference": []}
     classifier = _classifier(model)
     for path in paths:
         t0 = time.perf_counter()
-        probe(path)
+        read_track(path, n_clips, params.clip_seconds, params.sample_rate)
         t1 = time.perf_counter()
-        info, clips = read_clips(path, n_clips, clip_seconds=params.clip_seconds,
-                                 sr=params.sample_rate)
+        track = read_track(path, n_clips, params.clip_seconds, params.sample_rate,
+                           fingerprint=True)
         t2 = time.perf_counter()
-        feats = np.stack([log_mel(c, params) for c in clips])
+        feats = np.stack([log_mel(c, params) for c in track.clips])
         t3 = time.perf_counter()
-        fingerprint(path)
-        t4 = time.perf_counter()
-        stages["probe"].append(t1 - t0)
-        stages["decode_clips"].append(t2 - t1)
+        stages["decode_clips"].append(t1 - t0)
+        stages["decode_clips_and_fingerprint"].append(t2 - t1)
         stages["features"].append(t3 - t2)
-        stages["fingerprint"].append(t4 - t3)
         if classifier is not None:
-            t5 = time.perf_counter()
-            classifier.predict_features(info, feats)
-            stages["inference"].append(time.perf_counter() - t5)
+            classifier.predict_features(track.info, feats)
+            t4 = time.perf_counter()
+            stages["inference"].append(t4 - t3)
     return {k: 1000 * float(np.median(v)) for k, v in stages.items() if v}
 
 

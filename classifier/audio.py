@@ -37,6 +37,7 @@ EDGE_MAX_SECONDS = 15.0
 # Bounds that keep a broken file from hanging the decoder.
 MAX_PACKETS_PER_WINDOW = 40_000
 FINGERPRINT_PACKETS = 2_000
+FINGERPRINT_BYTES = 1 << 20  # lossless packets are big: ~9 s of CD-quality FLAC
 
 
 class UnreadableAudio(Exception):
@@ -203,22 +204,53 @@ def _finish(path: Path, y: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(_loop_to(y, n), dtype=np.float32)
 
 
-Clips = tuple[AudioInfo, list[np.ndarray]]
+@dataclass(frozen=True)
+class Track:
+    """What one open of a file gives: its facts, the decoded clips and (when asked for)
+    its fingerprint (see :func:`fingerprint`)."""
+
+    info: AudioInfo
+    clips: list[np.ndarray]
+    fingerprint: str | None = None
 
 
-def _av_clips(path: Path, starts: list[float], seconds: float, sr: int) -> Clips:
+def _packet_digest(path: Path, container: Any, stream: Any, info: AudioInfo) -> str:
+    """The fingerprint of an open file: reads (does not decode) its first packets."""
+    digest = hashlib.sha256()
+    digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}".encode())
+    n = size = 0
+    for packet in container.demux(stream):
+        if packet.size:
+            digest.update(memoryview(packet))
+            n += 1
+            size += packet.size
+        if n >= FINGERPRINT_PACKETS or size >= FINGERPRINT_BYTES:
+            break
+    if n == 0:
+        raise UnreadableAudio(path, "no audio packets")
+    digest.update(f"|{round(info.duration, 1)}".encode())
+    return digest.hexdigest()
+
+
+def _av_track(path: Path, n_clips: int, starts: list[float] | None, seconds: float, sr: int,
+              want_fingerprint: bool) -> Track:
     n = round(seconds * sr)
     with _open_av(path) as (container, stream, info):
+        if starts is None:
+            starts = clip_starts(info.duration, n_clips, seconds)
+        digest = _packet_digest(path, container, stream, info) if want_fingerprint else None
         clips = []
         for i, start in enumerate(starts):
-            y = _decode_window(container, stream, start, seconds, sr, fresh=i == 0)
+            fresh = i == 0 and digest is None  # nothing read since opening
+            y = _decode_window(container, stream, start, seconds, sr, fresh=fresh)
             if y.size < n and start > 0:  # near the end / duration overstated: read from 0
                 y = _decode_window(container, stream, 0.0, seconds, sr, fresh=False)
             clips.append(_finish(path, y, n))
-    return info, clips
+    return Track(info, clips, digest)
 
 
-def _sf_clips(path: Path, starts: list[float], seconds: float, sr: int) -> Clips:
+def _sf_track(path: Path, n_clips: int, starts: list[float] | None, seconds: float, sr: int,
+              want_fingerprint: bool) -> Track:
     import soundfile as sf
     from scipy.signal import resample_poly
 
@@ -232,6 +264,15 @@ def _sf_clips(path: Path, starts: list[float], seconds: float, sr: int) -> Clips
             sample_rate=native,
             channels=int(f.channels),
         )
+        if starts is None:
+            starts = clip_starts(info.duration, n_clips, seconds)
+        digest = None
+        if want_fingerprint:  # the first seconds of samples: tags never reach them
+            head = f.read(native * 10, dtype="int16")
+            digest = hashlib.sha256(
+                f"sf|{info.codec}|{native}|{info.channels}|{f.frames}|".encode()
+                + head.tobytes()
+            ).hexdigest()
         clips = []
         for start in starts:
             f.seek(min(int(start * native), max(f.frames - 1, 0)))
@@ -243,19 +284,20 @@ def _sf_clips(path: Path, starts: list[float], seconds: float, sr: int) -> Clips
                 g = gcd(native, sr)
                 y = resample_poly(y, sr // g, native // g).astype(np.float32)
             clips.append(_finish(path, y[:n], n))
-    return info, clips
+    return Track(info, clips, digest)
 
 
-def _with_fallback(path: Path, starts: list[float], seconds: float, sr: int) -> Clips:
+def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds: float,
+                   sr: int, want_fingerprint: bool = False) -> Track:
     _check_file(path)
     try:
-        return _av_clips(path, starts, seconds, sr)
+        return _av_track(path, n_clips, starts, seconds, sr, want_fingerprint)
     except UnreadableAudio as e:
         first = e.reason
     except Exception as e:  # any FFmpeg/PyAV failure: try soundfile next
         first = _reason(e)
     try:
-        return _sf_clips(path, starts, seconds, sr)
+        return _sf_track(path, n_clips, starts, seconds, sr, want_fingerprint)
     except UnreadableAudio:
         raise
     except Exception as e:  # libsndfile failure: report PyAV's reason
@@ -284,7 +326,7 @@ def probe(path: str | Path) -> AudioInfo:
     except Exception as e:  # try soundfile before giving up
         first = _reason(e)
     try:
-        return _sf_clips(path, [0.0], 0.05, SAMPLE_RATE)[0]
+        return _sf_track(path, 1, [0.0], 0.05, SAMPLE_RATE, False).info
     except Exception as e:
         raise UnreadableAudio(path, first) from e
 
@@ -294,7 +336,22 @@ def read_clip(
 ) -> np.ndarray:
     """``clip_seconds`` of mono float32 at ``sr`` from ``start``; only that window is decoded.
     Shorter audio is looped to length. Raises UnreadableAudio."""
-    return _with_fallback(Path(path), [float(start)], clip_seconds, sr)[1][0]
+    return _with_fallback(Path(path), 1, [float(start)], clip_seconds, sr).clips[0]
+
+
+def read_track(
+    path: str | Path,
+    n_clips: int,
+    clip_seconds: float = CLIP_SECONDS,
+    sr: int = SAMPLE_RATE,
+    starts: list[float] | None = None,
+    fingerprint: bool = False,
+) -> Track:
+    """Up to ``n_clips`` clips spread over the track (see :func:`clip_starts`) and, with
+    ``fingerprint``, the file's fingerprint, all from one open of the file; ``starts``
+    overrides the placement. A track no longer than one clip gives one (looped) clip.
+    Raises UnreadableAudio."""
+    return _with_fallback(Path(path), n_clips, starts, clip_seconds, sr, fingerprint)
 
 
 def read_clips(
@@ -304,38 +361,18 @@ def read_clips(
     sr: int = SAMPLE_RATE,
     starts: list[float] | None = None,
 ) -> tuple[AudioInfo, list[np.ndarray]]:
-    """Up to ``n_clips`` clips spread over the track (see :func:`clip_starts`), with one
-    open of the file; ``starts`` overrides the placement. A track no longer than one clip
-    gives one (looped) clip. Raises UnreadableAudio."""
-    path = Path(path)
-    if starts is None:
-        info = probe(path)
-        starts = clip_starts(info.duration, n_clips, clip_seconds)
-    return _with_fallback(path, starts, clip_seconds, sr)
+    """:func:`read_track` without the fingerprint, as (info, clips)."""
+    track = read_track(path, n_clips, clip_seconds, sr, starts)
+    return track.info, track.clips
 
 
 def fingerprint(path: str | Path) -> str:
-    """sha256 hex of the audio stream's compressed packets (first 2000) and its duration.
+    """sha256 hex of the audio stream's first compressed packets (2000 of them or 1 MiB,
+    whichever comes first) and its duration.
     Tags live outside the audio packets, so a tag edit or a move keeps the fingerprint;
-    different audio changes it. Raises UnreadableAudio."""
-    path = Path(path)
-    _check_file(path)
-    digest = hashlib.sha256()
-    try:
-        with _open_av(path) as (container, stream, info):
-            digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}".encode())
-            n = 0
-            for packet in container.demux(stream):
-                if packet.size:
-                    digest.update(bytes(packet))
-                    n += 1
-                if n >= FINGERPRINT_PACKETS:
-                    break
-            if n == 0:
-                raise UnreadableAudio(path, "no audio packets")
-            digest.update(f"|{round(info.duration, 1)}".encode())
-    except UnreadableAudio:
-        raise
-    except Exception as e:  # any PyAV failure is an unreadable file
-        raise UnreadableAudio(path, _reason(e)) from e
-    return digest.hexdigest()
+    different audio changes it. A file only soundfile can read is fingerprinted by its
+    first 10 s of samples instead. :func:`read_track` gives the same value for free.
+    Raises UnreadableAudio."""
+    digest = read_track(path, 1, clip_seconds=0.05, starts=[0.0], fingerprint=True).fingerprint
+    assert digest is not None
+    return digest

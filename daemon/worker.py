@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import Engine
 
-from classifier.audio import AudioInfo, UnreadableAudio, fingerprint, probe
+from classifier.audio import AudioInfo, UnreadableAudio, probe, read_track
 from classifier.bundle import BundleError
-from classifier.features import FeatureParams
-from classifier.predict import Classifier, track_features
+from classifier.features import FeatureParams, one_thread_per_process
+from classifier.predict import Classifier, clip_features
 from daemon.config import Config
 from daemon.watcher import is_junk
 from storage import catalogue
@@ -62,6 +62,8 @@ NOT_AUDIO_EXTENSIONS = frozenset(
 )
 MAX_CRASH_RETRIES = 1
 POOL_MIN_FILES = 16  # fewer files than this are decoded in this process
+# Imported once by the decode pool's server process (see Worker._executor).
+PRELOAD = ["daemon.worker"]
 
 
 @dataclass
@@ -144,11 +146,12 @@ class Decoded:
 
 
 def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
-    """Fingerprint + K clips' log-mels of ``path``; runs in a pool process (no torch).
-    Never raises for the file's problems."""
+    """K clips' log-mels and the fingerprint of ``path``, from one open of the file; runs
+    in a pool process (no torch). Never raises for the file's problems."""
     try:
-        info, feats = track_features(path, params, n_clips)
-        return Decoded(path, info, feats, fingerprint(path))
+        track = read_track(path, n_clips, params.clip_seconds, params.sample_rate,
+                           fingerprint=True)
+        return Decoded(path, track.info, clip_features(track.clips, params), track.fingerprint)
     except UnreadableAudio as e:
         return Decoded(path, error=e.reason)
     except MemoryError:
@@ -158,12 +161,14 @@ def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
         return Decoded(path, error=f"{type(e).__name__}: {e}")
 
 
-def _ignore_stop_signals() -> None:
-    """In a decode process: Ctrl-C or a SIGTERM sent to the whole process group (systemd
+def _start_decoder() -> None:
+    """A decode process's initializer: one BLAS thread (see one_thread_per_process), and
+    stop signals ignored: Ctrl-C or a SIGTERM sent to the whole process group (systemd
     stopping the service) is for the main process, which finishes or requeues the work and
     shuts the pool down; a decode process killed by it would record its file as crashed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    one_thread_per_process()
 
 
 def _one_torch_thread() -> None:
@@ -201,6 +206,7 @@ class Worker:
         self._pool: ProcessPoolExecutor | None = None
         self._owner: dict[Future[Decoded], ProcessPoolExecutor] = {}
         self._parallel = False
+        self._model_ready = False
         self.pool_min_files = POOL_MIN_FILES
         # Polled between files: True stops taking new files (the daemon on SIGTERM).
         self.stop_requested: Callable[[], bool] = lambda: False
@@ -277,9 +283,7 @@ class Worker:
         paths = list(paths)
         # Starting decode processes costs seconds; a few files decode faster right here.
         self._parallel = self.workers > 1 and len(paths) >= self.pool_min_files
-        if self._parallel:
-            self.classifier.net  # noqa: B018 - loading the weights sets torch's threads
-            _one_torch_thread()
+        self._model_ready = False
         in_flight: dict[Future[Decoded], tuple[str, int, float, int]] = {}
         for path in paths:
             if self.stop_requested():
@@ -364,10 +368,13 @@ class Worker:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # forkserver: children never inherit torch's threads from this process.
+            # forkserver: children never inherit torch's threads from this process. The
+            # server imports the decoding modules once; every decode process forked from it
+            # starts with them loaded.
             ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                             initializer=_ignore_stop_signals)
+                                             initializer=_start_decoder)
         return self._pool
 
     def _drop_pool(self, future: Future[Decoded]) -> None:
@@ -383,6 +390,12 @@ class Worker:
         summary: Summary,
         when: str,
     ) -> None:
+        if not self._model_ready:
+            # Here, once the decode processes have work: both start up at the same time.
+            self.classifier.net  # noqa: B018 - loading the weights sets torch's threads
+            if self._parallel:
+                _one_torch_thread()
+            self._model_ready = True
         done, _ = wait(list(in_flight), return_when=when)
         for future in done:
             job = in_flight.pop(future)
