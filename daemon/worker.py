@@ -62,6 +62,9 @@ NOT_AUDIO_EXTENSIONS = frozenset(
 )
 MAX_CRASH_RETRIES = 1
 POOL_MIN_FILES = 16  # fewer files than this are decoded in this process
+# Files handed to the decode processes ahead of their results (~1.3 MB of features each):
+# enough that they keep working while this process loads torch (a second) or writes.
+IN_FLIGHT_PER_WORKER = 8
 # Imported once by the decode pool's server process (see Worker._executor).
 PRELOAD = ["daemon.worker"]
 
@@ -285,13 +288,14 @@ class Worker:
         self._parallel = self.workers > 1 and len(paths) >= self.pool_min_files
         self._model_ready = False
         in_flight: dict[Future[Decoded], tuple[str, int, float, int]] = {}
+        ahead = IN_FLIGHT_PER_WORKER * self.workers if self._parallel else 1
         for path in paths:
             if self.stop_requested():
                 break  # the rest stay as they are (queued files stay pending)
             job = self._queue(Path(path), force, summary)
             if job is not None:
                 self._submit(in_flight, job)
-            while len(in_flight) >= 2 * self.workers:
+            while len(in_flight) >= ahead:
                 self._collect(in_flight, summary, FIRST_COMPLETED)
         while in_flight:
             if self.stop_requested():

@@ -171,6 +171,47 @@ def test_different_audio_gives_a_different_fingerprint(tmp_path: Path) -> None:
     assert len(audio.fingerprint(a)) == 64
 
 
+def test_read_track_gets_clips_and_fingerprint_from_one_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import av
+
+    path = make_track(tmp_path / "song.flac", "Chirp", seconds=100.0, seed=4)
+    clips_alone = audio.read_clips(path, 3)[1]
+    fp_alone = audio.fingerprint(path)
+    opened: list[str] = []
+    real_open = av.open
+
+    def counting_open(file: str, *args: object, **kwargs: object) -> object:
+        opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    track = audio.read_track(path, 3, fingerprint=True)
+    assert opened == [str(path)]  # one open: duration, fingerprint and the three windows
+    assert track.fingerprint == fp_alone
+    assert len(track.clips) == 3
+    for got, want in zip(track.clips, clips_alone, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_fingerprint_of_a_long_lossless_file_reads_a_bounded_head(tmp_path: Path) -> None:
+    import mutagen
+
+    rng = np.random.default_rng(0)
+    noise = (0.3 * rng.standard_normal(44100 * 60)).astype(np.float32)  # ~5 MB as FLAC
+    path = tmp_path / "long.flac"
+    write_audio(path, noise, 44100)
+    before = audio.fingerprint(path)
+    tags = mutagen.File(path)
+    tags["genre"] = "Noise"
+    tags.save()
+    assert audio.fingerprint(path) == before
+    other = tmp_path / "other.flac"
+    write_audio(other, noise[::-1].copy(), 44100)
+    assert audio.fingerprint(other) != before
+
+
 def test_fingerprint_of_non_audio_raises_unreadable_audio(tmp_path: Path) -> None:
     path = tmp_path / "x.ogg"
     path.write_text("nope")
