@@ -11,16 +11,32 @@ Examples (``genred query`` flags → ``TrackFilter``)::
     --uncorrected --sort confidence --limit 20
     --status error                           files that could not be read, with the reason
     --path '/music/Various/*'                a glob over the absolute path
+
+Timestamps (``mtime``, ``last_seen``) go out as ISO 8601 in UTC to the second
+(``2026-11-25T11:37:04+00:00``). Sorting puts rows without a value (an unreadable or
+pending track has no confidence, genre, model or duration) last in both directions.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, func, literal, literal_column, select, union
+from sqlalchemy import (
+    Engine,
+    Integer,
+    Select,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    union,
+)
 from sqlalchemy.orm import aliased
 
 from storage.catalogue import canonical
@@ -31,6 +47,8 @@ SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "dur
 COLUMNS = ("path", "genre", "predicted_genre", "confidence", "corrected_genre",
            "correction_source", "model", "status", "error", "duration", "format",
            "probabilities", "size", "mtime", "last_seen")
+# Sort keys a track always has; every other key may be NULL and then sorts last.
+_NOT_NULL_SORTS = ("path", "status")
 
 
 @dataclass(frozen=True)
@@ -111,18 +129,44 @@ def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
     key = {"path": Track.path, "genre": cols.genre, "confidence": cols.confidence,
            "mtime": Track.mtime, "status": Track.status, "model": cols.model,
            "seen": cols.last_seen, "duration": Track.duration}[f.sort]
-    query = query.order_by(key.desc() if f.descending else key.asc(), Track.path)
+    order = [key.desc() if f.descending else key.asc(), Track.path]
+    if f.sort not in _NOT_NULL_SORTS:  # ``key IS NULL`` first: NULLS LAST on any database
+        order.insert(0, key.is_(None))
+    query = query.order_by(*order)
     if f.limit is not None:
         query = query.limit(f.limit)
     return query
+
+
+def iso_utc(moment: datetime | str | None) -> str | None:
+    """A stored timestamp as ISO 8601 UTC to the second. SQLite hands back the text
+    SQLAlchemy wrote (``2026-11-25 11:37:04.123456``, UTC, no offset); other databases
+    a datetime. Seconds are truncated, as ``_sqlite_value`` does for the JSON path."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(microsecond=0).isoformat()
+
+
+def mtime_iso(mtime: float | None) -> str | None:
+    """A file's modification time (seconds since the epoch) as ISO 8601 UTC, truncated
+    to the second; None for none or a value no calendar holds."""
+    if mtime is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(mtime), UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _row(mapping: Any) -> dict[str, Any]:
     row = dict(mapping)
     probs = row["probabilities"]
     row["probabilities"] = json.loads(probs) if isinstance(probs, str) else probs
-    seen = row["last_seen"]
-    row["last_seen"] = seen.isoformat() if isinstance(seen, datetime) else seen
+    row["last_seen"] = iso_utc(row["last_seen"])
+    row["mtime"] = mtime_iso(row["mtime"])
     return row
 
 
@@ -132,11 +176,28 @@ def query_tracks(engine: Engine, f: TrackFilter) -> list[dict[str, Any]]:
         return [_row(r) for r in conn.execute(build(f)).mappings()]
 
 
+def _sqlite_value(sub: Any, name: str) -> Any:
+    """Column ``name`` as ``_row`` would give it, computed by SQLite."""
+    column = sub.c[name]
+    if name == "probabilities":
+        return func.json(column)
+    if name == "last_seen":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
+        return func.replace(func.substr(column, 1, 19), " ", "T").op("||")("+00:00")
+    if name in ("confidence", "duration"):
+        # json_object writes a REAL with 15 significant digits, which changes most values;
+        # 17 always read back as the same double.
+        return case((column.is_(None), None),
+                    else_=func.json(func.printf("%!.17g", column)))
+    if name == "mtime":
+        seconds = cast(column, Integer)  # truncates, like int() in mtime_iso
+        return func.strftime("%Y-%m-%dT%H:%M:%S", seconds, "unixepoch").op("||")("+00:00")
+    return column
+
+
 def _json_object(sub: Any) -> Any:
     pairs: list[Any] = []
     for name in COLUMNS:
-        value = func.json(sub.c[name]) if name == "probabilities" else sub.c[name]
-        pairs += [literal(name), value]
+        pairs += [literal(name), _sqlite_value(sub, name)]
     return func.json_object(*pairs)
 
 

@@ -6,10 +6,11 @@ import json
 import os
 import random
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
 
 from storage import catalogue, corrections
 from storage.db import open_catalogue
@@ -67,8 +68,42 @@ def test_sort_and_limit(library: Engine) -> None:
         "/m/jazz/b.flac", "/m/rock/c.mp3", "/m/jazz/a.flac"]
 
 
+def test_tracks_without_a_value_sort_last_in_both_directions(library: Engine) -> None:
+    catalogue.mark_pending(library, "/m/new.ogg", size=None, mtime=None)
+    unvalued = ["/m/bad.mp3", "/m/new.ogg"]  # no prediction: no confidence, genre or model
+    assert paths(library, sort="confidence") == [
+        "/m/jazz/b.flac", "/m/rock/c.mp3", "/m/jazz/a.flac", *unvalued]
+    assert paths(library, sort="confidence", descending=True) == [
+        "/m/jazz/a.flac", "/m/rock/c.mp3", "/m/jazz/b.flac", *unvalued]
+    for key in ("genre", "model", "duration", "mtime"):
+        for descending in (False, True):
+            assert paths(library, sort=key, descending=descending)[-2:] == unvalued, key
+    assert paths(library, sort="confidence", descending=True, limit=1) == ["/m/jazz/a.flac"]
+
+
+def test_timestamps_are_iso_8601_utc_with_a_t(library: Engine) -> None:
+    catalogue.record_prediction(library, "/m/late.flac", guess("Jazz", "v1", 0.5),
+                                fingerprint=None, size=1, mtime=1795607615.9996)
+    with library.begin() as conn:  # a fraction that rounding would carry into the next second
+        conn.execute(update(Track).where(Track.path == "/m/late.flac").values(
+            last_seen=datetime(2026, 11, 25, 11, 37, 4, 999900, tzinfo=UTC)))
+    flt = TrackFilter(path_glob="/m/late.flac")
+    (row,) = query_tracks(library, flt)
+    assert row["last_seen"] == "2026-11-25T11:37:04+00:00"
+    assert row["mtime"] == "2026-11-25T11:53:35+00:00"
+    assert json.loads(query_json(library, flt)) == [row]
+    for r in query_tracks(library, TrackFilter()):
+        assert datetime.fromisoformat(r["last_seen"]).utcoffset() is not None
+        assert "T" in r["last_seen"]
+        if r["mtime"] is not None:
+            assert datetime.fromisoformat(r["mtime"]).tzinfo == UTC
+
+
 def test_json_from_the_database_matches_the_rows(library: Engine) -> None:
-    for flt in (TrackFilter(), TrackFilter(genre="blues"), TrackFilter(status="error")):
+    catalogue.record_prediction(library, "/m/exact.flac", guess("Jazz", "v1", 0.2752871811389923),
+                                fingerprint=None, size=1, mtime=1.0)  # 15 digits would lose it
+    for flt in (TrackFilter(), TrackFilter(genre="blues"), TrackFilter(status="error"),
+                TrackFilter(sort="confidence", descending=True)):
         assert json.loads(query_json(library, flt)) == query_tracks(library, flt)
 
 
