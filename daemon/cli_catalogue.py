@@ -88,22 +88,49 @@ def _register_query(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
                        description="List tracks; filters combine with AND. The genre shown "
                        "is the correction if there is one, else the prediction.")
     p.add_argument("--genre", help="effective genre (case-insensitive, aliases apply)")
-    p.add_argument("--min-confidence", type=float, metavar="P")
-    p.add_argument("--max-confidence", type=float, metavar="P")
+    p.add_argument("--min-confidence", type=_probability, metavar="P",
+                   help="predicted with at least this confidence (0 to 1)")
+    p.add_argument("--max-confidence", type=_probability, metavar="P",
+                   help="predicted with at most this confidence (0 to 1)")
     corrected = p.add_mutually_exclusive_group()
-    corrected.add_argument("--corrected", dest="corrected", action="store_const", const=True)
+    corrected.add_argument("--corrected", dest="corrected", action="store_const", const=True,
+                           help="only tracks whose genre a label set (genred correct, "
+                           "import-tags): the rows marked * in the table")
     corrected.add_argument("--uncorrected", dest="corrected", action="store_const",
-                           const=False)
+                           const=False, help="only tracks showing the model's prediction")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--path", dest="path_glob", metavar="GLOB",
                    help="glob over the absolute path, e.g. '/music/Jazz/*'")
     p.add_argument("--model", dest="model_filter", metavar="VERSION",
                    help="predicted by this model version")
-    p.add_argument("--limit", type=int, metavar="N")
-    p.add_argument("--sort", choices=SORTS, default="path")
+    p.add_argument("--limit", type=_count, metavar="N", help="at most N tracks")
+    p.add_argument("--sort", choices=SORTS, default="path",
+                   help="tracks without a value (errors, pending) come last either way")
     p.add_argument("--desc", action="store_true", help="sort descending")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.set_defaults(handler=_query)
+
+
+def _probability(text: str) -> float:
+    """A confidence bound. argparse turns ArgumentTypeError into a usage error (exit 2)
+    that names the flag: ``argument --min-confidence: must be between 0 and 1, not 2``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # also rejects nan and words
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, not {text}")
+    return value
 
 
 def _register_corrections(sub: argparse._SubParsersAction,
@@ -227,11 +254,16 @@ def _query(args: argparse.Namespace, cfg: Config) -> int:
     from storage.genres import normalise
     from storage.query import TrackFilter, query_json, query_tracks
 
+    low, high = args.min_confidence, args.max_confidence
+    if low is not None and high is not None and high < low:
+        print(f"genred query: error: argument --max-confidence: {high:g} is below "
+              f"--min-confidence {low:g}, no track can match", file=sys.stderr)
+        return EXIT_USAGE
     genre = (args.genre, normalise(args.genre, cfg.aliases)) if args.genre else None
-    flt = TrackFilter(genre=genre, min_confidence=args.min_confidence,
-                      max_confidence=args.max_confidence, corrected=args.corrected,
-                      status=args.status, path_glob=args.path_glob, model=args.model_filter,
-                      limit=args.limit, sort=args.sort, descending=args.desc)
+    flt = TrackFilter(genre=genre, min_confidence=low, max_confidence=high,
+                      corrected=args.corrected, status=args.status, path_glob=args.path_glob,
+                      model=args.model_filter, limit=args.limit, sort=args.sort,
+                      descending=args.desc)
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
@@ -246,30 +278,55 @@ def _query(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
-CSV_COLUMNS = ("path", "genre", "predicted_genre", "confidence", "corrected_genre", "model",
-               "status", "error", "duration", "format", "probabilities")
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _write_csv(rows: list[dict[str, Any]]) -> None:
+    """The JSON fields, in the same order; probabilities as one JSON object text (the
+    genres differ between models, so they cannot be fixed columns); null -> empty."""
+    from storage.query import COLUMNS
+
     out = csv.writer(sys.stdout)
-    out.writerow(CSV_COLUMNS)
+    out.writerow(COLUMNS)
     for row in rows:
-        values = dict(row, probabilities=json.dumps(row["probabilities"])
-                      if row["probabilities"] is not None else "")
-        out.writerow(["" if values[c] is None else values[c] for c in CSV_COLUMNS])
+        values = dict(row, probabilities=json.dumps(row["probabilities"], ensure_ascii=False)
+                      if row["probabilities"] is not None else None)
+        out.writerow(["" if values[c] is None else values[c] for c in COLUMNS])
+
+
+CORRECTED_MARK = "*"
+GENRE_WIDTH = 24  # longer genre names are cut, so one odd label cannot widen every row
 
 
 def _write_table(rows: list[dict[str, Any]]) -> None:
+    """PATH, GENRE (the effective one, CORRECTED_MARK when a label set it), PREDICTED and
+    CONF (the model's answer and its confidence), STATUS (with the reason of an error)."""
     if not rows:
         print("no tracks match")
         return
-    width = min(max(len(r["genre"] or "-") for r in rows), 24)
-    for r in rows:
-        confidence = f"{r['confidence']:.2f}" if r["confidence"] is not None else "  - "
-        mark = "*" if r["corrected_genre"] else " "
-        status = "" if r["status"] == "ok" else f"  [{r['status']}: {r['error'] or ''}]"
-        print(f"{(r['genre'] or '-')[:24]:{width}}{mark} {confidence}  {r['path']}{status}")
-    print(f"{len(rows)} tracks (* = corrected by hand)")
+    cells = [_table_cells(r) for r in rows]
+    header = ("PATH", "GENRE", "PREDICTED", "CONF", "STATUS")
+    path_w, genre_w, predicted_w = (max(len(c[i]) for c in [*cells, header]) for i in range(3))
+    for path, genre, predicted, conf, status in (header, *cells):
+        print(f"{path:<{path_w}}  {genre:<{genre_w}}  {predicted:<{predicted_w}}  {conf:>4}  "
+              f"{status}")
+    corrected = sum(1 for r in rows if r["corrected_genre"] is not None)
+    footer = _plural(len(rows), "track")
+    if corrected:
+        footer += (f", {corrected} corrected ({CORRECTED_MARK} = genre from a correction "
+                   "or an imported tag, not the model)")
+    print(footer)
+
+
+def _table_cells(r: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    def cut(name: str | None) -> str:
+        return (name or "-")[:GENRE_WIDTH]
+
+    mark = CORRECTED_MARK if r["corrected_genre"] is not None else ""
+    confidence = f"{r['confidence']:.2f}" if r["confidence"] is not None else "-"
+    status = f"{r['status']}: {r['error']}" if r["error"] else r["status"]
+    return (r["path"], cut(r["genre"]) + mark, cut(r["predicted_genre"]), confidence, status)
 
 
 def _stats(args: argparse.Namespace, cfg: Config) -> int:
@@ -282,7 +339,7 @@ def _stats(args: argparse.Namespace, cfg: Config) -> int:
     if args.format == "json":
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    print(f"{data['tracks']} tracks, {data['corrected']} corrected")
+    print(f"{_plural(data['tracks'], 'track')}, {data['corrected']} corrected")
     for title, key in (("genre", "genres"), ("status", "status"), ("model", "models"),
                        ("label source", "label_sources")):
         print(f"\nper {title}:")

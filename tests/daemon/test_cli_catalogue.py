@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,112 @@ def test_scan_query_correct_and_stats(env: dict[str, str], library: Path) -> Non
 
     genred(env, "uncorrect", library)
     assert query(env, "--corrected") == []
+
+
+@pytest.fixture
+def catalogued(env: dict[str, str], library: Path, tmp_path: Path) -> dict[str, Path]:
+    """The library scanned (3 ok, broken.mp3 an error), a.mp3 corrected, and a file that
+    is corrected but not scanned yet (pending)."""
+    genred(env, "scan", library)
+    genred(env, "correct", library / "a.mp3", "Jazz")
+    late = make_track(tmp_path / "later" / "d.wav", "Noise", 3.0, seed=4)
+    genred(env, "correct", late, "Rock")
+    return {"a": library / "a.mp3", "broken": library / "broken.mp3", "pending": late}
+
+
+def table(env: dict[str, str], *args: str) -> list[str]:
+    return genred(env, "query", *args).stdout.splitlines()
+
+
+def test_query_table_has_an_aligned_header_marks_and_a_legend(
+    env: dict[str, str], catalogued: dict[str, Path]
+) -> None:
+    header, *rows, footer = table(env)
+    assert header.split() == ["PATH", "GENRE", "PREDICTED", "CONF", "STATUS"]
+    assert len(rows) == 5
+    starts = [header.index(name) for name in ("GENRE", "PREDICTED", "STATUS")]
+    conf_end = header.index("CONF") + len("CONF")
+    for row in rows:  # every cell starts under its heading; CONF is right-aligned
+        assert all(row[i - 2:i] == "  " and row[i] != " " for i in starts), row
+        assert row[conf_end - 1] != " " and row[conf_end:conf_end + 2] == "  ", row
+    by_path = {row.split()[0]: row for row in rows}
+    corrected = by_path[str(catalogued["a"])]
+    assert corrected.split()[1] == "Jazz*" and corrected.split()[-1] == "ok"
+    pending = by_path[str(catalogued["pending"])]
+    assert pending.split()[1:] == ["Rock*", "-", "-", "pending"]
+    broken = by_path[str(catalogued["broken"])]
+    assert broken.split()[1:4] == ["-", "-", "-"]
+    assert broken[starts[2]:].startswith("error: not an audio file")
+    assert sum("*" in row for row in rows) == 2  # exactly the corrected rows
+    assert footer == ("5 tracks, 2 corrected (* = genre from a correction or an imported "
+                      "tag, not the model)")
+    assert "[" not in "".join(rows)
+
+
+def test_query_table_footer_counts_in_good_english(
+    env: dict[str, str], catalogued: dict[str, Path]
+) -> None:
+    assert table(env, "--status", "error")[-1] == "1 track"  # no legend: nothing marked
+    assert table(env, "--uncorrected", "--status", "ok")[-1] == "2 tracks"
+    assert table(env, "--corrected", "--status", "ok")[-1].startswith("1 track, 1 corrected (*")
+    assert table(env, "--genre", "polka") == ["no tracks match"]
+
+
+def test_query_csv_carries_the_json_fields_with_iso_timestamps(
+    env: dict[str, str], catalogued: dict[str, Path]
+) -> None:
+    rows = query(env)
+    text = genred(env, "query", "--format", "csv").stdout
+    header, *records = list(csv.reader(io.StringIO(text)))
+    assert header == list(rows[0])  # the same fields, in the same order
+    assert "corrected (" not in text and "*" not in text  # the legend is the table's alone
+    assert len(records) == len(rows)
+    for row, record in zip(rows, records, strict=True):
+        as_csv = dict(zip(header, record, strict=True))
+        for key, value in row.items():
+            if key == "probabilities":
+                assert (json.loads(as_csv[key]) if as_csv[key] else None) == value
+            else:
+                assert as_csv[key] == ("" if value is None else str(value)), key
+        for stamp in (row["last_seen"], row["mtime"]):
+            if stamp is not None:
+                assert "T" in str(stamp)
+                assert datetime.fromisoformat(str(stamp)).tzinfo == UTC
+    done = next(r for r in rows if r["path"] == str(catalogued["a"]))
+    assert (done["correction_source"], done["size"]) == ("user", catalogued["a"].stat().st_size)
+    assert done["mtime"] == datetime.fromtimestamp(
+        int(catalogued["a"].stat().st_mtime), UTC).isoformat()
+
+
+def test_query_sorts_tracks_without_confidence_last(
+    env: dict[str, str], catalogued: dict[str, Path]
+) -> None:
+    for order in ((), ("--desc",)):
+        statuses = [r["status"] for r in query(env, "--sort", "confidence", *order)]
+        assert statuses[:3] == ["ok"] * 3 and sorted(statuses[3:]) == ["error", "pending"]
+        tail = [line.split()[-1] for line in table(env, "--sort", "confidence", *order)[4:6]]
+        assert sorted(tail) == ["data", "pending"]  # the error row ends with its reason
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (("--min-confidence", "2"), "--min-confidence"),
+    (("--min-confidence", "-0.1"), "--min-confidence"),
+    (("--max-confidence", "1.5"), "--max-confidence"),
+    (("--max-confidence", "nan"), "--max-confidence"),
+    (("--min-confidence", "0.8", "--max-confidence", "0.2"), "--max-confidence"),
+    (("--limit", "-1"), "--limit"),
+])
+def test_query_rejects_bounds_no_track_can_meet(
+    env: dict[str, str], args: tuple[str, ...], flag: str
+) -> None:
+    proc = genred(env, "query", *args, ok=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"argument {flag}:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_query_accepts_the_edges_of_the_confidence_range(env: dict[str, str]) -> None:
+    genred(env, "query", "--min-confidence", "0", "--max-confidence", "1")
+    genred(env, "query", "--min-confidence", "0.5", "--max-confidence", "0.5")
 
 
 def test_correct_folders_csv_and_files_not_scanned_yet(env: dict[str, str], library: Path,
