@@ -16,6 +16,8 @@ import multiprocessing
 import os
 import random
 import sys
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -68,9 +70,9 @@ def compute(path: Path, digest: str, n: int, seed: int | None, params: FeaturePa
             clips = _random_clips(path, digest, n, seed, params)
     except audio.UnreadableAudio as e:
         return None, e.reason
-    # Stored as float16; hand back the same rounded values so a run with a cold cache
-    # trains on exactly what a run with a warm cache reads (reproducible models).
-    feats = clip_features(clips, params).astype(np.float16).astype(np.float32)
+    # float16, as the cache stores them: a run with a cold cache trains on exactly what a
+    # run with a warm cache reads (reproducible models), in half the memory of float32.
+    feats = clip_features(clips, params).astype(np.float16)
     FeatureCache(cache_root, params).put(digest, _clips_name(n, seed), feats)
     return feats, None
 
@@ -91,8 +93,38 @@ class Extractor:
         self.skipped.append({"path": str(song.path), "error": reason})
 
     def run(self, jobs: list[Job], desc: str = "features") -> list[np.ndarray | None]:
-        """Features per job, in order; None for an unreadable song (listed in skipped)."""
+        """Features per job, in order, as float16 (n, n_mels, frames) arrays (the cache's
+        values; half the memory of float32); None for an unreadable song (listed in
+        skipped)."""
         results: list[np.ndarray | None] = [None] * len(jobs)
+        for i, feats in self._each(jobs, desc):
+            results[i] = feats
+        return results
+
+    def stack(self, jobs: list[Job], desc: str = "features") -> tuple[np.ndarray, list[int]]:
+        """Every readable job's clips in ONE float16 (N, n_mels, frames) array, in job
+        order, and per job how many rows it has (0: unreadable, listed in skipped). Each
+        song is copied in as soon as it is read and then dropped, so a training set is held
+        once — not once as per-song arrays and again stacked (the heap keeps freed per-song
+        arrays, so stacking afterwards doubled a retrain's memory)."""
+        p = self.params
+        offsets = np.cumsum([0] + [n for _, n, _ in jobs])
+        out = np.empty((int(offsets[-1]), p.n_mels, p.frames), dtype=np.float16)
+        rows = [0] * len(jobs)
+        for i, feats in self._each(jobs, desc):
+            k = min(len(feats), jobs[i][1])
+            out[offsets[i] : offsets[i] + k] = feats[:k]
+            rows[i] = k
+        at = 0  # close the gaps left by unreadable songs (or fewer clips), in order
+        for i, k in enumerate(rows):
+            if k and offsets[i] != at:
+                out[at : at + k] = out[offsets[i] : offsets[i] + k]
+            at += k
+        return out[:at], rows
+
+    def _each(self, jobs: list[Job], desc: str) -> Iterator[tuple[int, np.ndarray]]:
+        """(job index, features) of each readable job as it is read: cached songs first,
+        then the decoded ones in order; unreadable songs are listed in skipped."""
         todo: list[tuple[int, str]] = []
         for i, (song, n, seed) in enumerate(jobs):
             try:
@@ -100,47 +132,56 @@ class Extractor:
             except OSError as e:
                 self._skip(song, f"cannot read: {e.strerror or e}")
                 continue
-            results[i] = self.cache.get(digest, _clips_name(n, seed))
-            if results[i] is None:
+            feats = self.cache.get(digest, _clips_name(n, seed))
+            if feats is None:
                 todo.append((i, digest))
+            else:
+                yield i, feats
         self.decoded += len(todo)
-        for i, (feats, reason) in self._compute_all(jobs, todo, desc):
+        for i, (feats, reason) in self._computed(jobs, todo, desc):
             if feats is None:
                 self._skip(jobs[i][0], reason or "unreadable")
-            results[i] = feats
-        return results
+            else:
+                yield i, feats
 
-    def _compute_all(self, jobs: list[Job], todo: list[tuple[int, str]], desc: str
-                     ) -> list[tuple[int, tuple[np.ndarray | None, str | None]]]:
+    def _computed(self, jobs: list[Job], todo: list[tuple[int, str]], desc: str
+                  ) -> Iterator[tuple[int, tuple[np.ndarray | None, str | None]]]:
         bar = tqdm(total=len(todo), desc=desc, unit="song", file=sys.stderr,
                    disable=not self.progress or not todo)
-        out = []
         args = [(jobs[i][0].path, d, jobs[i][1], jobs[i][2], self.params, self.cache_root)
                 for i, d in todo]
-        if self.workers > 1 and len(todo) >= MIN_SONGS_FOR_POOL:
-            out = self._in_pool(todo, args, bar)
-        for (i, _), a in list(zip(todo, args, strict=True))[len(out):]:
-            out.append((i, compute(*a)))  # serial, or what the pool did not finish
-            bar.update()
-        bar.close()
-        return out
+        done = 0
+        try:
+            if self.workers > 1 and len(todo) >= MIN_SONGS_FOR_POOL:
+                for result in self._in_pool(todo, args):
+                    done += 1
+                    bar.update()
+                    yield result
+            for (i, _), a in list(zip(todo, args, strict=True))[done:]:
+                computed = compute(*a)  # serial, or what the pool did not finish
+                bar.update()
+                yield i, computed
+        finally:
+            bar.close()
 
-    def _in_pool(self, todo: list[tuple[int, str]], args: list[tuple], bar: tqdm
-                 ) -> list[tuple[int, tuple[np.ndarray | None, str | None]]]:
+    def _in_pool(self, todo: list[tuple[int, str]], args: list[tuple]
+                 ) -> Iterator[tuple[int, tuple[np.ndarray | None, str | None]]]:
         """Results in order until the pool breaks (e.g. a worker killed, or a caller's
-        script that spawned workers cannot re-import); the rest is then done serially."""
-        out: list[tuple[int, tuple[np.ndarray | None, str | None]]] = []
+        script that spawned workers cannot re-import); the caller does the rest serially.
+        A result is let go once handed over (no list of futures keeps them all alive)."""
         ctx = multiprocessing.get_context("spawn")
         try:
             with ProcessPoolExecutor(self.workers, mp_context=ctx,
                                      initializer=one_thread_per_process) as pool:
-                futures = [pool.submit(compute, *a) for a in args]
-                for (i, _), future in zip(todo, futures, strict=True):
-                    out.append((i, future.result()))
-                    bar.update()
+                waiting = deque((i, pool.submit(compute, *a))
+                                for (i, _), a in zip(todo, args, strict=True))
+                while waiting:
+                    i, future = waiting.popleft()
+                    result = future.result()
+                    del future
+                    yield i, result
         except BrokenProcessPool as e:
             log.warning("feature workers failed (%s); continuing in this process", e)
-        return out
 
     def many(self, songs: list[Song], n: int, seed: int | None, desc: str
              ) -> tuple[list[Song], list[np.ndarray]]:

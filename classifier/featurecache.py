@@ -72,7 +72,7 @@ class FeatureCache:
             self.misses += 1
             return None
         self.hits += 1
-        return arr.astype(np.float32)
+        return arr.astype(np.float16, copy=False)
 
     def put(self, digest: str, clips: str, feats: np.ndarray) -> None:
         if self.root is None:

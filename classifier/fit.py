@@ -1,7 +1,8 @@
 """The optimisation loop: class-balanced sampling, SpecAugment-style masking, early
 stopping on validation songs, and (when growing a model) distillation from the base to
 soften forgetting of its genres (it cannot keep a genre none of the training songs has).
-Torch-only; data arrives as numpy arrays."""
+Torch-only; data arrives as numpy arrays, float16 or float32 (features are held as float16,
+the feature cache's precision, and each batch becomes float32 as it is drawn)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,26 @@ class FitResult:
     best_epoch: int = 0
 
 
+def as_batch(x: np.ndarray) -> torch.Tensor:
+    """A float32 tensor of clips held as float16 or float32."""
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def input_stats(x: np.ndarray, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-mel-band mean and standard deviation of clips (N, n_mels, frames), a chunk at a
+    time: no float32/float64 copy of the whole training set."""
+    total = np.zeros(x.shape[1])
+    squares = np.zeros(x.shape[1])
+    for i in range(0, len(x), chunk):
+        part = x[i : i + chunk].astype(np.float64)
+        total += part.sum(axis=(0, 2))
+        squares += (part**2).sum(axis=(0, 2))
+    n = len(x) * x.shape[2]
+    mean = total / n
+    var = np.maximum(squares / n - mean**2, 0.0) * n / max(n - 1, 1)
+    return torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float()
+
+
 def song_probabilities(net: nn.Module, feats: list[np.ndarray], batch: int = 64) -> np.ndarray:
     """(n_songs, n_labels): each song's clip probabilities averaged."""
     net.eval()
@@ -62,7 +83,7 @@ def song_probabilities(net: nn.Module, feats: list[np.ndarray], batch: int = 64)
     with torch.inference_mode():
         for f in feats:
             probs = [
-                torch.softmax(net(torch.from_numpy(f[i : i + batch])), dim=1)
+                torch.softmax(net(as_batch(f[i : i + batch])), dim=1)
                 for i in range(0, f.shape[0], batch)
             ]
             out.append(torch.cat(probs).mean(dim=0).numpy())
@@ -125,7 +146,7 @@ def _anchor_loss(net: nn.Module, teacher: Teacher, gen: torch.Generator, size: i
                  temperature: float) -> torch.Tensor:
     assert teacher.anchors is not None
     idx = torch.randint(0, len(teacher.anchors), (max(2, size),), generator=gen).numpy()
-    xa = torch.from_numpy(teacher.anchors[idx])
+    xa = as_batch(teacher.anchors[idx])
     logits = net(xa)
     with torch.no_grad():
         old = torch.softmax(teacher.net(xa) / temperature, dim=1)
@@ -150,7 +171,7 @@ def _epoch(
         idx = order[i : i + options.batch_size].numpy()
         if len(idx) < 2:  # BatchNorm needs two examples
             continue
-        xb = torch.from_numpy(x[idx])
+        xb = as_batch(x[idx])
         yb = torch.from_numpy(y[idx]).long()
         if options.augment:
             xb = spec_augment(xb, gen)
@@ -184,8 +205,7 @@ def fit(
     distilled into the first rows of the output when growing or fine-tuning a model."""
     torch.manual_seed(options.seed)
     if teacher is None and isinstance(net, PooledCNN):
-        t = torch.from_numpy(x)
-        net.set_input_stats(t.mean(dim=(0, 2)), t.std(dim=(0, 2)))
+        net.set_input_stats(*input_stats(x))
     gen = torch.Generator().manual_seed(options.seed)
     opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     result = FitResult()

@@ -158,29 +158,34 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
 
     set_torch_threads()
     ex = Extractor(opts.params, cache_dir, opts.progress, opts.workers)
-    jobs: list[Job] = [(s, opts.clips_per_song, opts.seed) for s in splits["train"]]
-    jobs += [(s, EVAL_CLIPS, None) for s in splits["val"] + splits["test"]]
-    jobs += [(s, ANCHOR_CLIPS, opts.seed) for s in splits.setdefault("anchor", [])]
-    done = ex.run(jobs, "features")
+    # The training and anchor clips go straight into one float16 array each (Extractor.stack):
+    # a retrain's memory is the clips once, not per-song arrays plus a stacked copy.
+    x, rows = ex.stack([(s, opts.clips_per_song, opts.seed) for s in splits["train"]],
+                       "features: training songs")
+    train_songs = [s for s, k in zip(splits["train"], rows, strict=True) if k]
+    held: list[Job] = [(s, EVAL_CLIPS, None) for s in splits["val"] + splits["test"]]
+    held_feats = ex.run(held, "features: held-out songs")
     parts = {}
-    start = 0
-    for name in ("train", "val", "test", "anchor"):
-        chunk = list(zip(splits[name], done[start : start + len(splits[name])], strict=True))
-        parts[name] = ([s for s, f in chunk if f is not None],
-                       [f for _, f in chunk if f is not None])
-        start += len(splits[name])
-    (train_songs, train_feats), (val_songs, val_feats), (test_songs, test_feats) = (
-        parts["train"], parts["val"], parts["test"])
+    for name, songs, feats in (
+            ("val", splits["val"], held_feats[: len(splits["val"])]),
+            ("test", splits["test"], held_feats[len(splits["val"]):])):
+        kept = [(s, f) for s, f in zip(songs, feats, strict=True) if f is not None]
+        parts[name] = ([s for s, _ in kept], [f for _, f in kept])
+    (val_songs, val_feats), (test_songs, test_feats) = parts["val"], parts["test"]
+    anchor_songs = splits.setdefault("anchor", [])
+    anchors: np.ndarray | None = None
+    if anchor_songs:
+        anchors, _ = ex.stack([(s, ANCHOR_CLIPS, opts.seed) for s in anchor_songs],
+                              "features: anchor tracks")
+        anchors = anchors if len(anchors) else None
     genres = sorted({s.genre for s in train_songs})
     labels = list(base[0].labels) if base else []
     labels += [g for g in genres if g not in labels]
     _check_trainable({"train": train_songs}, labels)
-    if not parts["anchor"][0]:
+    if anchors is None:
         _warn_missing(base[0].labels if base else [], genres)
     index = {g: i for i, g in enumerate(labels)}
-    x = np.concatenate(train_feats)
-    y = np.concatenate([[index[s.genre]] * f.shape[0]
-                        for s, f in zip(train_songs, train_feats, strict=True)]).astype(np.int64)
+    y = np.repeat([index[s.genre] for s in train_songs], [k for k in rows if k]).astype(np.int64)
     val = SongSet(val_feats, [index.get(s.genre, -1) for s in val_songs])
     val = SongSet([f for f, i in zip(val.feats, val.labels, strict=True) if i >= 0],
                   [i for i in val.labels if i >= 0])
@@ -199,7 +204,6 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
         augment=opts.augment if opts.augment is not None else arch != "paper",
         distill=opts.distill,
     )
-    anchors = np.concatenate(parts["anchor"][1]) if parts["anchor"][1] else None
     teacher = Teacher(base[1], anchors) if base else None
     fitted = fit(net, x, y, val, fit_opts, teacher=teacher)
     metrics = song_metrics(net, labels, test_songs, test_feats)

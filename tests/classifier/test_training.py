@@ -197,6 +197,24 @@ def test_cold_and_warm_cache_give_the_same_features(synth_library: Path, tmp_pat
     assert np.array_equal(computed, cached)
 
 
+def test_stack_holds_the_readable_songs_clips_once_in_job_order(
+    synth_library: Path, tmp_path: Path
+) -> None:
+    songs = dataset.scan(synth_library)[:3]
+    bad = tmp_path / "bad.flac"
+    bad.write_text("not audio")
+    jobs = [(songs[0], 2, 0), (Song(bad, "Drone", "x"), 2, 0), (songs[1], 2, 0),
+            (songs[2], 2, 0)]
+    ex = Extractor(FeatureParams(), tmp_path / "cache", progress=False, workers=1)
+    x, rows = ex.stack(jobs)
+    assert rows == [2, 0, 2, 2]  # the unreadable song has no rows; the gap is closed
+    assert x.dtype == np.float16 and x.shape == (6, 323, 323)
+    assert [s["path"] for s in ex.skipped] == [str(bad)]
+    each = Extractor(FeatureParams(), tmp_path / "cache", progress=False, workers=1).run(jobs)
+    assert each[1] is None
+    np.testing.assert_array_equal(x, np.concatenate([f for f in each if f is not None]))
+
+
 def test_fine_tune_with_every_label_held_out_still_trains_and_says_so(
     synth_model: Trained, fresh_songs: list[tuple[Path, str]], synth_cache: Path,
     tmp_path: Path,
