@@ -292,8 +292,7 @@ def _per_genre(path: Any, metrics: dict[str, Any]) -> dict[str, Any]:
 def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
     from classifier.bundle import BundleError, read_meta
     from classifier.store import ModelNotFound, ModelStore
-    from daemon.retrain import requeue_outdated
-    from storage.catalogue import register_model
+    from storage.catalogue import register_model, requeue_for_model
     from storage.db import CatalogueError
 
     store = ModelStore(cfg.model_store_path)
@@ -303,14 +302,18 @@ def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
         with _catalogue(cfg) as engine:
             # Queue first, then switch: a running daemon reloads on the switch and finds
             # the queue ready (it also requeues by itself whenever it loads a model).
-            requeued = requeue_outdated(engine, meta.version)
+            requeue = requeue_for_model(engine, meta.version)
             register_model(engine, meta.version, path, meta.labels, metrics=meta.metrics,
                            parent=meta.parent, active=True)
             store.activate(args.version)
     except (ModelNotFound, BundleError, CatalogueError) as e:
         return _fail(str(e))
-    print(f"active model: {meta.version} ({len(meta.labels)} genres); "
-          f"{requeued} track(s) queued for reclassification")
+    line = (f"active model: {meta.version} ({len(meta.labels)} genres); "
+            f"{requeue.queued} track(s) queued for reclassification")
+    if requeue.unqueued:
+        line += (f"; {requeue.unqueued} queued track(s) it had already classified "
+                 "taken off the queue")
+    print(line)
     if cfg.model:
         print(f"note: config 'model' pins {cfg.model}; the daemon uses that until you unset it")
     return 0

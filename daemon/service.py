@@ -121,8 +121,8 @@ class QueueRunner:
     def worker(self) -> Any:
         """The current Worker, rebuilt when the active model changed (a model that fails
         to load is reported once and the current one kept)."""
-        from daemon.retrain import requeue_outdated
         from daemon.worker import Worker
+        from storage.catalogue import requeue_for_model
         from storage.tagging import TagPolicy
 
         wanted = self._wanted_model()
@@ -144,9 +144,10 @@ class QueueRunner:
         self._worker.pool_min_files = DAEMON_POOL_MIN_FILES
         self._worker.stop_requested = lambda: self._cancelled
         self._model_path, self._broken = wanted, None
-        requeued = requeue_outdated(self.engine, classifier.version)
-        log.info("classifying with model %s (%d track(s) from other models queued)",
-                 classifier.version, requeued)
+        requeue = requeue_for_model(self.engine, classifier.version)
+        log.info("classifying with model %s (%d track(s) from other models queued, "
+                 "%d queued track(s) it had already classified taken off the queue)",
+                 classifier.version, requeue.queued, requeue.unqueued)
         return self._worker
 
     def model_version(self) -> str:

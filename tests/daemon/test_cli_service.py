@@ -73,6 +73,43 @@ def test_models_list_show_activate_and_rollback(library: Library) -> None:
     assert missing.returncode == 1 and "no-such-version" in missing.stderr
 
 
+def test_switching_back_unqueues_what_the_model_already_classified(library: Library) -> None:
+    import os
+
+    from tests.audiogen import make_track
+
+    songs = [make_track(library.music / f"s{i}.wav", style, 8.0, seed=i)
+             for i, style in enumerate(["Drone", "Pulse", "Chirp"])]
+    assert library.genred("scan", "--clips", "1", str(library.music)).returncode == 0
+
+    switched = library.genred("models", "activate", "tiny-v2")
+    assert switched.returncode == 0, switched.stderr
+    assert "3 track(s) queued" in switched.stdout
+    reclassified = library.genred("scan", "--clips", "1", str(songs[0]))  # tiny-v2 gets one
+    assert reclassified.returncode == 0, reclassified.stderr
+    stat = songs[2].stat()
+    os.utime(songs[2], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # edited meanwhile
+
+    back = library.genred("models", "activate", "tiny-v1")
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.strip().endswith(
+        "1 track(s) queued for reclassification; "
+        "1 queued track(s) it had already classified taken off the queue")
+
+    def state(path: Path) -> tuple[str | None, str]:
+        current = [p[0] for p in library.predictions(path) if p[2]]
+        return library.status_of(path), current[0]
+
+    assert [state(s) for s in songs] == [
+        ("pending", "tiny-v2"),  # tiny-v2's answer: tiny-v1 must redo it
+        ("ok", "tiny-v1"),  # tiny-v1 had answered it; the file is the same: off the queue
+        ("pending", "tiny-v1"),  # same model, but the file changed since: still queued
+    ]
+    assert json.loads(library.genred("status", "--format", "json").stdout)["queue"] == 2
+    rescan = library.genred("scan", "--clips", "1", str(library.music))
+    assert rescan.stdout.strip().endswith("2 classified, 1 unchanged, 0 errors"), rescan.stdout
+
+
 def test_retrain_now_without_new_labels_is_skipped_and_recorded(library: Library) -> None:
     plan = library.genred("retrain")
     assert plan.returncode == 0 and "retrain --now" in plan.stdout
