@@ -9,8 +9,11 @@ files → pending, vanished → missing). Then, until SIGTERM/SIGINT:
 
 The queue is the catalogue (``Track.status == "pending"``): a kill at any moment leaves
 every unfinished file pending, and the next start processes each exactly once. The loop
-blocks on the watcher's queue between events (an idle daemon uses no CPU); it wakes only
-for settling files, the periodic rescan, the systemd watchdog and a heartbeat.
+blocks on the watcher's queue between events; it wakes for settling files, the periodic
+rescan, the systemd watchdog, a heartbeat, and every ``QUEUE_POLL_SECONDS`` for one indexed
+look at the queue, so work another command queued (``genred correct`` on a file never
+scanned, ``genred models activate``, a plain SQL update) starts within seconds. Watching
+the catalogue's files instead would wake the daemon on its own writes.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from daemon.watcher import FileStabilityTracker, FolderWatcher
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 300.0
+QUEUE_POLL_SECONDS = 2.0  # idle: how often to look for work queued by other processes
 DAEMON_POOL_MIN_FILES = 2  # a batch this size or larger is decoded in the worker processes
 
 
@@ -163,10 +167,12 @@ class QueueRunner:
 
     def process_batch(self) -> bool:
         """Classify up to one batch of pending tracks; False when the queue was empty."""
+        from storage.catalogue import has_pending
+
         if self._cancelled:
             return False
         worker = self.worker()  # first: a model switch requeues tracks for this batch
-        if self.pending_count() == 0:
+        if not has_pending(self.engine):
             return False
         summary = worker.process_pending(limit=self.batch)
         if summary.scanned:
@@ -322,7 +328,7 @@ class Daemon:
 
     def _wait_timeout(self) -> float:
         now = time.monotonic()
-        deadlines = [self._next_rescan, self._next_heartbeat]
+        deadlines = [self._next_rescan, self._next_heartbeat, now + QUEUE_POLL_SECONDS]
         due = self.tracker.next_due()
         if due is not None:
             deadlines.append(due + 0.05)

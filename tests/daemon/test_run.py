@@ -64,7 +64,7 @@ def test_dropped_file_is_catalogued(library: Library, daemons: list[Daemon]) -> 
     assert second.returncode == 1 and f"pid {daemon.proc.pid}" in second.stderr
     before = _cpu_seconds(daemon.proc.pid)
     time.sleep(4.0)
-    assert _cpu_seconds(daemon.proc.pid) - before < 0.1  # idle: blocked, not polling
+    assert _cpu_seconds(daemon.proc.pid) - before < 0.1  # idle: blocked but for queue looks
     code, _ = daemon.terminate()
     assert code == 0
     status = json.loads(library.genred("status", "--format", "json").stdout)
@@ -138,6 +138,28 @@ def test_move_keeps_the_correction_and_delete_marks_missing(
     assert history(engine, back) == [("Polka", "user", True)]
     assert library.rows("SELECT count(*) FROM tracks")[0][0] == 1
     engine.dispose()
+
+
+def test_work_queued_by_another_command_is_classified_within_seconds(
+    library: Library, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    # Outside the watched folder: no file event will wake the daemon, only the queue.
+    song = make_track(tmp_path / "elsewhere" / "never-scanned.flac", "Chirp", SECONDS, seed=11)
+    daemon = _start(library, daemons, settle=0.5)
+    wait_for(lambda: library.rows("SELECT value FROM state WHERE key = 'last_scan'"), 30,
+             "the start-up scan")
+    time.sleep(1.0)  # the daemon is idle, blocked on the watcher
+    assert library.genred("correct", str(song), "Jazz").returncode == 0
+    assert library.status_of(song) == "pending"
+    queued = time.monotonic()
+    bound = 10.0  # a few seconds' poll + one short file; the heartbeat comes after 300 s
+    wait_for(lambda: library.status_of(song) == "ok", bound,
+             "the daemon to classify a track another process queued")
+    assert time.monotonic() - queued < bound
+    assert [p[0] for p in library.predictions(song)] == ["tiny-v1"]
+    listed = json.loads(library.genred("query", "--corrected", "--format", "json").stdout)
+    assert [(r["path"], r["genre"]) for r in listed] == [(str(song), "Jazz")]
+    assert daemon.terminate()[0] == 0
 
 
 def test_kill9_mid_backlog_then_restart_processes_each_file_once(
