@@ -330,26 +330,51 @@ def _toml_value(value: Any) -> str:
 
 
 def config_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
-    data = cfg.as_dict()
+    data = cfg.effective()
     if args.format == "json":
         _print_json(data)
         return 0
-    print(f"# effective config (defaults < {cfg.source if cfg.source != 'defaults' else 'no file'}"
-          " < GENRED_* environment < flags)")
-    resolved = {"db": data["db_url"], "model_store": data["model_store_path"],
-                "cache": data["cache_path"]}
-    derived = {"db_url", "model_store_path", "cache_path", "source", "retrain", "aliases"}
-    for key, value in data.items():
-        if key not in derived:
-            note = "  # the active model" if key == "model" and not value else ""
-            print(f"{key} = {_toml_value(resolved.get(key, value))}{note}")
-    print("\n[retrain]")
-    for key, value in data["retrain"].items():
-        print(f"{key} = {_toml_value(value)}")
-    print("\n[aliases]")
-    for key, value in sorted(data["aliases"].items()):
-        print(f"{json.dumps(key)} = {json.dumps(value)}")
+    for line in _config_toml(cfg, data):
+        print(line)
     return 0
+
+
+def _config_toml(cfg: Config, data: dict[str, Any]) -> Iterator[str]:
+    """The effective config as TOML genred would accept, each line with where it came from
+    (a value from the environment names its variable)."""
+    from classifier.store import ModelStore
+
+    origins = data["origins"]
+    yield (f"# effective config: defaults < {cfg.source if cfg.source != 'defaults' else 'no file'}"
+           " < GENRED_* environment < flags")
+    for key, value in data.items():
+        if key in ("retrain", "aliases", "origins", "source"):
+            continue
+        note = _origin_note(key, origins[key])
+        if key == "model" and value is None:
+            active = ModelStore(cfg.model_store_path).active_version() or "starter"
+            yield f"# model: not pinned; the daemon uses the active model ({active})"
+            continue
+        if key == "workers" and value == 0:
+            note += f"; 0 = all cores ({cfg.worker_count})"
+        yield f"{key} = {_toml_value(value)}  # {note}"
+    yield "\n[retrain]"
+    for key, value in data["retrain"].items():
+        setting = f"retrain.{key}"
+        yield f"{key} = {_toml_value(value)}  # {_origin_note(setting, origins[setting])}"
+    user = sum(1 for k in data["aliases"] if origins[f"aliases.{k}"] != "default")
+    yield (f"\n[aliases]  # {len(data['aliases'])}: the built-in ones, {user} of them set by "
+           "the config; names match case-insensitively")
+    for key, value in data["aliases"].items():
+        origin = origins[f"aliases.{key}"]
+        note = "" if origin == "default" else f"  # {_origin_note(key, origin)}"
+        yield f"{json.dumps(key)} = {json.dumps(value)}{note}"
+
+
+def _origin_note(key: str, origin: str) -> str:
+    if origin == "env":
+        return f"environment {'GENRED_' + key.upper().replace('.', '_')}"
+    return {"default": "default", "file": "config file", "flag": "command line"}[origin]
 
 
 def _retrain_line(run: dict[str, Any] | None) -> str | None:

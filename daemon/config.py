@@ -29,6 +29,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from storage.genres import alias_map, fold
+
+# Where a value came from, lowest precedence first (``Config.origin``).
+DEFAULT, FILE, ENV, FLAG = "default", "file", "env", "flag"
+
 
 class ConfigError(Exception):
     """A config value is missing, malformed or of the wrong type; the message names the key."""
@@ -79,6 +84,9 @@ class Config:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"  # which file was read, for `genred config show`
+    # Setting ("settle_seconds", "retrain.epochs", "aliases.nu jazz") -> FILE, ENV or FLAG,
+    # for those not left at their default.
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def db_url(self) -> str:
@@ -96,24 +104,36 @@ class Config:
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
-    def as_dict(self) -> dict[str, Any]:
+    def origin(self, key: str) -> str:
+        """Where setting ``key`` came from: "default", "file", "env" or "flag". Built-in
+        aliases are "default"; ``key`` for an alias is ``aliases.<folded name>``."""
+        return self.origins.get(key, DEFAULT)
+
+    def effective(self) -> dict[str, Any]:
+        """What genred uses, JSON-ready, each setting once under its config-file name:
+        ``db``, ``model_store`` and ``cache`` resolved to the URL/paths in use, ``model``
+        None when no model is pinned (the active one is used), ``aliases`` the built-in
+        map with the config's merged over it (keys folded as lookups fold them),
+        ``origins`` where each of those came from, and ``source`` the file read."""
+        resolved: dict[str, Any] = {"db": self.db_url, "model": self.model or None,
+                                    "model_store": str(self.model_store_path),
+                                    "cache": str(self.cache_path)}
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, RetrainConfig):
-                value = {g.name: getattr(value, g.name) for g in fields(value)}
-            elif isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            out[f.name] = value
-        out["db_url"] = self.db_url
-        out["model_store_path"] = str(self.model_store_path)
-        out["cache_path"] = str(self.cache_path)
+        for name in _TOP_KEYS:
+            value = resolved.get(name, getattr(self, name))
+            out[name] = list(value) if isinstance(value, tuple) else value
+        out["retrain"] = {f.name: getattr(self.retrain, f.name) for f in fields(self.retrain)}
+        aliases = alias_map(self.aliases)
+        out["aliases"] = dict(sorted(aliases.items()))
+        settings = [*_TOP_KEYS, *(f"retrain.{k}" for k in _RETRAIN_KEYS),
+                    *(f"aliases.{k}" for k in out["aliases"])]
+        out["origins"] = {key: self.origin(key) for key in settings}
+        out["source"] = self.source
         return out
 
 
-_TOP_KEYS = {f.name: f for f in fields(Config) if f.name not in ("retrain", "aliases", "source")}
+_TOP_KEYS = {f.name: f for f in fields(Config)
+             if f.name not in ("retrain", "aliases", "source", "origins")}
 _RETRAIN_KEYS = {f.name: f for f in fields(RetrainConfig)}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -176,11 +196,13 @@ def _validate(cfg: Config) -> Config:
     return replace(cfg, log_level=cfg.log_level.upper())
 
 
-def _apply(cfg: Config, values: Mapping[str, Any], origin: str) -> Config:
-    """Overlay ``values`` (top-level keys, a ``retrain`` table, an ``aliases`` table)."""
+def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Config:
+    """Overlay ``values`` (top-level keys, a ``retrain`` table, an ``aliases`` table) read
+    from ``origin`` (named in errors), recording ``kind`` (FILE, ENV, FLAG) as their origin."""
     top: dict[str, Any] = {}
     retrain: dict[str, Any] = {}
     aliases = dict(cfg.aliases)
+    origins = dict(cfg.origins)
     for key, value in values.items():
         if key == "retrain":
             if not isinstance(value, Mapping):
@@ -190,17 +212,21 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str) -> Config:
                     raise ConfigError(f"{origin}: unknown config key 'retrain.{rkey}'")
                 default = getattr(cfg.retrain, rkey)
                 retrain[rkey] = _coerce(f"retrain.{rkey}", rvalue, default)
+                origins[f"retrain.{rkey}"] = kind
         elif key == "aliases":
             if not isinstance(value, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()
             ):
                 raise ConfigError(f"{origin}: 'aliases' must be a table of name = \"Genre\"")
             aliases.update(value)
+            origins.update({f"aliases.{fold(name)}": kind for name in value})
         elif key in _TOP_KEYS:
             top[key] = _coerce(key, value, getattr(cfg, key))
+            origins[key] = kind
         else:
             raise ConfigError(f"{origin}: unknown config key '{key}'")
-    return replace(cfg, **top, retrain=replace(cfg.retrain, **retrain), aliases=aliases)
+    return replace(cfg, **top, retrain=replace(cfg.retrain, **retrain), aliases=aliases,
+                   origins=origins)
 
 
 def config_file(explicit: str | None = None) -> Path | None:
@@ -254,9 +280,10 @@ def load(
             raise ConfigError(f"{file}: not valid TOML: {e}") from e
         except OSError as e:
             raise ConfigError(f"{file}: cannot read: {e.strerror}") from e
-        cfg = _apply(cfg, data, str(file))
+        cfg = _apply(cfg, data, str(file), FILE)
         cfg = replace(cfg, source=str(file))
-    cfg = _apply(cfg, _from_env(os.environ if environ is None else environ), "environment")
+    cfg = _apply(cfg, _from_env(os.environ if environ is None else environ), "environment",
+                 ENV)
     if overrides:
         flat: dict[str, Any] = {}
         retrain: dict[str, Any] = {}
@@ -269,5 +296,5 @@ def load(
                 flat[key] = value
         if retrain:
             flat["retrain"] = retrain
-        cfg = _apply(cfg, flat, "command line")
+        cfg = _apply(cfg, flat, "command line", FLAG)
     return _validate(cfg)

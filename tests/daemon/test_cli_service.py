@@ -22,7 +22,8 @@ def library(tmp_path: Path) -> Library:
 
 def test_config_show_reports_the_effective_values_and_their_file(library: Library) -> None:
     config = library.root / "genred.toml"
-    config.write_text('watch = ["/srv/music"]\nsettle_seconds = 3\n[retrain]\nepochs = 2\n')
+    config.write_text('watch = ["/srv/music"]\nsettle_seconds = 3\n[retrain]\nepochs = 2\n'
+                      '[aliases]\n"Nu Jazz" = "Jazz"\n')
     library.env["GENRED_SETTLE_SECONDS"] = "7"
     result = library.genred("--config", str(config), "config", "show", "--format", "json")
     assert result.returncode == 0, result.stderr
@@ -30,9 +31,24 @@ def test_config_show_reports_the_effective_values_and_their_file(library: Librar
     assert data["source"] == str(config)
     assert data["watch"] == ["/srv/music"] and data["settle_seconds"] == 7.0
     assert data["retrain"]["epochs"] == 2
-    assert data["db_url"] == f"sqlite:///{library.db}"
+    # Each setting once, with the value in use: no raw "" next to a resolved copy.
+    assert data["db"] == f"sqlite:///{library.db}" and "db_url" not in data
+    assert data["model_store"] == str(library.store) and "model_store_path" not in data
+    assert data["model"] is None  # not pinned
+    assert data["aliases"]["nu jazz"] == "Jazz" and data["aliases"]["hip hop"] == "Rap"
+    assert {k: data["origins"][k] for k in ("db", "watch", "settle_seconds", "workers",
+                                           "retrain.epochs", "aliases.nu jazz",
+                                           "aliases.hip hop")} == {
+        "db": "flag", "watch": "file", "settle_seconds": "env", "workers": "default",
+        "retrain.epochs": "file", "aliases.nu jazz": "file", "aliases.hip hop": "default"}
     text = library.genred("--config", str(config), "config", "show").stdout
-    assert str(config) in text and "settle_seconds = 7.0" in text and "[retrain]" in text
+    assert str(config) in text and "[retrain]" in text
+    assert "settle_seconds = 7.0  # environment GENRED_SETTLE_SECONDS" in text
+    assert "epochs = 2  # config file" in text and "rescan_hours = 6.0  # default" in text
+    assert f'db = "sqlite:///{library.db}"  # command line' in text
+    assert "the active model (tiny-v1)" in text
+    assert '"nu jazz" = "Jazz"  # config file' in text and '"hip hop" = "Rap"\n' in text
+    assert text.count("db =") == 1 and 'cache = ""' not in text
 
 
 def test_bad_config_key_fails_naming_it(library: Library) -> None:

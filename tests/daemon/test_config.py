@@ -118,11 +118,32 @@ def test_systemd_state_directory_holds_the_catalogue(monkeypatch: pytest.MonkeyP
     assert Config().db_url == "sqlite:////var/lib/genred/catalogue.db"
 
 
-def test_as_dict_is_json_ready(tmp_path: Path) -> None:
+def test_effective_is_json_ready_with_resolved_values(tmp_path: Path) -> None:
     import json
 
     cfg = load(overrides={"watch": ["/m"]}, environ={})
-    data = json.loads(json.dumps(cfg.as_dict()))
+    data = json.loads(json.dumps(cfg.effective()))
     assert data["watch"] == ["/m"]
     assert data["retrain"]["schedule"] == "0 3 * * *"
-    assert data["db_url"].startswith("sqlite:///")
+    assert data["db"] == f"sqlite:///{tmp_path / 'data' / 'genred' / 'catalogue.db'}"
+    assert data["model_store"] == str(tmp_path / "data" / "genred" / "models")
+    assert data["cache"] == str(tmp_path / "cache" / "genred")
+    assert data["model"] is None
+    assert data["aliases"]["drum and bass"] == "Electronic"  # the built-in map
+
+
+def test_each_value_knows_where_it_came_from(tmp_path: Path) -> None:
+    file = _write(tmp_path / "c.toml", 'workers = 1\ntag_threshold = 0.2\n[retrain]\nepochs = 3\n'
+                  '[aliases]\n"Nu  Jazz" = "Jazz"\n"techno" = "Techno"\n')
+    env = {"GENRED_WORKERS": "2", "GENRED_RETRAIN_SCHEDULE": "0 4 * * *"}
+    cfg = load(str(file), {"workers": 4, "log_level": None}, environ=env)
+    assert [cfg.origin(k) for k in ("workers", "tag_threshold", "log_level")] == [
+        "flag", "file", "default"]
+    assert [cfg.origin(k) for k in ("retrain.epochs", "retrain.schedule",
+                                    "retrain.min_new_labels")] == ["file", "env", "default"]
+    data = cfg.effective()
+    assert data["aliases"]["nu jazz"] == "Jazz" and data["aliases"]["techno"] == "Techno"
+    assert data["origins"]["aliases.nu jazz"] == "file"
+    assert data["origins"]["aliases.techno"] == "file"  # overrides a built-in
+    assert data["origins"]["aliases.house"] == "default"
+    assert set(data["origins"]) >= {"db", "watch", "retrain.epochs"}
