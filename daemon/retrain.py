@@ -1,6 +1,7 @@
 """The retrain job: fine-tune the active model on the user's labels, compare old and new on
-the same held-out songs, promote only a model at least as accurate. Runs nightly from the
-scheduler (``daemon.scheduler``) and on demand (``genred retrain --now``).
+the same held-out songs, promote only a model at least as accurate that has not forgotten
+the genres the labels do not cover. Runs nightly from the scheduler (``daemon.scheduler``)
+and on demand (``genred retrain --now``).
 
 What the caller may rely on:
 
@@ -13,6 +14,15 @@ What the caller may rely on:
 - Held-out songs are chosen by a hash of the audio fingerprint, so the same song is held
   out every night (never trained on) whatever its path; each genre with two or more
   labelled songs has at least one held out.
+- Anchors (uncorrected library tracks the old model was sure of, in genres no label
+  covers) are held out the same way: the same hash bucket, so a held-out anchor that the
+  user later corrects becomes a held-out label, never a training song. On the held-out
+  anchors the job measures how often the new model gives the old model's answer
+  (:func:`judge_agreement`); labelled songs cannot show that forgetting. A model is
+  promoted only when it is at least as accurate on held-out labels AND agrees enough on
+  held-out anchors; with no (or too few) anchors the second check is skipped and the run
+  says so. The figures are in ``RetrainOutcome.anchor_check``, the run's ``metrics``
+  (``anchor_check``) and a promoted model's ``model.json`` metrics.
 - After a promotion, tracks whose current prediction came from another model and that
   carry no correction go back to ``pending``: the daemon's worker reclassifies them (and
   rewrites tags when tag writing is on).
@@ -22,12 +32,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,10 +60,33 @@ HOLDOUT_BUCKETS = 5  # 1 in 5 songs held out
 ORIGINAL_SONGS_PER_GENRE = 30  # of the base model's own training collection, per night
 ANCHOR_TRACKS = 100  # unlabelled library tracks that keep the base model's other genres
 ANCHOR_CONFIDENCE = 0.8  # ... when the base was sure of them
+HELD_ANCHORS_PER_GENRE = 10  # held-out anchors checked per genre (decoding costs time)
+# Promotion also needs the new model to give the old one's answer on held-out anchors:
+# overall, and in each genre with enough of them. Candidates for [retrain] config keys.
+MIN_ANCHOR_AGREEMENT = 0.9
+MIN_GENRE_AGREEMENT = 0.7
+MIN_ANCHORS_TO_JUDGE = 5  # fewer held-out anchors (overall / in a genre): not judged
+CHANGED_LISTED = 20  # anchors whose answer changed, listed in the run's metrics
 
 Labelled = list[tuple[str, str]]
-# (base bundle, training labels, held-out labels, out dir) -> the candidate bundle dir.
-Trainer = Callable[[Path, Labelled, Labelled, Path], Path]
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What the job hands a trainer. ``labelled``: labels to train on; ``original``: songs
+    of the base model's own training collection to mix in; ``anchors``: (path, the base
+    model's genre) of library tracks to distil the base on. ``holdout`` and
+    ``held_anchors`` must never be trained on: the job judges the candidate on them."""
+
+    labelled: Labelled
+    holdout: Labelled
+    original: Labelled = field(default_factory=list)
+    anchors: Labelled = field(default_factory=list)
+    held_anchors: Labelled = field(default_factory=list)
+
+
+# (base bundle, what to train on and what to leave out, out dir) -> the candidate bundle dir.
+Trainer = Callable[[Path, TrainingSet, Path], Path]
 
 
 class RetrainBusy(Exception):
@@ -71,6 +105,95 @@ class Label:
         return hashlib.sha256((self.fingerprint or self.path).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """An uncorrected library track the model that classified it was sure of."""
+
+    path: str
+    genre: str
+    fingerprint: str | None
+
+    @property
+    def holdout_key(self) -> str:
+        return hashlib.sha256((self.fingerprint or self.path).encode()).hexdigest()
+
+
+@dataclass
+class AnchorCheck:
+    """How often the new model gave the old model's answer on held-out anchors.
+    ``status``: passed | failed | skipped; ``reason``: one line for the run record;
+    ``per_genre``: genre -> [agreed, anchors]; ``unsure``: held-out anchors left out
+    because the old model, asked again, was no longer sure of the genre they were chosen for;
+    ``changed``: {path, old, new} of some anchors whose answer changed."""
+
+    status: str
+    reason: str
+    per_genre: dict[str, list[int]] = field(default_factory=dict)
+    unsure: int = 0
+    changed: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def anchors(self) -> int:
+        return sum(n for _, n in self.per_genre.values())
+
+    @property
+    def agreed(self) -> int:
+        return sum(k for k, _ in self.per_genre.values())
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.anchors if self.anchors else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "reason": self.reason, "agreement": self.agreement,
+            "anchors": self.anchors, "agreed": self.agreed, "unsure": self.unsure,
+            "per_genre": {g: {"anchors": n, "agreed": k, "agreement": k / n}
+                          for g, (k, n) in sorted(self.per_genre.items()) if n},
+            "thresholds": {"overall": MIN_ANCHOR_AGREEMENT, "genre": MIN_GENRE_AGREEMENT,
+                           "min_anchors": MIN_ANCHORS_TO_JUDGE},
+            "changed": self.changed,
+        }
+
+
+def judge_agreement(per_genre: dict[str, list[int]], unsure: int = 0) -> AnchorCheck:
+    """Pass or fail a candidate on its agreement with the old model on held-out anchors
+    (genre -> [agreed, anchors]). Fewer than MIN_ANCHORS_TO_JUDGE anchors in all: skipped
+    (a handful of tracks would let one legitimately changed answer block every night);
+    else failed when the overall agreement is below MIN_ANCHOR_AGREEMENT (and more than one
+    answer changed: with few anchors, one changed answer is no evidence of forgetting) or a
+    genre with at least MIN_ANCHORS_TO_JUDGE anchors is below MIN_GENRE_AGREEMENT."""
+    check = AnchorCheck("passed", "", {g: list(v) for g, v in per_genre.items()}, unsure)
+    n, agreed = check.anchors, check.agreed
+    if n == 0:
+        check.status = "skipped"
+        check.reason = (f"anchor check skipped: asked again, the old model was sure of none "
+                        f"of the {unsure} held-out anchor track(s)")
+        return check
+    if n < MIN_ANCHORS_TO_JUDGE:
+        check.status = "skipped"
+        check.reason = (f"anchor check skipped: only {n} held-out anchor track(s) "
+                        f"({MIN_ANCHORS_TO_JUDGE} needed); agreement {agreed}/{n}")
+        return check
+    failures = []
+    if agreed / n + 1e-9 < MIN_ANCHOR_AGREEMENT and n - agreed > 1:
+        failures.append(f"agrees with the old model on only {agreed}/{n} held-out anchor "
+                        f"tracks ({agreed / n:.3f}, needs {MIN_ANCHOR_AGREEMENT:.2f})")
+    weak = [f"{g} {k}/{m}" for g, (k, m) in sorted(check.per_genre.items())
+            if m >= MIN_ANCHORS_TO_JUDGE and k / m + 1e-9 < MIN_GENRE_AGREEMENT]
+    if weak:
+        failures.append(f"{', '.join(weak)} (each genre needs {MIN_GENRE_AGREEMENT:.2f})")
+    if failures:
+        worst = sorted((k / m, g, k, m) for g, (k, m) in check.per_genre.items() if m and k < m)
+        failures.append("answers changed most in " + ", ".join(
+            f"{g} {k}/{m}" for _, g, k, m in worst[:6]))
+        check.status = "failed"
+        check.reason = "forgets genres without labels: " + "; ".join(failures)
+    else:
+        check.reason = f"agrees with the old model on {agreed}/{n} held-out anchor tracks"
+    return check
+
+
 @dataclass
 class RetrainOutcome:
     decision: str
@@ -83,13 +206,24 @@ class RetrainOutcome:
     n_labels: int = 0
     n_new_labels: int = 0
     requeued: int = 0
+    # How often the new model gave the old one's answer on held-out anchors (None: not
+    # measured), and the whole check (AnchorCheck.as_json; empty when no model was trained).
+    anchor_agreement: float | None = None
+    anchor_check: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
+        """One line: the decision, its reason, the accuracies and, when it was measured,
+        the agreement with the old model on held-out anchors per genre."""
         text = f"{self.decision}: {self.reason}"
+        figures = []
         if self.old_accuracy is not None and self.new_accuracy is not None:
-            text += f" (held-out accuracy {self.old_accuracy:.3f} -> {self.new_accuracy:.3f})"
-        return text
+            figures.append(f"held-out accuracy {self.old_accuracy:.3f} -> {self.new_accuracy:.3f}")
+        per_genre = self.anchor_check.get("per_genre") or {}
+        if per_genre:
+            figures.append("anchor agreement " + ", ".join(
+                f"{g} {v['agreed']}/{v['anchors']}" for g, v in per_genre.items()))
+        return text + (f" ({'; '.join(figures)})" if figures else "")
 
 
 def present_labels(engine: Engine) -> list[Label]:
@@ -264,52 +398,94 @@ def original_training_data(store_root: Path, base: Path) -> Labelled:
     return []
 
 
-def anchor_tracks(engine: Engine, genres: set[str], exclude: set[str],
-                  limit: int = ANCHOR_TRACKS) -> list[str]:
-    """Up to ``limit`` uncorrected library tracks (files present) that the current model
-    put in one of ``genres`` with confidence >= ANCHOR_CONFIDENCE — the same ones every
-    night (lowest path hash). Fine-tuning teaches the new model to answer on them as the
-    base did, so genres without labels are not forgotten; unsure predictions are left out,
-    so anchors do not hold back what the labels teach about similar songs."""
+def anchor_candidates(engine: Engine, genres: set[str], exclude: set[str]) -> list[Anchor]:
+    """Uncorrected ``ok`` tracks (not in ``exclude``) that the current model put in one of
+    ``genres`` with confidence >= ANCHOR_CONFIDENCE, in a fixed order (fingerprint hash),
+    so the same ones are chosen every night. Files are not checked here."""
     corrected = exists().where(Correction.track_id == Track.id, Correction.active)
     with Session(reading(engine)) as s:
-        paths = s.scalars(
-            select(Track.path).join(Prediction, Prediction.track_id == Track.id)
+        rows = s.execute(
+            select(Track.path, Prediction.genre, Track.fingerprint)
+            .join(Prediction, Prediction.track_id == Track.id)
             .where(Track.status == OK, ~corrected, Prediction.current,
                    Prediction.genre.in_(sorted(genres)),
                    Prediction.confidence >= ANCHOR_CONFIDENCE)
         ).all()
-    ranked = sorted((p for p in paths if p not in exclude),
-                    key=lambda p: hashlib.sha256(p.encode()).hexdigest())
-    return [p for p in ranked if os.path.isfile(p)][:limit]
+    anchors = [Anchor(p, g, fp) for p, g, fp in rows if p not in exclude]
+    return sorted(anchors, key=lambda a: a.holdout_key)
 
 
-def fine_tune_trainer(cfg: Config, engine: Engine | None = None) -> Trainer:
+def split_anchors(candidates: list[Anchor]) -> tuple[list[Anchor], list[Anchor]]:
+    """(train pool, held out) with the labels' rule: a track is held out when its hash
+    falls in the held-out bucket; a genre with ≥ 2 candidates and none there gives its
+    lowest-hash one. At most HELD_ANCHORS_PER_GENRE held-out tracks per genre are kept
+    (files present); the rest of the bucket is left out of training all the same. The
+    train pool keeps the candidates' order and is not checked for files."""
+    by_genre: dict[str, list[Anchor]] = {}
+    for anchor in candidates:
+        by_genre.setdefault(anchor.genre, []).append(anchor)
+    held_out: set[Anchor] = set()
+    kept: list[Anchor] = []
+    for tracks in by_genre.values():
+        bucket = [a for a in tracks if int(a.holdout_key, 16) % HOLDOUT_BUCKETS == 0]
+        if not bucket and len(tracks) >= 2:
+            bucket = tracks[:1]
+        held_out.update(bucket)
+        kept += _present(bucket, HELD_ANCHORS_PER_GENRE)
+    return [a for a in candidates if a not in held_out], kept
+
+
+def _present(anchors: Iterable[Anchor], limit: int) -> list[Anchor]:
+    """The first ``limit`` anchors whose files exist (checking no more files than that)."""
+    out: list[Anchor] = []
+    for anchor in anchors:
+        if len(out) >= limit:
+            break
+        if os.path.isfile(anchor.path):
+            out.append(anchor)
+    return out
+
+
+def training_set(engine: Engine, store_root: Path, base: Path, train: list[Label],
+                 holdout: Labelled) -> TrainingSet:
+    """The night's data: the labels, up to ORIGINAL_SONGS_PER_GENRE songs per genre of the
+    base model's own training collection, and anchors in the base's genres no label
+    covers — up to ANCHOR_TRACKS for training (only in genres the collection does not
+    cover either) and the held-out ones that judge the candidate."""
+    from classifier.bundle import read_meta
+
+    labelled = [(x.path, x.genre) for x in train]
+    taken = {p for p, _ in labelled} | {p for p, _ in holdout}
+    original = [x for x in original_training_data(store_root, base) if x[0] not in taken]
+    if original:
+        log.info("mixing in %d songs of the model's own training collection", len(original))
+    unlabelled = set(read_meta(base).labels) - {g for _, g in labelled + holdout}
+    if not unlabelled:
+        return TrainingSet(labelled, holdout, original)
+    candidates = anchor_candidates(engine, unlabelled, taken | {p for p, _ in original})
+    pool, held = split_anchors(candidates)
+    in_collection = {g for _, g in original}
+    anchors = _present((a for a in pool if a.genre not in in_collection), ANCHOR_TRACKS)
+    log.info("anchoring the base model's unlabelled genres on %d library tracks "
+             "(%d more held out to check them)", len(anchors), len(held))
+    return TrainingSet(labelled, holdout, original, [(a.path, a.genre) for a in anchors],
+                       [(a.path, a.genre) for a in held])
+
+
+def fine_tune_trainer(cfg: Config) -> Trainer:
     """The real trainer: classifier.training.fine_tune with the config's epochs/cache, on
-    the user's labels plus the model's own training collection where it is available.
-    With ``engine``, a sample of the unlabelled library anchors the base model's genres
-    that the labels do not cover."""
+    the labels plus the base model's own training collection, distilling the base on the
+    anchors."""
 
-    def train(base: Path, labelled: Labelled, holdout: Labelled, out_dir: Path) -> Path:
+    def train(base: Path, data: TrainingSet, out_dir: Path) -> Path:
         from classifier import training
         from classifier.bundle import read_meta
 
-        taken = {p for p, _ in labelled} | {p for p, _ in holdout}
-        original = [x for x in original_training_data(cfg.model_store_path, base)
-                    if x[0] not in taken]
-        if original:
-            log.info("mixing in %d songs of the model's own training collection", len(original))
-        meta = read_meta(base)
-        covered = {g for _, g in labelled + original}
-        anchors: list[str] = []
-        uncovered = set(meta.labels) - covered
-        if engine is not None and uncovered:
-            anchors = anchor_tracks(engine, uncovered, taken)
-            log.info("anchoring the base model's unlabelled genres on %d library tracks",
-                     len(anchors))
         result = training.fine_tune(
-            base, labelled + original, out_dir, holdout=holdout, epochs=cfg.retrain.epochs,
-            cache_dir=cfg.cache_path, params=meta.params, anchors=anchors,
+            base, data.labelled + data.original, out_dir, holdout=data.holdout,
+            epochs=cfg.retrain.epochs, cache_dir=cfg.cache_path,
+            params=read_meta(base).params, anchors=[p for p, _ in data.anchors],
+            workers=cfg.workers or None,  # the config's decode processes (0: the default)
             progress=sys.stderr.isatty(),  # a bar for `retrain --now` on a terminal
         )
         return result.out_dir
@@ -326,7 +502,7 @@ def retrain(engine: Engine, cfg: Config, trigger: str = "cli",
     try:
         with _retrain_lock(store.root), _running():
             _remove_stale_staging(store.root)
-            trainer = trainer or fine_tune_trainer(cfg, engine)
+            trainer = trainer or fine_tune_trainer(cfg)
             return _retrain_locked(engine, cfg, store, trigger, trainer)
     except RetrainBusy as e:
         outcome = RetrainOutcome(SKIPPED, str(e), _start_run(engine, trigger, None))
@@ -388,8 +564,70 @@ def _accuracy(bundle: Path, holdout: Labelled, cfg: Config) -> tuple[float, dict
     from classifier import training
 
     report = training.evaluate(bundle, holdout, clips_per_track=cfg.clips_per_track,
-                               cache_dir=cfg.cache_path)
+                               cache_dir=cfg.cache_path, workers=cfg.workers or None)
     return float(report["accuracy"]), report
+
+
+def check_anchors(base: Path, candidate: Path, held: Labelled, cfg: Config) -> AnchorCheck:
+    """Ask the old and the new model about each held-out anchor (path, genre it was chosen
+    for), on the same clips as in real use, and judge the agreement
+    (:func:`judge_agreement`). An anchor counts when the old model, asked again, still
+    gives the genre it was chosen for with confidence >= ANCHOR_CONFIDENCE (the catalogue's
+    prediction may come from an older model or other clips); that answer is the one the
+    new model should keep."""
+    from classifier.predict import Classifier
+
+    if not held:
+        return AnchorCheck("skipped", "anchor check skipped: no anchor tracks (no uncorrected "
+                           "library track the old model is sure of in a genre without labels)")
+    old = Classifier.load(base, clips_per_track=cfg.clips_per_track)
+    new = Classifier.load(candidate, clips_per_track=cfg.clips_per_track)
+    old_feats = _anchor_features(old.params, held, cfg)
+    new_feats = old_feats if new.params == old.params else _anchor_features(
+        new.params, held, cfg)
+    per_genre: dict[str, list[int]] = {}
+    unsure = 0
+    changed: list[dict[str, str]] = []
+    for path, chosen_as in held:
+        if path not in old_feats or path not in new_feats:
+            continue  # unreadable now; Extractor logged it
+        probs = old.probabilities(old_feats[path]).mean(axis=0)
+        was = old.labels[int(probs.argmax())]
+        if probs.max() < ANCHOR_CONFIDENCE or was != chosen_as:
+            unsure += 1
+            continue
+        now = new.labels[int(new.probabilities(new_feats[path]).mean(axis=0).argmax())]
+        counts = per_genre.setdefault(was, [0, 0])
+        counts[0] += now == was
+        counts[1] += 1
+        if now != was and len(changed) < CHANGED_LISTED:
+            changed.append({"path": path, "old": was, "new": now})
+    check = judge_agreement(per_genre, unsure)
+    check.changed = changed
+    return check
+
+
+def _anchor_features(params: Any, held: Labelled, cfg: Config) -> dict[str, Any]:
+    """path -> (K, n_mels, frames) spread-clip features, through the feature cache."""
+    from classifier.dataset import Song
+    from classifier.extract import Extractor
+
+    extractor = Extractor(params, cfg.cache_path, progress=False, workers=cfg.workers or None)
+    songs, feats = extractor.many([Song(Path(p), g, "anchor") for p, g in held],
+                                  cfg.clips_per_track, None, "anchor check")
+    return {str(song.path): f for song, f in zip(songs, feats, strict=True)}
+
+
+def _note_in_bundle(bundle: Path, key: str, value: Any) -> None:
+    """Add ``metrics[key]`` to a bundle's model.json (atomically; every other field kept as
+    written), so `genred models show` shows how the model was judged."""
+    from classifier.bundle import META_FILE
+
+    data = json.loads((bundle / META_FILE).read_text(encoding="utf-8"))
+    data["metrics"] = {**(data.get("metrics") or {}), key: value}
+    tmp = bundle / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, bundle / META_FILE)
 
 
 def _train_and_decide(engine: Engine, store: Any, base_path: Path, labels: list[Label],
@@ -403,31 +641,42 @@ def _train_and_decide(engine: Engine, store: Any, base_path: Path, labels: list[
     if not holdout:  # too few labels per genre to hold any out: compare on what we have
         holdout, basis = [(x.path, x.genre) for x in labels], "the training labels (too few "
         basis += "labels per genre to hold songs out)"
-    candidate = trainer(base_path, [(x.path, x.genre) for x in train], holdout,
-                        store.new_version_dir())
+    data = training_set(engine, store.root, base_path, train, holdout)
+    candidate = trainer(base_path, data, store.new_version_dir())
     meta = read_meta(candidate)
     outcome.new_model = meta.version
     outcome.old_accuracy, old_report = _accuracy(base_path, holdout, cfg)
     outcome.new_accuracy, new_report = _accuracy(candidate, holdout, cfg)
+    anchors = check_anchors(base_path, candidate, data.held_anchors, cfg)
+    outcome.anchor_agreement, outcome.anchor_check = anchors.agreement, anchors.as_json()
     outcome.metrics = {"old": old_report, "new": new_report, "n_train": len(train),
-                       "n_holdout": len(holdout), "compared_on": basis}
+                       "n_holdout": len(holdout), "compared_on": basis,
+                       "n_anchors": len(data.anchors), "anchor_check": outcome.anchor_check}
+    refusals = []
     if outcome.new_accuracy + 1e-9 < outcome.old_accuracy:
+        refusals.append(f"new model less accurate on {len(holdout)} {basis}")
+    if anchors.status == "failed":
+        refusals.append(f"new model {anchors.reason}")
+    if refusals:
         outcome.decision = REJECTED
-        outcome.reason = (f"new model less accurate on {len(holdout)} {basis}; "
-                          f"kept {outcome.base_model}")
+        outcome.reason = "; ".join(refusals) + f"; kept {outcome.base_model}"
         shutil.rmtree(candidate, ignore_errors=True)
         return
+    headline = {k: v for k, v in outcome.anchor_check.items() if k != "changed"}
+    _note_in_bundle(candidate, "anchor_check", headline)
     base_meta = read_meta(base_path)
     register_model(engine, base_meta.version, base_path, base_meta.labels,
                    metrics=base_meta.metrics, parent=base_meta.parent, active=False)
     # Queue first, then switch: a running daemon reloads on the switch (and requeues by
     # itself too), so the count reported here is the real one.
     outcome.requeued = requeue_outdated(engine, meta.version)
-    register_model(engine, meta.version, candidate, meta.labels, metrics=new_report,
+    register_model(engine, meta.version, candidate, meta.labels,
+                   metrics={**new_report, "anchor_check": headline},
                    parent=base_meta.version, active=True)
     store.activate(meta.version)
     outcome.decision = PROMOTED
-    outcome.reason = f"new model at least as accurate on {len(holdout)} {basis}"
+    outcome.reason = f"new model at least as accurate on {len(holdout)} {basis}; "
+    outcome.reason += anchors.reason if anchors.status == "skipped" else f"it {anchors.reason}"
     if cfg.model:
         log.warning("config 'model' pins %s: the promoted %s is active in the store but "
                     "the daemon keeps using the pinned model", cfg.model, meta.version)

@@ -111,6 +111,9 @@ def test_promotes_a_better_model_that_knows_the_new_genre_then_rejects_a_worse_o
     assert outcome.new_accuracy is not None and outcome.old_accuracy is not None
     assert outcome.new_accuracy >= outcome.old_accuracy
     assert outcome.metrics["n_holdout"] >= 4
+    # The random base model is sure of nothing: no anchors, and the record says so.
+    assert "anchor check skipped: no anchor tracks" in outcome.reason
+    assert outcome.anchor_check["status"] == "skipped" and outcome.anchor_agreement is None
     store = ModelStore(cfg.model_store_path)
     assert store.active_version() == outcome.new_model
     from classifier.predict import Classifier
@@ -132,7 +135,7 @@ def test_promotes_a_better_model_that_knows_the_new_genre_then_rejects_a_worse_o
         add_label(engine, ws["music"] / "Drone" / f"Drone{i}.wav", "Ambient")
         add_label(engine, ws["music"] / "Pulse" / f"Pulse{i}.wav", "Techno")
 
-    def worse(base: Path, labelled: object, holdout: object, out_dir: Path) -> Path:
+    def worse(base: Path, data: object, out_dir: Path) -> Path:
         return tiny_bundle(out_dir, version="worse", seed=123)
 
     rejected = retrain(engine, cfg, trigger="cli", trainer=worse)
@@ -145,6 +148,8 @@ def test_promotes_a_better_model_that_knows_the_new_genre_then_rejects_a_worse_o
     runs = _runs(engine)
     assert [r.decision for r in runs] == [SKIPPED, PROMOTED, REJECTED]
     assert runs[1].old_accuracy is not None and runs[1].new_model == outcome.new_model
+    assert runs[1].metrics["anchor_check"]["status"] == "skipped"
+    assert runs[1].reason and "anchor check skipped" in runs[1].reason
     assert runs[2].reason and "less accurate" in runs[2].reason
     assert runs[2].last_correction_id and runs[2].last_correction_id > (
         runs[1].last_correction_id or 0)
@@ -159,7 +164,7 @@ def test_a_failing_trainer_is_recorded_not_raised(
     _scan(engine, cfg, workspace["music"])
     _label_all(engine, workspace["music"])
 
-    def broken(base: Path, labelled: object, holdout: object, out_dir: Path) -> Path:
+    def broken(base: Path, data: object, out_dir: Path) -> Path:
         raise RuntimeError("disk full")
 
     outcome = retrain(engine, cfg, trainer=broken)
@@ -205,10 +210,10 @@ def test_the_base_models_own_training_collection_is_found_through_its_parents(
     assert original_training_data(store, store / "second") == []
 
 
-def test_anchor_tracks_are_confident_uncorrected_library_songs(
+def test_anchor_candidates_are_confident_uncorrected_library_songs(
     workspace: dict[str, Path], tmp_path: Path
 ) -> None:
-    from daemon.retrain import anchor_tracks
+    from daemon.retrain import anchor_candidates
 
     music = tmp_path / "music"
     shutil.copytree(workspace["music"] / "Drone", music / "Drone")
@@ -221,9 +226,9 @@ def test_anchor_tracks_are_confident_uncorrected_library_songs(
             prediction.genre = "Jazz"
             prediction.confidence = 0.5 if prediction.track.path == songs[-1] else 0.9
     add_label(engine, songs[0], "Drone")  # corrected: a label, not an anchor
-    Path(songs[1]).unlink()  # gone from disk
-    anchors = anchor_tracks(engine, {"Jazz"}, exclude={songs[2]})
-    assert set(anchors) == set(songs[3:-1])
-    assert anchors == anchor_tracks(engine, {"Jazz"}, exclude={songs[2]})  # same every night
-    assert len(anchor_tracks(engine, {"Jazz"}, exclude=set(), limit=2)) == 2
-    assert anchor_tracks(engine, {"Rock"}, exclude=set()) == []
+    anchors = anchor_candidates(engine, {"Jazz"}, exclude={songs[2]})
+    assert {a.path for a in anchors} == set(songs[1:-1]) - {songs[2]}
+    assert {a.genre for a in anchors} == {"Jazz"} and all(a.fingerprint for a in anchors)
+    assert anchors == anchor_candidates(engine, {"Jazz"}, exclude={songs[2]})  # every night
+    assert anchor_candidates(engine, {"Rock"}, exclude=set()) == []
+    engine.dispose()
