@@ -399,15 +399,19 @@ def original_training_data(store_root: Path, base: Path) -> Labelled:
 
 
 def anchor_candidates(engine: Engine, genres: set[str], exclude: set[str]) -> list[Anchor]:
-    """Uncorrected ``ok`` tracks (not in ``exclude``) that the current model put in one of
+    """Uncorrected tracks (not in ``exclude``) whose current prediction put them in one of
     ``genres`` with confidence >= ANCHOR_CONFIDENCE, in a fixed order (fingerprint hash),
-    so the same ones are chosen every night. Files are not checked here."""
+    so the same ones are chosen every night. Tracks queued again after a model switch keep
+    their current prediction and still count (a `retrain --now` right after a promotion
+    must not lose its anchors); the base model is what the new one learns from and is
+    compared with on them, so an older model's answer only chooses them. Files are not
+    checked here."""
     corrected = exists().where(Correction.track_id == Track.id, Correction.active)
     with Session(reading(engine)) as s:
         rows = s.execute(
             select(Track.path, Prediction.genre, Track.fingerprint)
             .join(Prediction, Prediction.track_id == Track.id)
-            .where(Track.status == OK, ~corrected, Prediction.current,
+            .where(Track.status.in_((OK, PENDING)), ~corrected, Prediction.current,
                    Prediction.genre.in_(sorted(genres)),
                    Prediction.confidence >= ANCHOR_CONFIDENCE)
         ).all()

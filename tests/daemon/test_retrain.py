@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from classifier.store import ModelStore
@@ -30,7 +30,7 @@ from daemon.retrain import (
 from storage.catalogue import count_tracks, get_track, pending_paths
 from storage.corrections import add_label
 from storage.db import open_catalogue
-from storage.schema import PENDING, ModelVersion, Prediction, TrainingRun
+from storage.schema import ERROR, PENDING, ModelVersion, Prediction, Track, TrainingRun
 from tests.audiogen import make_track
 from tests.storage.modelkit import tiny_bundle
 
@@ -226,8 +226,11 @@ def test_anchor_candidates_are_confident_uncorrected_library_songs(
             prediction.genre = "Jazz"
             prediction.confidence = 0.5 if prediction.track.path == songs[-1] else 0.9
     add_label(engine, songs[0], "Drone")  # corrected: a label, not an anchor
+    with Session(engine) as s, s.begin():  # queued again after a model switch: still one
+        s.execute(update(Track).where(Track.path == songs[3]).values(status=PENDING))
+        s.execute(update(Track).where(Track.path == songs[4]).values(status=ERROR))
     anchors = anchor_candidates(engine, {"Jazz"}, exclude={songs[2]})
-    assert {a.path for a in anchors} == set(songs[1:-1]) - {songs[2]}
+    assert {a.path for a in anchors} == set(songs[1:-1]) - {songs[2], songs[4]}
     assert {a.genre for a in anchors} == {"Jazz"} and all(a.fingerprint for a in anchors)
     assert anchors == anchor_candidates(engine, {"Jazz"}, exclude={songs[2]})  # every night
     assert anchor_candidates(engine, {"Rock"}, exclude=set()) == []
