@@ -21,6 +21,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -65,8 +67,8 @@ POOL_MIN_FILES = 16  # fewer files than this are decoded in this process
 # Files handed to the decode processes ahead of their results (~1.3 MB of features each):
 # enough that they keep working while this process loads torch (a second) or writes.
 IN_FLIGHT_PER_WORKER = 8
-# Imported once by the decode pool's server process (see Worker._executor).
-PRELOAD = ["daemon.worker"]
+# Imported once by the decode pool's server process (see daemon/decode_server.py).
+PRELOAD = ["daemon.decode_server"]
 
 
 @dataclass
@@ -164,14 +166,29 @@ def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
         return Decoded(path, error=f"{type(e).__name__}: {e}")
 
 
-def _start_decoder() -> None:
-    """A decode process's initializer: one BLAS thread (see one_thread_per_process), and
-    stop signals ignored: Ctrl-C or a SIGTERM sent to the whole process group (systemd
-    stopping the service) is for the main process, which finishes or requeues the work and
-    shuts the pool down; a decode process killed by it would record its file as crashed."""
+def _start_decoder(owner: int) -> None:
+    """A decode process's initializer: one BLAS thread (see one_thread_per_process); stop
+    signals ignored — Ctrl-C or a SIGTERM sent to the whole process group (systemd stopping
+    the service) is for the main process ``owner``, which finishes or requeues the work and
+    shuts the pool down; a decode process killed by it would record its file as crashed;
+    and an exit of its own once ``owner`` is gone (killed with SIGKILL, say): an orphaned
+    pool process would otherwise wait for work forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     one_thread_per_process()
+    threading.Thread(target=_exit_without, args=(owner,), daemon=True,
+                     name="exit-with-owner").start()
+
+
+def _exit_without(owner: int, every: float = 1.0) -> None:
+    while True:
+        time.sleep(every)
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # a pid taken by another user's process: ours is gone
+            os._exit(0)
 
 
 def _one_torch_thread() -> None:
@@ -373,12 +390,13 @@ class Worker:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # forkserver: children never inherit torch's threads from this process. The
-            # server imports the decoding modules once; every decode process forked from it
-            # starts with them loaded.
+            # server imports the decoding modules once (and ignores SIGTERM: see
+            # daemon/decode_server.py); every decode process forked from it starts ready.
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(PRELOAD)
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                             initializer=_start_decoder)
+                                             initializer=_start_decoder,
+                                             initargs=(os.getpid(),))
         return self._pool
 
     def _drop_pool(self, future: Future[Decoded]) -> None:

@@ -198,6 +198,17 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return kids
+
+
 def _tree_cpu_seconds(pid: int) -> tuple[float, float]:
     """(CPU seconds of ``pid`` itself, of all its descendants still running)."""
     helpers = 0.0
@@ -220,8 +231,12 @@ def test_a_backlog_is_decoded_in_parallel_and_the_idle_daemon_stays_idle(
         make_track(library.music / f"p{i:02}.wav", STYLES[i % 4], SECONDS, seed=200 + i)
     daemon = _start(library, daemons)  # --workers 2
     wait_for(lambda: _ok_count(library) == 8, 90, "the backlog")
-    _, helpers = _tree_cpu_seconds(daemon.proc.pid)  # the pool stays up for the next batch
-    assert helpers > 1.0, f"decode processes used {helpers:.2f} CPU-s: no parallel decoding"
+    # The pool stays up for the next batch: its decode processes sit under the forkserver
+    # (grandchildren of the daemon), and both must have done real work.
+    direct = set(_children(daemon.proc.pid))
+    decoders = [pid for pid in _descendants(daemon.proc.pid) if pid not in direct]
+    busy = [pid for pid in decoders if _cpu_seconds(pid) >= 0.05]
+    assert len(busy) >= 2, f"decode processes {decoders}: {len(busy)} did any work"
     time.sleep(1.0)
     before = sum(_tree_cpu_seconds(daemon.proc.pid))
     time.sleep(3.0)

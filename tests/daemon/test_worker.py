@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -246,9 +248,7 @@ def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(
 def test_a_decode_process_that_dies_costs_no_file(
     engine: Engine, classifier: Classifier, tmp_path: Path
 ) -> None:
-    import signal
     import threading
-    import time
 
     songs = [make_track(tmp_path / f"{i}.ogg", "Chirp", 3.0, seed=i) for i in range(6)]
     killed: list[int] = []
@@ -274,3 +274,77 @@ def test_a_decode_process_that_dies_costs_no_file(
     assert killed, "no decode process was started"
     assert summary.retried >= 1 and "retried after a decoder crash" in summary.line()
     assert (summary.classified, summary.errors) == (6, 0)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _forkserver_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    return forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+
+
+def test_a_sigterm_to_the_process_group_does_not_break_the_decode_pool(
+    engine: Engine, classifier: Classifier, tmp_path: Path
+) -> None:
+    # systemd (KillMode=control-group) or `kill -TERM -PGID` signals every process of the
+    # daemon, the decode pool's server among them; the daemon then finishes or requeues its
+    # work, and its decode processes must still be there to do it.
+    songs = [make_track(tmp_path / f"{i}.ogg", "Chirp", 3.0, seed=i) for i in range(8)]
+    with Worker(engine, classifier, Config(workers=2)) as w:
+        w.pool_min_files = 0
+        assert w.process(songs[:4]).classified == 4  # the pool and its server are up
+        server = _forkserver_pid()
+        assert server is not None
+        os.kill(server, signal.SIGTERM)
+        time.sleep(0.5)
+        assert _alive(server), "the pool's server died of SIGTERM"
+        summary = w.process(songs[4:])
+    assert (summary.classified, summary.errors, summary.retried) == (4, 0, 0)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # this process is untouched
+
+
+def test_decode_processes_do_not_outlive_a_killed_owner(tmp_path: Path, model_dir: Path) -> None:
+    # kill -9 (or the OOM killer) ends the scan or daemon at once; its decode pool must
+    # not linger, waiting for work that will never come.
+    import subprocess
+    import sys
+
+    for i in range(4):
+        make_track(tmp_path / "lib" / f"{i}.ogg", "Chirp", 3.0, seed=i)
+    script = f"""
+import sys, time
+from multiprocessing import forkserver
+from classifier.predict import Classifier
+from daemon.config import Config
+from daemon.worker import Worker, gather
+from storage.db import open_catalogue
+if __name__ == "__main__":
+    engine = open_catalogue({f"sqlite:///{tmp_path / 'c.db'}"!r})
+    w = Worker(engine, Classifier.load({str(model_dir)!r}, clips_per_track=1),
+               Config(workers=2))
+    w.pool_min_files = 0
+    w.process(list(gather([{str(tmp_path / "lib")!r}])))
+    pids = list(w._pool._processes) + [forkserver._forkserver._forkserver_pid]
+    print(*pids, flush=True)
+    time.sleep(120)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[2])
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 3 and all(_alive(p) for p in pids), pids
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], "decode processes outlived their owner"
