@@ -48,6 +48,7 @@ from sqlalchemy import Engine, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
+from storage import catalogue
 from storage.db import reading, writing
 from storage.schema import MISSING, OK, PENDING, Correction, Prediction, Track, TrainingRun, utcnow
 
@@ -313,18 +314,9 @@ def _finish_run(engine: Engine, outcome: RetrainOutcome, last_correction_id: int
 
 
 def requeue_outdated(engine: Engine, version: str) -> int:
-    """Uncorrected ``ok`` tracks whose current prediction is not from ``version`` go back
-    to ``pending``; returns how many."""
-    corrected = exists().where(Correction.track_id == Track.id, Correction.active)
-    outdated = exists().where(
-        Prediction.track_id == Track.id, Prediction.current, Prediction.model_version != version
-    )
-    with Session(writing(engine)) as s, s.begin():
-        result = s.execute(
-            update(Track).where(Track.status == OK, outdated, ~corrected)
-            .values(status=PENDING).execution_options(synchronize_session=False)
-        )
-        return int(getattr(result, "rowcount", 0) or 0)
+    """After promoting ``version``: queue the uncorrected ``ok`` tracks another model
+    predicted (catalogue.requeue_for_model); returns how many."""
+    return catalogue.requeue_for_model(engine, version).queued
 
 
 @contextmanager
