@@ -124,7 +124,7 @@ def _measure(args: argparse.Namespace, work: Path, sources: list[Path],
             for name in closes:
                 _wait_for(poller, name, 300, daemon, log)
             _report_latency(report, poller, closes, args.settle)
-            _report_idle(report, daemon, 2.0 if args.quick else 5.0)
+            _report_idle(report, daemon, 2.0 if args.quick else 10.0)
             report.result("sigterm_to_exit", _stop(daemon), "s", target="a few seconds")
         finally:
             poller.stop()
@@ -150,6 +150,9 @@ def _report_latency(report: common.Report, poller: CataloguePoller, closes: dict
 
 
 def _report_idle(report: common.Report, daemon: subprocess.Popen[str], seconds: float) -> None:
+    """CPU of the daemon and its decode processes over ``seconds``, from 2 s after the last
+    file was classified (the tail of that work — logging, the status line — is not idle)."""
+    time.sleep(2.0)
     before = procmem.cpu_seconds(daemon.pid)
     time.sleep(seconds)
     used = procmem.cpu_seconds(daemon.pid) - before
