@@ -248,10 +248,11 @@ def test_a_backlog_is_decoded_in_parallel_and_the_idle_daemon_stays_idle(
 def test_a_signal_to_the_whole_process_group_mid_backlog_loses_nothing(
     library: Library, daemons: list[Daemon], signum: signal.Signals
 ) -> None:
-    for i in range(12):
+    n = 32  # decoding is fast: enough files that the signal lands mid-backlog
+    for i in range(n):
         make_track(library.music / f"g{i:02}.wav", STYLES[i % 4], SECONDS, seed=300 + i)
     daemon = _start(library, daemons, new_session=True)  # Ctrl-C / systemd: every process
-    wait_for(lambda: _ok_count(library) >= 2, 60, "the first classified files")
+    wait_for(lambda: _ok_count(library) >= 1, 60, "the first classified file")
     start = time.monotonic()
     os.killpg(daemon.proc.pid, signum)
     code = daemon.proc.wait(timeout=15)
@@ -261,7 +262,7 @@ def test_a_signal_to_the_whole_process_group_mid_backlog_loses_nothing(
     assert "crashed" not in daemon.output()
     statuses = {s for (s,) in library.rows("SELECT status FROM tracks")}
     assert statuses <= {"ok", "pending"}, library.rows("SELECT path, error FROM tracks")
-    assert _ok_count(library) < 12, "the backlog finished before the signal; proves nothing"
+    assert _ok_count(library) < n, "the backlog finished before the signal; proves nothing"
 
 
 def test_sigterm_mid_backlog_exits_zero_quickly_and_loses_nothing(
