@@ -228,6 +228,12 @@ def _scan(args: argparse.Namespace, cfg: Config) -> int:
                 Worker(engine, classifier, cfg, tag_policy=policy, progress=bar,
                        on_tag=_print_outcome if policy else None) as worker:
             summary = worker.scan(args.paths, force=args.force)
+        from datetime import UTC, datetime
+
+        from daemon.status import LAST_SCAN_KEY
+        from storage.catalogue import set_state
+
+        set_state(engine, LAST_SCAN_KEY, datetime.now(UTC).isoformat(timespec="seconds"))
     except BundleError as e:  # the model itself is unusable: no file would classify
         print(f"genred: cannot use the model: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -406,7 +412,7 @@ def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
     if engine is None:
         return EXIT_FAILED
     total = sum(remove_label(engine, path) for path in args.paths)
-    print(f"{total} tracks uncorrected (history kept)")
+    print(f"{total} track{'' if total == 1 else 's'} uncorrected (history kept)")
     if cfg.write_tags and total:  # the files now get the prediction (where policy allows)
         _write_tags_for(engine, _catalogued(engine, args.paths), _policy(args, cfg))
     return EXIT_OK

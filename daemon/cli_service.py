@@ -363,8 +363,8 @@ def _config_toml(cfg: Config, data: dict[str, Any]) -> Iterator[str]:
         setting = f"retrain.{key}"
         yield f"{key} = {_toml_value(value)}  # {_origin_note(setting, origins[setting])}"
     user = sum(1 for k in data["aliases"] if origins[f"aliases.{k}"] != "default")
-    yield (f"\n[aliases]  # {len(data['aliases'])}: the built-in ones, {user} of them set by "
-           "the config; names match case-insensitively")
+    yield (f"\n[aliases]  # {len(data['aliases'])}: the built-in ones and yours, {user} of "
+           "them set by the config; names match case-insensitively")
     for key, value in data["aliases"].items():
         origin = origins[f"aliases.{key}"]
         note = "" if origin == "default" else f"  # {_origin_note(key, origin)}"

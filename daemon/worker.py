@@ -87,7 +87,7 @@ class Summary:
     def line(self) -> str:
         text = (
             f"scanned {self.scanned}: {self.classified} classified, "
-            f"{self.unchanged} unchanged, {self.errors} errors"
+            f"{self.unchanged} unchanged, {self.errors} error{'' if self.errors == 1 else 's'}"
         )
         extra = [f"{self.missing} missing"] if self.missing else []
         extra += [f"{self.moved} moved"] if self.moved else []

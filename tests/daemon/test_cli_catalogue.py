@@ -66,9 +66,11 @@ def query(env: dict[str, str], *args: str) -> list[dict[str, object]]:
 def test_scan_query_correct_and_stats(env: dict[str, str], library: Path) -> None:
     scan = genred(env, "scan", library)
     assert scan.stdout.strip().splitlines()[-1] == \
-        "scanned 4: 3 classified, 0 unchanged, 1 errors"
+        "scanned 4: 3 classified, 0 unchanged, 1 error"
     assert genred(env, "scan", library).stdout.strip() == \
         "scanned 4: 0 classified, 4 unchanged, 0 errors"
+    status = json.loads(genred(env, "status", "--format", "json").stdout)
+    assert status["last_scan"], "genred status must see a `genred scan`, not only the daemon's"
 
     rows = query(env)
     assert len(rows) == 4 and all(set(r) >= KEYS for r in rows)
