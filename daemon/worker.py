@@ -17,6 +17,7 @@ At most ``2 × workers`` files are in flight, so memory stays flat on any librar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -178,6 +179,19 @@ def _start_decoder(owner: int) -> None:
     one_thread_per_process()
     threading.Thread(target=_exit_without, args=(owner,), daemon=True,
                      name="exit-with-owner").start()
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    """Let go of a broken pool, killing its surviving decode processes first. A process
+    killed while reading from the pool's call queue can leave a half-read message in the
+    pipe; a survivor then waits forever for the rest, never sees the shutdown sentinel,
+    and ignores the SIGTERM multiprocessing sends (see _start_decoder). The pool's manager
+    thread joins it forever, and the interpreter's exit joins that thread: a scan or daemon
+    that ever lost a decode process could hang at exit (seen in the test suite)."""
+    for process in dict(getattr(pool, "_processes", None) or {}).values():
+        with contextlib.suppress(OSError, ValueError):  # already gone
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _exit_without(owner: int, every: float = 1.0) -> None:
@@ -380,7 +394,7 @@ class Worker:
             try:
                 future = pool.submit(decode, *args)
             except BrokenProcessPool:  # broke since the last submit: start a fresh one
-                pool.shutdown(wait=False, cancel_futures=True)
+                _discard(pool)
                 self._pool = None
                 pool = self._executor()
                 future = pool.submit(decode, *args)
@@ -403,7 +417,7 @@ class Worker:
         """Forget the pool that ran ``future`` if it is the current one (other futures of
         the same broken pool fail later and must not drop its replacement)."""
         if self._owner.get(future) is self._pool and self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            _discard(self._pool)
             self._pool = None
 
     def _collect(

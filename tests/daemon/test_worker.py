@@ -348,3 +348,40 @@ if __name__ == "__main__":
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], "decode processes outlived their owner"
+
+
+def test_a_process_that_lost_a_decode_process_can_still_exit(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    # A survivor of a broken pool can be stuck on a half-read message and ignores SIGTERM;
+    # unless genred kills it, the interpreter's exit waits for it forever. The kill lands
+    # mid-read only sometimes, so this catches the hang when the race hits (as the suite's
+    # exit did once).
+    import subprocess
+    import sys
+
+    for i in range(8):
+        make_track(tmp_path / "lib" / f"{i}.ogg", "Chirp", 3.0, seed=i)
+    script = f"""
+import os, signal, threading, time
+from classifier.predict import Classifier
+from daemon.config import Config
+from daemon.worker import Worker, gather
+from storage.db import open_catalogue
+if __name__ == "__main__":
+    engine = open_catalogue({f"sqlite:///{tmp_path / 'c.db'}"!r})
+    w = Worker(engine, Classifier.load({str(model_dir)!r}, clips_per_track=1),
+               Config(workers=2))
+    w.pool_min_files = 0
+    def kill_one_of_two():
+        while len(getattr(w._pool, "_processes", None) or {{}}) < 2:
+            time.sleep(0.005)
+        os.kill(next(iter(w._pool._processes)), signal.SIGKILL)
+    threading.Thread(target=kill_one_of_two, daemon=True).start()
+    print(w.process(list(gather([{str(tmp_path / "lib")!r}]))).line(), flush=True)
+    w.close()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parents[2], check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8 classified" in proc.stdout
