@@ -310,16 +310,13 @@ def test_a_sigterm_to_the_process_group_does_not_break_the_decode_pool(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # this process is untouched
 
 
-def test_decode_processes_do_not_outlive_a_killed_owner(tmp_path: Path, model_dir: Path) -> None:
-    # kill -9 (or the OOM killer) ends the scan or daemon at once; its decode pool must
-    # not linger, waiting for work that will never come.
-    import subprocess
-    import sys
-
-    for i in range(4):
+def _worker_script(tmp_path: Path, model_dir: Path, n_files: int, body: str) -> str:
+    """A script (for a subprocess) that makes ``w``, a Worker with a 2-process decode pool
+    over ``n_files`` generated tracks in tmp_path/lib (as ``files``), then runs ``body``."""
+    for i in range(n_files):
         make_track(tmp_path / "lib" / f"{i}.ogg", "Chirp", 3.0, seed=i)
-    script = f"""
-import sys, time
+    prelude = f"""
+import os, signal, sys, threading, time
 from multiprocessing import forkserver
 from classifier.predict import Classifier
 from daemon.config import Config
@@ -330,11 +327,23 @@ if __name__ == "__main__":
     w = Worker(engine, Classifier.load({str(model_dir)!r}, clips_per_track=1),
                Config(workers=2))
     w.pool_min_files = 0
-    w.process(list(gather([{str(tmp_path / "lib")!r}])))
-    pids = list(w._pool._processes) + [forkserver._forkserver._forkserver_pid]
-    print(*pids, flush=True)
-    time.sleep(120)
+    files = list(gather([{str(tmp_path / "lib")!r}]))
 """
+    return prelude + "".join(f"    {line}\n" for line in body.strip("\n").splitlines())
+
+
+def test_decode_processes_do_not_outlive_a_killed_owner(tmp_path: Path, model_dir: Path) -> None:
+    # kill -9 (or the OOM killer) ends the scan or daemon at once; its decode pool must
+    # not linger, waiting for work that will never come.
+    import subprocess
+    import sys
+
+    script = _worker_script(tmp_path, model_dir, 4, """
+w.process(files)
+pids = list(w._pool._processes) + [forkserver._forkserver._forkserver_pid]
+print(*pids, flush=True)
+time.sleep(120)
+""")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                             cwd=Path(__file__).parents[2])
     try:
@@ -360,27 +369,15 @@ def test_a_process_that_lost_a_decode_process_can_still_exit(
     import subprocess
     import sys
 
-    for i in range(8):
-        make_track(tmp_path / "lib" / f"{i}.ogg", "Chirp", 3.0, seed=i)
-    script = f"""
-import os, signal, threading, time
-from classifier.predict import Classifier
-from daemon.config import Config
-from daemon.worker import Worker, gather
-from storage.db import open_catalogue
-if __name__ == "__main__":
-    engine = open_catalogue({f"sqlite:///{tmp_path / 'c.db'}"!r})
-    w = Worker(engine, Classifier.load({str(model_dir)!r}, clips_per_track=1),
-               Config(workers=2))
-    w.pool_min_files = 0
-    def kill_one_of_two():
-        while len(getattr(w._pool, "_processes", None) or {{}}) < 2:
-            time.sleep(0.005)
-        os.kill(next(iter(w._pool._processes)), signal.SIGKILL)
-    threading.Thread(target=kill_one_of_two, daemon=True).start()
-    print(w.process(list(gather([{str(tmp_path / "lib")!r}]))).line(), flush=True)
-    w.close()
-"""
+    script = _worker_script(tmp_path, model_dir, 8, """
+def kill_one_of_two():
+    while len(getattr(w._pool, "_processes", None) or {}) < 2:
+        time.sleep(0.005)
+    os.kill(next(iter(w._pool._processes)), signal.SIGKILL)
+threading.Thread(target=kill_one_of_two, daemon=True).start()
+print(w.process(files).line(), flush=True)
+w.close()
+""")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).parents[2], check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
