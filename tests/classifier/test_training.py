@@ -253,7 +253,7 @@ def test_features_are_still_computed_when_worker_processes_cannot_start(
     assert "feature workers failed" in proc.stderr  # the fallback, not the pool, did it
 
 
-def test_fine_tuning_on_two_genres_forgets_the_others_unless_given_anchor_tracks(
+def test_fine_tuning_on_two_genres_keeps_the_others_when_given_anchor_tracks(
     synth_model: Trained, synth_library: Path, synth_cache: Path,
     fresh_songs: list[tuple[Path, str]], tmp_path: Path,
 ) -> None:
@@ -269,4 +269,7 @@ def test_fine_tuning_on_two_genres_forgets_the_others_unless_given_anchor_tracks
         recalls[name] = min(report["per_genre"][g]["recall"] for g in ("Chirp", "Pulse"))
         assert result.metrics["accuracy"] >= 0.75  # the labelled genres are learned
     assert recalls["anchored"] >= 0.75, recalls
-    assert recalls["plain"] < recalls["anchored"], recalls
+    # Without anchors the unlabelled genres usually fade within these 5 epochs, but not on
+    # every run (a fresh-clone CI run kept them at 1.0): the product promise is the anchored
+    # recall above; this only says anchors never make it worse.
+    assert recalls["plain"] <= recalls["anchored"], recalls
