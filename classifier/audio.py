@@ -376,3 +376,36 @@ def fingerprint(path: str | Path) -> str:
     digest = read_track(path, 1, clip_seconds=0.05, starts=[0.0], fingerprint=True).fingerprint
     assert digest is not None
     return digest
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """What decoding a whole file gives, for checking that a tag edit kept the audio:
+    ``digest`` is the sha256 of every decoded sample (native rate, layout and sample
+    format, no resampling), ``seconds`` how much audio decoded and ``header_seconds`` what
+    the container claims (0.0 when it does not say)."""
+
+    digest: str
+    seconds: float
+    header_seconds: float
+
+
+def decode_all(path: str | Path) -> DecodedAudio:
+    """Decode every sample of ``path`` with PyAV (no soundfile fallback: the point is to
+    compare two files with the very same decoder). Raises UnreadableAudio."""
+    path = Path(path)
+    _check_file(path)
+    digest = hashlib.sha256()
+    samples = 0
+    try:
+        with _open_av(path) as (container, stream, info):
+            digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}|".encode())
+            for frame in container.decode(stream):
+                digest.update(frame.to_ndarray().tobytes())
+                samples += frame.samples
+    except UnreadableAudio:
+        raise
+    except Exception as e:  # any FFmpeg/PyAV failure
+        raise UnreadableAudio(path, _reason(e)) from e
+    rate = info.sample_rate or 1
+    return DecodedAudio(digest.hexdigest(), samples / rate, info.duration)
