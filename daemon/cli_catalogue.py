@@ -192,7 +192,8 @@ def _open(cfg: Config) -> Engine | None:
 def _policy(args: argparse.Namespace, cfg: Config) -> Any:
     from storage.tagging import TagPolicy
 
-    return TagPolicy(cfg.tag_threshold, cfg.overwrite_existing, getattr(args, "pretend", False))
+    return TagPolicy(cfg.tag_threshold, cfg.overwrite_existing, getattr(args, "pretend", False),
+                     split_hard_links=cfg.split_hard_links)
 
 
 def _print_outcome(outcome: TagOutcome) -> None:
@@ -477,7 +478,8 @@ def _tags_restore(args: argparse.Namespace, cfg: Config) -> int:
                     backed_up_paths(engine, folder)})
     counts: dict[str, int] = {}
     for path in paths:
-        outcome = restore_track(engine, path, pretend=args.pretend)
+        outcome = restore_track(engine, path, pretend=args.pretend,
+                                split_hard_links=cfg.split_hard_links)
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
         _print_outcome(outcome)
     print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to restore")

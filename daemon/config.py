@@ -80,6 +80,7 @@ class Config:
     write_tags: bool = False
     tag_threshold: float = 0.5
     overwrite_existing: bool = False
+    split_hard_links: bool = False  # tag a hard-linked file anyway (its other names keep the old)
     log_level: str = "INFO"
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)

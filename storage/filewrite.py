@@ -100,7 +100,6 @@ def atomic_rewrite(path: str | os.PathLike[str], mutate: Callable[[str], None], 
                          "(split_hard_links = true allows it)")
     refuse_if_being_written(path, target)
     audio = _decoded(path, target, "the file")
-    _refuse_if_incomplete(path, audio.seconds, audio.header_seconds)
     _remove_stale_copies(target.parent)
     tmp = ""
     try:
@@ -112,6 +111,7 @@ def atomic_rewrite(path: str | os.PathLike[str], mutate: Callable[[str], None], 
         if _decoded(path, Path(tmp), "the tagged copy").digest != audio.digest:
             raise TagRefused(path, "writing the tag would change the decoded audio (a "
                              "truncated or unusual file?); not written")
+        _refuse_if_incomplete(path, audio.seconds, audio.header_seconds)
         _finish_copy(tmp, before)
         if before_replace is not None:
             before_replace()
