@@ -38,6 +38,7 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -172,7 +173,7 @@ def open_for_writing(target: Path) -> bool:
     except OSError:
         return False  # vanished or unreadable: the checks that follow report it
     try:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        take_read_lease(fd)
     except OSError as e:
         if e.errno in (errno.EAGAIN, errno.EBUSY):
             return True
@@ -182,6 +183,15 @@ def open_for_writing(target: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def take_read_lease(fd: int) -> None:
+    """Take a read lease on ``fd`` (release it with ``F_SETLEASE, F_UNLCK``); OSError EAGAIN
+    when the file is open for writing. A writer opening the file while we hold the lease
+    makes the kernel signal us, with SIGIO by default, which would kill the process (the
+    daemon!): the lease is set to signal SIGURG instead, which is ignored by default."""
+    fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
 
 
 def writers_in_proc(target: Path) -> bool:

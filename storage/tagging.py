@@ -150,7 +150,7 @@ def _write(engine: Engine, path: str, wanted: _Wanted, policy: TagPolicy) -> Tag
         changes = tags.genre_values(kind, wanted.genre, wanted.model, wanted.confidence)
     except ValueError:
         return TagOutcome(path, REFUSED, f"genre {wanted.genre!r} is not printable text "
-                          "(control characters or a line break); not written")
+                          "(empty, control characters or a line break); not written")
     detail = f"{'; '.join(existing) or '(none)'} -> {wanted.genre}"
     if policy.pretend:
         return TagOutcome(path, WOULD_WRITE, detail)

@@ -247,3 +247,42 @@ def test_a_genre_that_is_not_printable_text_is_never_put_in_a_tag(genre: str) ->
         tags.genre_values("id3", genre, "v1", 0.9)
     assert tags.genre_values("id3", "Drum & Bass / Jungle (UK)", "v1", 0.9)["TCON"] == \
         ["Drum & Bass / Jungle (UK)"]
+
+
+LEASE_HOLDER = """
+import fcntl, os, sys
+from storage import filewrite
+fd = os.open(sys.argv[1], os.O_RDONLY)
+filewrite.take_read_lease(fd)
+print("leased", flush=True)
+sys.stdin.readline()
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+print("alive", flush=True)
+"""
+
+
+def test_a_writer_opening_the_file_during_the_lease_probe_does_not_kill_us(
+    tmp_path: Path, holders: list[Holder]
+) -> None:
+    """The kernel signals a lease holder when a writer opens the file; with the default
+    SIGIO that signal would end the daemon."""
+    from tests.daemon.daemon_helpers import wait_for
+
+    song = make_track(tmp_path / "a.mp3", "Drone", 2.0)
+    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(song)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "leased"
+        writer = subprocess.Popen([sys.executable, "-c", f"open({str(song)!r}, 'ab')"])
+        inode = f":{os.stat(song).st_ino} "
+        wait_for(lambda: any("BREAKING" in line and inode in line
+                             for line in Path("/proc/locks").read_text().splitlines()),
+                 60, "the kernel to start breaking the lease (the signal is sent then)")
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "alive"
+        assert writer.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
