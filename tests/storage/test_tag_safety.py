@@ -286,3 +286,15 @@ def test_a_writer_opening_the_file_during_the_lease_probe_does_not_kill_us(
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def test_the_audio_check_needs_no_torch(tmp_path: Path) -> None:
+    """storage/ never loads torch: the check uses classifier.audio's PyAV decoder only."""
+    song = make_track(tmp_path / "a.flac", "Drone", 2.0)
+    script = ("import sys\nfrom storage import tags\n"
+              f"tags.update({str(song)!r}, tags.genre_values('vorbis', 'Jazz', 'v1', 0.5))\n"
+              "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "False"
+    assert tags.read_genres(song) == ["Jazz"]
