@@ -173,6 +173,7 @@ class _Durable:
     def __init__(self, engine: Engine, path: str, kind: str) -> None:
         self.engine, self.path, self.kind = engine, path, kind
         self.backup_id: int | None = None
+        self.pending: dict[str, list[str]] | None = None
         self.created = False
 
     def commit_pending(self, before: dict[str, list[str]], after: dict[str, list[str]]) -> None:
@@ -186,7 +187,7 @@ class _Durable:
                                    written={})
                 s.add(backup)
                 self.created = True
-            backup.pending = after
+            backup.pending = self.pending = after
             s.flush()
             self.backup_id = backup.id
 
@@ -194,8 +195,14 @@ class _Durable:
         _settle(self.engine, self.path, self.backup_id, written=after)
 
     def abandon(self) -> None:
+        """Undo ``commit_pending`` when the write stopped before the rename. If the file
+        already says ``pending`` (interrupted after the rename, e.g. Ctrl-C), keep it all:
+        that is exactly the state a kill leaves, and restore handles it."""
         if self.backup_id is None:
             return
+        with contextlib.suppress(tags.TagError):
+            if tags.read_values(self.path)[1] == self.pending:
+                return
         with contextlib.suppress(SQLAlchemyError), \
                 Session(writing(self.engine)) as s, s.begin():
             backup = s.get(TagBackup, self.backup_id)
