@@ -87,19 +87,7 @@ def atomic_rewrite(path: str | os.PathLike[str], mutate: Callable[[str], None], 
     change the copy, check it (see the module docstring), call ``before_replace`` and rename
     the copy over the file. On any failure the file is untouched and the copy removed;
     TagRefused / TagError say why."""
-    target = Path(os.path.realpath(path))
-    try:
-        before = os.stat(target)
-    except FileNotFoundError as e:
-        raise TagError(path, "file vanished") from e
-    except OSError as e:
-        raise TagError(path, f"cannot stat: {os_reason(e)}") from e
-    _writable(path, target, before)
-    if before.st_nlink > 1 and not split_hard_links:
-        raise TagRefused(path, f"has {before.st_nlink} hard links: replacing it would split "
-                         "them (the other names would keep the old tags); not written "
-                         "(split_hard_links = true allows it)")
-    refuse_if_being_written(path, target)
+    target, before = check_replaceable(path, split_hard_links=split_hard_links)
     audio = _decoded(path, target, "the file")
     _remove_stale_copies(target.parent)
     tmp = ""
@@ -128,6 +116,27 @@ def atomic_rewrite(path: str | os.PathLike[str], mutate: Callable[[str], None], 
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     _fsync_dir(target.parent)
+
+
+def check_replaceable(path: str | os.PathLike[str], *,
+                      split_hard_links: bool = False) -> tuple[Path, os.stat_result]:
+    """The cheap checks ``atomic_rewrite`` starts with (what ``--pretend`` can report
+    without decoding anything): the real file behind ``path`` and its stat, or TagRefused /
+    TagError (read-only, vanished, hard links, another program writing it)."""
+    target = Path(os.path.realpath(path))
+    try:
+        before = os.stat(target)
+    except FileNotFoundError as e:
+        raise TagError(path, "file vanished") from e
+    except OSError as e:
+        raise TagError(path, f"cannot stat: {os_reason(e)}") from e
+    _writable(path, target, before)
+    if before.st_nlink > 1 and not split_hard_links:
+        raise TagRefused(path, f"has {before.st_nlink} hard links: replacing it would split "
+                         "them (the other names would keep the old tags); not written "
+                         "(split_hard_links = true allows it)")
+    refuse_if_being_written(path, target)
+    return target, before
 
 
 def os_reason(e: BaseException) -> str:

@@ -152,7 +152,8 @@ def _write(engine: Engine, path: str, wanted: _Wanted, policy: TagPolicy) -> Tag
         return TagOutcome(path, REFUSED, f"genre {wanted.genre!r} is not printable text "
                           "(empty, control characters or a line break); not written")
     detail = f"{'; '.join(existing) or '(none)'} -> {wanted.genre}"
-    if policy.pretend:
+    if policy.pretend:  # what would be refused for a hard link or a writer says so now
+        tags.check_replaceable(path, split_hard_links=policy.split_hard_links)
         return TagOutcome(path, WOULD_WRITE, detail)
     backup = _Durable(engine, path, kind)
     try:

@@ -45,12 +45,13 @@ from storage.filewrite import (  # re-exported: the tag API callers use
     TagError,
     TagRefused,
     atomic_rewrite,
+    check_replaceable,
     is_temp_file,
     os_reason,
 )
 
 __all__ = ["STALE_SECONDS", "TEMP_MARKER", "TagError", "TagRefused", "atomic_rewrite",
-           "is_temp_file"]
+           "check_replaceable", "is_temp_file"]
 
 log = logging.getLogger(__name__)
 

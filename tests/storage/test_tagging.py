@@ -209,6 +209,8 @@ def test_hard_linked_track_refused_then_split_only_when_allowed(engine: Engine,
     assert outcome.action == REFUSED and "2 hard links" in outcome.detail
     assert backups(engine) == []
 
+    pretend = write_track(engine, song, TagPolicy(threshold=0.0, pretend=True))
+    assert pretend.action == REFUSED and "2 hard links" in pretend.detail
     allowed = TagPolicy(threshold=0.0, split_hard_links=True)
     assert write_track(engine, song, allowed).action == WRITTEN
     os.link(song, tmp_path / "again.ogg")  # linked again before the restore
