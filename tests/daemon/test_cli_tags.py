@@ -170,3 +170,16 @@ def test_links_are_kept_by_write_and_restore(env: dict[str, str], tmp_path: Path
     restore = genred(env, "tags", "restore", lib).stdout
     assert restore.strip().splitlines()[-1] == "1 restored"
     assert (lib / "a.ogg").is_symlink() and tags.read_genres(real) == ["Bossa Nova"]
+
+
+def test_split_hard_links_in_the_config_lets_tags_write_split_them(env: dict[str, str],
+                                                                   tmp_path: Path) -> None:
+    song = tagged(tmp_path / "lib" / "b.ogg", "Samba")
+    os.link(song, tmp_path / "elsewhere.ogg")
+    config = tmp_path / "config.toml"
+    config.write_text("split_hard_links = true\n")
+    genred(env, "correct", song, "Jazz")
+    out = genred(env, "--config", config, "tags", "write", song).stdout
+    assert out.strip().splitlines()[-1] == "1 written"
+    assert tags.read_genres(song) == ["Jazz"]
+    assert tags.read_genres(tmp_path / "elsewhere.ogg") == ["Samba"]  # the split allowed
