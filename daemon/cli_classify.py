@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from daemon.config import Config
+from daemon.config import Config, flag_type
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     _register_train(sub, common)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+def _positive(text: str, most: int = 1000) -> int:
+    try:
+        value = int(text) if len(text) <= 20 else 0
+    except ValueError:
+        value = 0
+    if not 1 <= value <= most:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {most}, not "
+                                         f"{text[:40]}")
     return value
 
 
@@ -63,7 +67,8 @@ def _register_classify(sub: argparse._SubParsersAction, common: argparse.Argumen
     p.add_argument("paths", nargs="+", metavar="FILE", help="audio files or folders")
     _model_flag(p)
     _format_flag(p)
-    p.add_argument("--clips", dest="cfg_clips_per_track", type=_positive, default=None, metavar="K",
+    p.add_argument("--clips", dest="cfg_clips_per_track",
+                   type=flag_type("clips_per_track"), default=None, metavar="K",
                    help="30 s clips per track, probabilities averaged (default 3)")
     p.set_defaults(handler=_classify)
 
@@ -75,7 +80,8 @@ def _register_evaluate(sub: argparse._SubParsersAction, common: argparse.Argumen
     p.add_argument("data_dir", metavar="DIR", help="one sub-folder per genre")
     _model_flag(p)
     _format_flag(p)
-    p.add_argument("--clips", dest="cfg_clips_per_track", type=_positive, default=None, metavar="K",
+    p.add_argument("--clips", dest="cfg_clips_per_track",
+                   type=flag_type("clips_per_track"), default=None, metavar="K",
                    help="30 s clips per song (default 3)")
     p.add_argument("--cache", dest="cfg_cache", default=None, metavar="DIR",
                    help="feature cache directory (default: the config's cache)")
