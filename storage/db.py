@@ -9,6 +9,7 @@ take turns on a lock file next to it, so only one of them creates the tables.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 from collections.abc import Iterator
@@ -158,12 +159,22 @@ def open_catalogue(url: str) -> Engine:
         raise
     except OSError as e:
         engine.dispose()
-        raise CatalogueError(f"cannot open the catalogue {db_file or url}: {e.strerror or e}"
-                             ) from e
+        raise CatalogueError(_os_problem(db_file or url, e)) from e
     except OperationalError as e:
         engine.dispose()
         raise CatalogueError(f"cannot open the catalogue {db_file or url}: {e.orig}") from e
     return engine
+
+
+def _os_problem(where: Path | str, e: OSError) -> str:
+    """The one-line message for an OSError on the catalogue's folder (its lock file)."""
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"the catalogue {where} is read-only for this user ({e.strerror}); make the "
+                "file and its folder writable, or use another --db")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"the disk holding the catalogue {where} is full ({e.strerror}); free some "
+                "space on it (or use another --db) and run again")
+    return f"cannot open the catalogue {where}: {e.strerror or e}"
 
 
 def _check_location(db_file: Path) -> None:
@@ -174,7 +185,8 @@ def _check_location(db_file: Path) -> None:
     try:
         db_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CatalogueError(f"cannot create {db_file.parent}: {e.strerror}") from e
+        raise CatalogueError(f"cannot create the catalogue's folder {db_file.parent}: "
+                             f"{e.strerror}") from e
 
 
 def current_revision(engine: Engine) -> str | None:
