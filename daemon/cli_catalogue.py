@@ -377,13 +377,14 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     from storage.corrections import ADDED, add_label, read_label_csv
     from storage.genres import normalise
 
-    if bool(args.from_csv) == bool(args.path and args.genre) or (args.path and not args.genre):
+    pair = args.path is not None and args.genre is not None  # "" is a (bad) genre: checked
+    if bool(args.from_csv) == pair or (args.path and args.genre is None):
         print("genred: give PATH GENRE, or --from-csv FILE", file=sys.stderr)
         return EXIT_USAGE
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
-    if args.genre:
+    if args.genre is not None:
         normalise(args.genre, cfg.aliases)  # a name that cannot be a genre: usage error
     if args.from_csv:
         try:
