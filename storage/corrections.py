@@ -198,6 +198,7 @@ TAG_IMPORTED = "imported"
 TAG_SAME = "unchanged"
 TAG_KEPT_USER = "kept user correction"
 TAG_NONE = "without a genre tag"
+TAG_UNUSABLE = "with a genre tag that is not a genre name (control characters, too long)"
 TAG_OURS = "tagged by genred's model (not a label)"
 TAG_UNREADABLE = "unreadable"
 
@@ -220,6 +221,6 @@ def import_tag_label(engine: Engine, path: str | os.PathLike[str],
         return TAG_OURS
     label = tag_label(genres, aliases)
     if label is None:
-        return TAG_NONE
+        return TAG_UNUSABLE if any(g.strip() for g in genres) else TAG_NONE
     result = add_label(engine, path, label, TAG)
     return {ADDED: TAG_IMPORTED, SAME: TAG_SAME, KEPT_USER: TAG_KEPT_USER}[result.outcome]
