@@ -49,6 +49,17 @@ def _positive(text: str, most: int = 1000) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text) if len(text) <= 12 else -1
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {2**32 - 1}, not "
+                                         f"{text[:40]}")
+    return value
+
+
 def _model_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="cfg_model", metavar="M", default=None,
                    help="bundle directory, version id in the model store, or 'starter' "
@@ -96,7 +107,7 @@ def _register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("data_dir", metavar="DIR", help="one sub-folder per genre")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="where the bundle goes (default: a new version in the model store)")
-    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="split and training seed (default 0)")
     p.add_argument("--clips-per-song", type=_positive, default=5, metavar="N",
                    help="random 30 s training clips per song (default 5)")
     p.add_argument("--epochs", type=_positive, default=40, metavar="N",

@@ -257,6 +257,11 @@ def _validate(cfg: Config) -> Config:
         why = in_bounds(key, value)
         if why is not None:
             raise fail(key, why)
+    for key in ("db", "model", "model_store", "cache", "watch", "retrain.schedule"):
+        section, _, name = key.rpartition(".")
+        value = getattr(cfg.retrain if section else cfg, name)
+        if any("\x00" in v for v in (value if isinstance(value, tuple) else (value,))):
+            raise fail(key, "holds a NUL character (\\0); no path or name can")
     if cfg.log_level.upper() not in _LOG_LEVELS:
         raise fail("log_level", f"one of {', '.join(_LOG_LEVELS)}")
     if len(cfg.retrain.schedule.split()) != 5:

@@ -61,6 +61,7 @@ def _usage_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
     (["run", "--watch", "{music}", "--settle-seconds", "nan"], "--settle-seconds"),
     (["run", "--watch", "{music}", "--clips-per-track", "1e9"], "--clips-per-track"),
     (["train", "{music}", "--epochs", str(10**30)], "--epochs"),
+    (["train", "{music}", "--seed", str(10**30)], "--seed"),
 ])
 def test_a_flag_value_out_of_bounds_names_the_flag(
     args: list[str], flag: str, env: dict[str, str], song: Path,
@@ -90,6 +91,8 @@ def test_an_environment_value_out_of_bounds_names_the_variable(
     ("[retrain]\nmin_new_labels = -1\n", ["retrain.min_new_labels"]),
     ("[aliases]\n\"nu jazz\" = \"Ja\\u001bzz\"\n", ["[aliases]", "control"]),
     ("[aliases]\n\"_\" = \"Jazz\"\n", ["[aliases]", "no letter or digit"]),
+    ('db = "/tmp/a\\u0000b.db"\n', ["'db'", "NUL"]),
+    ('watch = ["/music", "/mu\\u0000sic"]\n', ["'watch'", "NUL"]),
     ("[aliases]\n\"long\" = \"" + "x" * 65 + "\"\n", ["[aliases]", "at most 64"]),
 ])
 def test_a_config_value_out_of_bounds_names_the_key_and_the_file(
@@ -97,7 +100,7 @@ def test_a_config_value_out_of_bounds_names_the_key_and_the_file(
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(text)
-    env = {k: v for k, v in env.items() if k != "GENRED_WORKERS"}  # the file's must count
+    env = {k: v for k, v in env.items() if k not in ("GENRED_WORKERS", "GENRED_DB")}
     _usage_error(genred(env, "--config", config, "config", "show"), str(config), *words)
 
 
