@@ -55,6 +55,11 @@ class UnreadableAudio(Exception):
         super().__init__(f"{self.path}: {self.reason}")
 
 
+class _NoAudioInBudget(UnreadableAudio):
+    """The search budget ran out with no audio found: no other decoder is tried (libsndfile
+    would read on through the whole file too)."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     duration: float  # seconds (0.0 when the container does not say)
@@ -201,7 +206,7 @@ def _open_av(path: Path) -> Iterator[tuple[Any, Any, AudioInfo, _BoundedFile]]:
         if ctx is None:  # FFmpeg knows the container but has no decoder for this codec
             raise UnreadableAudio(path, "its audio codec is not one FFmpeg can decode")
         if not ctx.sample_rate or not ctx.channels:
-            raise UnreadableAudio(path, _no_audio_found(source))
+            raise _no_audio_found(path, source)
         duration = 0.0
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
@@ -220,11 +225,11 @@ def _open_av(path: Path) -> Iterator[tuple[Any, Any, AudioInfo, _BoundedFile]]:
         source.close()
 
 
-def _no_audio_found(source: _BoundedFile) -> str:
+def _no_audio_found(path: Path, source: _BoundedFile) -> UnreadableAudio:
     if source.exhausted:
-        return (f"no audio found in its first {source.budget >> 20} MiB "
-                "(not an audio file, or corrupt)")
-    return "no audio found (not an audio file, or corrupt)"
+        return _NoAudioInBudget(path, f"no audio found in its first {source.budget >> 20} MiB "
+                                "(not an audio file, or corrupt)")
+    return UnreadableAudio(path, "no audio found (not an audio file, or corrupt)")
 
 
 def _resampler(sr: int) -> Any:
@@ -316,7 +321,7 @@ def _packet_digest(path: Path, container: Any, stream: Any, info: AudioInfo,
         if n >= FINGERPRINT_PACKETS or size >= FINGERPRINT_BYTES:
             break
     if n == 0:
-        raise UnreadableAudio(path, _no_audio_found(source))
+        raise _no_audio_found(path, source)
     digest.update(f"|{round(info.duration, 1)}".encode())
     return digest.hexdigest()
 
@@ -382,6 +387,8 @@ def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds
     _check_file(path)
     try:
         return _av_track(path, n_clips, starts, seconds, sr, want_fingerprint)
+    except _NoAudioInBudget:
+        raise
     except UnreadableAudio as e:
         first = e.reason
     except Exception as e:  # any FFmpeg/PyAV failure: try soundfile next
