@@ -43,6 +43,32 @@ def genred(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProces
                           text=True, timeout=240)
 
 
+def in_process(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """``genred ARGS`` through the same entry point, in this process (many cases, fast):
+    (exit status, stdout, stderr)."""
+    from daemon.cli import main
+
+    for key in [k for k in os.environ if k.startswith("GENRED_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # main() sets logging up anew
+    capsys.readouterr()
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's usage errors
+        status = int(e.code or 0)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
 def _usage_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -65,9 +91,19 @@ def _usage_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
 ])
 def test_a_flag_value_out_of_bounds_names_the_flag(
     args: list[str], flag: str, env: dict[str, str], song: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    proc = genred(env, *[a.format(music=song.parent, song=song) for a in args])
-    _usage_error(proc, f"argument {flag}")
+    status, _, err = in_process(env, monkeypatch, capsys,
+                                *[a.format(music=song.parent, song=song) for a in args])
+    assert status == 2 and f"argument {flag}" in err, err
+
+
+def test_a_flag_and_a_variable_out_of_bounds_as_a_user_runs_them(
+    env: dict[str, str], song: Path,
+) -> None:
+    _usage_error(genred(env, "scan", song.parent, "--clips", "1e20"), "argument --clips")
+    _usage_error(genred({**env, "GENRED_WORKERS": "two"}, "scan", song.parent),
+                 "genred: GENRED_WORKERS: expected a whole number")
 
 
 @pytest.mark.parametrize(("variable", "value"), [
@@ -78,8 +114,10 @@ def test_a_flag_value_out_of_bounds_names_the_flag(
 ])
 def test_an_environment_value_out_of_bounds_names_the_variable(
     variable: str, value: str, env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _usage_error(genred({**env, variable: value}, "config", "show"), f"genred: {variable}:")
+    status, _, err = in_process({**env, variable: value}, monkeypatch, capsys, "config", "show")
+    assert status == 2 and err.startswith(f"genred: {variable}:"), err
 
 
 @pytest.mark.parametrize(("text", "words"), [
@@ -97,11 +135,15 @@ def test_an_environment_value_out_of_bounds_names_the_variable(
 ])
 def test_a_config_value_out_of_bounds_names_the_key_and_the_file(
     text: str, words: list[str], env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(text)
     env = {k: v for k, v in env.items() if k not in ("GENRED_WORKERS", "GENRED_DB")}
-    _usage_error(genred(env, "--config", config, "config", "show"), str(config), *words)
+    status, _, err = in_process(env, monkeypatch, capsys, "--config", config, "config", "show")
+    assert status == 2, err
+    for word in (str(config), *words):
+        assert word in err, err
 
 
 def test_a_config_file_that_is_not_utf8_or_nested_too_deep_is_one_line(
@@ -119,11 +161,21 @@ def test_a_config_file_that_is_not_utf8_or_nested_too_deep_is_one_line(
                                    "Ro\u202eck", "x" * 65])
 def test_a_genre_that_is_not_a_name_is_refused_and_nothing_is_recorded(
     genre: str, env: dict[str, str], song: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _usage_error(genred(env, "correct", song, genre), "genre name")
-    proc = genred(env, "query", "--format", "json")
-    assert proc.returncode == 0
-    assert all(row["corrected_genre"] is None for row in json.loads(proc.stdout))
+    status, _, err = in_process(env, monkeypatch, capsys, "correct", song, genre)
+    assert status == 2 and "genre name" in err, err
+    status, out, _ = in_process(env, monkeypatch, capsys, "query", "--format", "json")
+    assert status == 0
+    assert all(row["corrected_genre"] is None for row in json.loads(out))
+
+
+def test_a_genre_with_an_escape_sequence_from_a_real_genred_is_one_line(
+    env: dict[str, str], song: Path,
+) -> None:
+    proc = genred(env, "correct", song, "Ro\x1b[2Jck")
+    _usage_error(proc, "genre name 'Ro\\x1b[2Jck' holds control")
+    assert "\x1b" not in proc.stderr  # shown escaped, never sent to the terminal
 
 
 def test_a_genre_is_trimmed_and_a_query_for_a_bad_name_is_a_usage_error(
