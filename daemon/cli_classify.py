@@ -49,6 +49,10 @@ def _positive(text: str, most: int = 1000) -> int:
     return value
 
 
+def _epochs(text: str) -> int:
+    return _positive(text, 100_000)  # early stopping ends most runs far sooner
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text) if len(text) <= 12 else -1
@@ -110,7 +114,7 @@ def _register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--seed", type=_seed, default=0, help="split and training seed (default 0)")
     p.add_argument("--clips-per-song", type=_positive, default=5, metavar="N",
                    help="random 30 s training clips per song (default 5)")
-    p.add_argument("--epochs", type=_positive, default=40, metavar="N",
+    p.add_argument("--epochs", type=_epochs, default=40, metavar="N",
                    help="at most N epochs; stops early when validation stops improving")
     p.add_argument("--arch", choices=["pooled", "paper"], default=None,
                    help="network: pooled (default) or the paper's")

@@ -155,7 +155,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "clips_per_track": (1, 32, "clips"),
     "tag_threshold": (0, 1, "a confidence"),
     "retrain.min_new_labels": (0, 1_000_000, "labels"),
-    "retrain.epochs": (1, 1_000, "epochs"),
+    "retrain.epochs": (1, 100_000, "epochs; early stopping ends most runs far sooner"),
 }
 MAX_CONFIG_BYTES = 4 << 20
 
