@@ -502,9 +502,11 @@ def decode_all(path: str | Path) -> DecodedAudio:
     digest = hashlib.sha256()
     samples = 0
     try:
-        with _open_av(path) as (container, stream, info):
+        with _open_av(path) as (container, stream, info, source):
             digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}|".encode())
             for frame in container.decode(stream):
+                if not samples:
+                    source.found_audio()  # past the search budget: read the whole file
                 digest.update(frame.to_ndarray().tobytes())
                 samples += frame.samples
     except UnreadableAudio:
