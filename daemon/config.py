@@ -81,6 +81,9 @@ class Config:
     tag_threshold: float = 0.5
     overwrite_existing: bool = False
     log_level: str = "INFO"
+    # Seconds a catalogue write waits for another program's write transaction before it
+    # counts as a fault ("database is locked"; the daemon then retries with back-off).
+    busy_timeout_seconds: float = 30.0
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"  # which file was read, for `genred config show`
@@ -189,6 +192,8 @@ def _validate(cfg: Config) -> Config:
         )
     if cfg.rescan_hours <= 0:
         raise ConfigError("config key 'rescan_hours': must be > 0 (e.g. 6)")
+    if not 0.01 <= cfg.busy_timeout_seconds <= 3600:  # also refuses nan
+        raise ConfigError("config key 'busy_timeout_seconds': must be between 0.01 and 3600")
     if cfg.retrain.epochs < 1:
         raise ConfigError("config key 'retrain.epochs': must be >= 1")
     if cfg.retrain.min_new_labels < 0:

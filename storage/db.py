@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,11 +46,18 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return cfg
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        _set_pragmas(dbapi_conn, busy_timeout_ms)
+
+    return on_connect
+
+
+def _set_pragmas(dbapi_conn: Any, busy_timeout_ms: int) -> None:
     # WAL lets queries read while the daemon writes; the busy timeout makes a second
     # writer wait instead of failing with "database is locked".
     cursor = dbapi_conn.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA synchronous = NORMAL")
@@ -105,28 +112,32 @@ def _migration_lock(db_file: Path | None) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def create(url: str) -> Engine:
-    """An engine for ``url`` with the SQLite pragmas set on every connection, no migration."""
+def create(url: str, busy_timeout: float | None = None) -> Engine:
+    """An engine for ``url`` with the SQLite pragmas set on every connection, no migration.
+    ``busy_timeout``: seconds a write waits for another process's write transaction before
+    failing with "database is locked" (default ``BUSY_TIMEOUT_MS``)."""
+    timeout_ms = BUSY_TIMEOUT_MS if busy_timeout is None else max(1, round(busy_timeout * 1000))
     try:
-        engine = create_engine(url, connect_args=_connect_args(url))
+        engine = create_engine(url, connect_args=_connect_args(url, timeout_ms))
     except (ArgumentError, ValueError) as e:
         raise CatalogueError(f"catalogue URL {url!r} is not valid: {e}") from e
     except ImportError as e:
         raise CatalogueError(f"catalogue URL {url!r} needs a driver: {e}") from e
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(timeout_ms))
         event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
-def _connect_args(url: str) -> dict[str, Any]:
+def _connect_args(url: str, timeout_ms: int) -> dict[str, Any]:
     if make_url(url).get_backend_name() == "sqlite":
-        return {"timeout": BUSY_TIMEOUT_MS / 1000}
+        return {"timeout": timeout_ms / 1000}
     return {}
 
 
-def open_catalogue(url: str) -> Engine:
-    """The catalogue at ``url``, created or upgraded to the current schema.
+def open_catalogue(url: str, busy_timeout: float | None = None) -> Engine:
+    """The catalogue at ``url``, created or upgraded to the current schema (``busy_timeout``:
+    see :func:`create`).
 
     Raises CatalogueError when the folder cannot be made or the database cannot be opened."""
     db_file = sqlite_path(url)
@@ -135,7 +146,7 @@ def open_catalogue(url: str) -> Engine:
             db_file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CatalogueError(f"cannot create {db_file.parent}: {e.strerror}") from e
-    engine = create(url)
+    engine = create(url, busy_timeout)
     try:
         with _migration_lock(db_file):
             upgrade(engine)
