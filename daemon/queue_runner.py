@@ -51,6 +51,7 @@ class QueueRunner:
         self._worker: Any = None
         self._model_path: Path | None = None
         self._broken: Path | None = None
+        self._missing: str | None = None  # a vanished model already reported
         self._rebuild = False
         self._cancelled = False
         # path -> (clock time it may be tried again, current back-off)
@@ -66,16 +67,25 @@ class QueueRunner:
         self.cfg = cfg
 
     def _wanted_model(self) -> Path:
+        """The bundle to classify with: the pinned or active one. One that vanished while
+        running (its folder deleted) is reported once and the loaded model kept; at start,
+        an active model that is gone falls back to the starter (ModelStore.active)."""
         from classifier.store import ModelNotFound
 
+        spec = self.cfg.model or self.store.active_version()
+        if spec is None:
+            return self.store.bundled()
         try:
-            return self.store.resolve(self.cfg.model) if self.cfg.model else self.store.active()
+            return self.store.resolve(spec)
         except ModelNotFound as e:
             if self._model_path is None:
+                if not self.cfg.model:
+                    return self.store.active()
                 raise DaemonError(f"config key 'model': {e}") from e
-            if self._model_path != self._broken:
-                log.error("%s; keeping the model in use (%s)", e, self._model_path)
-                self._broken = self._model_path
+            if self._missing != spec:
+                log.error("%s; keeping the model in use (%s): restore it, or activate "
+                          "another (`genred models activate VERSION`)", e, self._model_path)
+                self._missing = spec
             return self._model_path
 
     def _load(self, wanted: Path) -> Any:
@@ -129,6 +139,7 @@ class QueueRunner:
         self._worker.stop_requested = lambda: self._cancelled
         self._worker.heartbeat = lambda: self.heartbeat()
         self._model_path, self._broken, self._rebuild = wanted, None, False
+        self._missing = None
         requeue = requeue_for_model(self.engine, classifier.version)
         log.info("classifying with model %s (%d track(s) from other models queued, "
                  "%d queued track(s) it had already classified taken off the queue)",
