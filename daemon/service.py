@@ -123,6 +123,7 @@ class Daemon:
         self._next_heartbeat = 0.0
         self._last_status = ""
         self._lock: IO[str] | None = None
+        self.started = False  # READY=1 sent: from then on a stop finishes the work in hand
 
     # -- requests from the signal thread (never from a signal handler) --------------------
     def request_stop(self, signum: int) -> None:
@@ -141,6 +142,10 @@ class Daemon:
     # -- life cycle --------------------------------------------------------------------
     def run(self) -> int:
         self._retrying(self._claim)
+        if self.stopping.is_set():  # stopped while waiting for the catalogue
+            if self._lock is not None:
+                self._lock.close()
+            return 0
         try:
             self._start()
             self._loop()
@@ -205,9 +210,12 @@ class Daemon:
             self._pinger.start()
         # Ready once watching: the walk of a large library may take minutes, and must not
         # run into systemd's start timeout (it beats the watchdog as it goes).
+        if self.stopping.is_set():
+            return
         status = self._retrying(self._status_line)
         sdnotify.notify("READY=1\n" + (status or ""))
         log.info("ready: watching %d folder(s)", len(self.roots))
+        self.started = True
 
     def _start_scheduler(self) -> None:
         from daemon import scheduler
@@ -458,6 +466,9 @@ class _Relay:
         if self.daemon is not None:
             self.daemon.request_reload()
 
+    def started(self) -> bool:
+        return self.daemon is not None and self.daemon.started
+
     def attach(self, daemon: Daemon) -> None:
         self.daemon = daemon
         if self.stop_signal is not None:
@@ -470,7 +481,7 @@ def run_daemon(cfg: Config, reload_config: Callable[[], Config] | None = None) -
     from storage.db import open_catalogue
 
     relay = _Relay()
-    with SignalInbox(relay.stop, relay.reload):
+    with SignalInbox(relay.stop, relay.reload, relay.started):
         engine = open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
         daemon = Daemon(cfg, engine, reload_config)
         relay.attach(daemon)

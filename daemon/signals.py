@@ -7,8 +7,9 @@ the interpreter's C-level handler write the signal number to a socket, and an or
 thread reads it and calls the daemon's callbacks (which may log, set events, take locks).
 
 - SIGTERM / SIGINT: ``on_stop`` once; a second one, or the run still going
-  ``STOP_GRACE_SECONDS`` later, ends the process at once (``os._exit``): the catalogue is
-  the queue, so what was in hand stays pending and is done once at the next start.
+  ``STOP_GRACE_SECONDS`` later (``START_GRACE_SECONDS`` while the daemon is still starting,
+  e.g. importing torch), ends the process at once (``os._exit``): the catalogue is the
+  queue, so what was in hand stays pending and is done once at the next start.
 - SIGHUP: ``on_reload`` (re-read the config).
 """
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 RELOAD_SIGNALS = (signal.SIGHUP,)
 STOP_GRACE_SECONDS = 15.0  # systemd's TimeoutStopSec=30 leaves room for this
+START_GRACE_SECONDS = 2.0  # nothing is in hand yet: a stop need not wait for imports
 EXIT_FORCED = 1
 _CLOSE = b"\0"  # not a signal number: tells the reader thread to end
 
@@ -43,10 +45,10 @@ class SignalInbox:
     dispatches signals from its own thread until :meth:`close`."""
 
     def __init__(self, on_stop: Callable[[int], None], on_reload: Callable[[], None],
-                 grace: float = STOP_GRACE_SECONDS) -> None:
+                 started: Callable[[], bool] = lambda: True) -> None:
         self.on_stop = on_stop
         self.on_reload = on_reload
-        self.grace = grace
+        self.started = started  # False while starting: a stop then waits START_GRACE
         self._read, self._write = socket.socketpair()
         self._write.setblocking(False)
         self._previous: dict[int, Any] = {}
@@ -104,8 +106,17 @@ class SignalInbox:
             self.on_reload()
 
     def _deadline(self) -> None:
-        time.sleep(self.grace)
-        self._force(f"still running {self.grace:.0f} s after the stop request")
+        end = time.monotonic() + STOP_GRACE_SECONDS
+        since = time.monotonic()
+        while time.monotonic() < end:
+            time.sleep(0.1)
+            if self.started():
+                since = time.monotonic()
+            elif time.monotonic() - since >= START_GRACE_SECONDS:
+                log.info("stopped while starting")
+                logging.shutdown()
+                os._exit(0)
+        self._force(f"still running {STOP_GRACE_SECONDS:.0f} s after the stop request")
 
     def _force(self, why: str) -> None:
         log.error("%s: exiting now; files in hand stay queued and are done at the next "
