@@ -183,7 +183,7 @@ def _open(cfg: Config) -> Engine | None:
     from storage.db import CatalogueError, open_catalogue
 
     try:
-        return open_catalogue(cfg.db_url)
+        return open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
     except CatalogueError as e:
         print(f"genred: {e}", file=sys.stderr)
         return None

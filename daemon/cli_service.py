@@ -100,7 +100,7 @@ def _fail(message: str) -> int:
 def _catalogue(cfg: Config) -> Iterator[Engine]:
     from storage.db import open_catalogue
 
-    engine = open_catalogue(cfg.db_url)
+    engine = open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
     try:
         yield engine
     finally:

@@ -34,7 +34,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -64,26 +63,22 @@ T = TypeVar("T")
 
 HEARTBEAT_SECONDS = 300.0
 QUEUE_POLL_SECONDS = 2.0  # idle: how often to look for work queued by other processes
-# Settings a reload cannot change under a running daemon (they take effect at a restart).
-RESTART_KEYS = ("db", "model_store", "cache", "workers", "busy_timeout_seconds")
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _resolve(cfg: Config) -> list[str]:
+def _watch_roots(cfg: Config) -> list[str]:
     if not cfg.watch:
         raise DaemonError("no folders to watch: give --watch PATH or set watch = [...] in "
                           "the config file")
-    return [str(Path(folder).expanduser().resolve()) for folder in cfg.watch]
-
-
-def _watch_roots(cfg: Config) -> list[str]:
-    roots = _resolve(cfg)
-    for folder, root in zip(cfg.watch, roots, strict=True):
-        if not Path(root).is_dir():
+    roots: list[str] = []
+    for folder in cfg.watch:
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
             raise DaemonError(f"watch folder {folder} is not a directory (config key 'watch')")
+        roots.append(str(path))
     return roots
 
 
@@ -109,7 +104,7 @@ class Daemon:
         self.worker = QueueRunner(cfg, engine)
         self.worker.heartbeat = self._beat_watchdog
         self.stopping = threading.Event()
-        self._reload_config = reload_config
+        self.reload_config = reload_config
         self._reload_asked = threading.Event()
         self._poke = threading.Event()  # ends a back-off pause early (stop, reload)
         db_file = sqlite_path(cfg.db_url)
@@ -117,7 +112,7 @@ class Daemon:
         self._unapplied: deque[Change] = deque()  # watcher events not yet in the catalogue
         self._to_rescan: list[str] = []  # watched folders that came back
         self._pinger: sdnotify.WatchdogPinger | None = None
-        self._scheduler: Any = None
+        self.scheduler: Any = None
         self._next_rescan = 0.0  # the start-up scan: the first pass of the loop
         self._rescan_why = "start"
         self._next_heartbeat = 0.0
@@ -212,7 +207,7 @@ class Daemon:
         # run into systemd's start timeout (it beats the watchdog as it goes).
         if self.stopping.is_set():
             return
-        status = self._retrying(self._status_line)
+        status = self._retrying(self.status_line)
         sdnotify.notify("READY=1\n" + (status or ""))
         log.info("ready: watching %d folder(s)", len(self.roots))
         self.started = True
@@ -228,7 +223,7 @@ class Daemon:
                 self.watcher.wake()
 
         scheduler.register(scheduler.RETRAIN_JOB, job)
-        self._scheduler = scheduler.start_scheduler(
+        self.scheduler = scheduler.start_scheduler(
             self.cfg.db_url, self.cfg.retrain.schedule,
             busy_timeout=self.cfg.busy_timeout_seconds)
 
@@ -237,8 +232,8 @@ class Daemon:
 
         sdnotify.notify("STOPPING=1")
         self.watcher.stop()
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
         if self._pinger is not None:
             self._pinger.stop()
         self.worker.close()
@@ -377,70 +372,33 @@ class Daemon:
         return not self.stopping.is_set()
 
     def _notify_status(self) -> None:
-        line = self._status_line()
+        line = self.status_line()
         if line != self._last_status:
             sdnotify.notify(line)
             self._last_status = line
 
-    def _status_line(self) -> str:
+    def status_line(self) -> str:
         return (f"STATUS={self.worker.pending_count()} pending; "
                 f"model {self.worker.model_version()}")
 
     # -- SIGHUP --------------------------------------------------------------------------
     def _reload(self) -> None:
-        """Re-read the config and apply what changed: the watch list, settle and rescan
-        times, tag settings, clips, a pinned model, the retrain schedule and settings, the
-        log level. A bad config is reported and the running one kept."""
-        from daemon import scheduler
+        from daemon.reload import reload_daemon
 
-        if self._reload_config is None:
-            log.warning("SIGHUP: this daemon was started without a config to re-read")
-            return
-        old = self.cfg
-        try:
-            new = self._reload_config()
-            scheduler.cron_trigger(new.retrain.schedule)
-            roots = _resolve(new)
-        except (ConfigError, DaemonError, ValueError) as e:
-            log.error("config not reloaded, the running config is kept: %s", e)
-            return
-        sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
-        changed = [f.name for f in fields(Config) if f.name not in ("source", "origins")
-                   and getattr(new, f.name) != getattr(old, f.name)]
-        for key in (k for k in RESTART_KEYS if k in changed):
-            log.warning("config key '%s' changed: it takes effect when genred run restarts",
-                        key)
-        new = replace(new, **{k: getattr(old, k) for k in RESTART_KEYS})
-        if "watch" in changed:
-            self._rewatch(roots)
-        self.tracker.settle_seconds = new.settle_seconds
-        if new.rescan_hours != old.rescan_hours:
-            self._next_rescan = min(self._next_rescan,
-                                    time.monotonic() + new.rescan_hours * 3600)
-        self.worker.reconfigure(new)
-        if self._scheduler is not None:
-            scheduler.apply_schedule(self._scheduler, new.retrain.schedule)
-        logging.getLogger().setLevel(new.log_level)
-        self.cfg = new
-        log.info("config reloaded from %s: %s", new.source,
-                 ", ".join(k for k in changed if k not in RESTART_KEYS) or "nothing changed")
+        reload_daemon(self)
+
+    def status_changed(self) -> None:
+        """Send the STATUS line on the next idle turn even if it reads the same."""
         self._last_status = ""
-        sdnotify.notify("READY=1\n" + self._status_line())
 
-    def _rewatch(self, roots: list[str]) -> None:
-        from storage.catalogue import set_state
+    def rescan_soon(self, root: str) -> None:
+        """Walk ``root`` (a folder now watched) on the next pass."""
+        if root not in self._to_rescan:
+            self._to_rescan.append(root)
 
-        added, removed = self.watcher.set_roots(roots)
-        self.reconciler.roots = self.watcher.roots
-        self.roots = self.watcher.roots
-        for root in removed:
-            self.tracker.discard_under(root)
-            log.info("no longer watching %s", root)
-        for root in added:
-            if root not in self.watcher.detached:
-                log.info("now watching %s", root)
-                self._to_rescan.append(root)
-        set_state(self.engine, WATCH_KEY, json.dumps(self.watcher.roots))
+    def rescan_within(self, hours: float) -> None:
+        """The periodic rescan comes no later than ``hours`` from now."""
+        self._next_rescan = min(self._next_rescan, time.monotonic() + hours * 3600)
 
 
 def describe_short(exc: BaseException) -> str:
