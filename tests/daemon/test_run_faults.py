@@ -151,7 +151,6 @@ def test_a_model_that_vanished_keeps_the_daemon_on_the_one_it_has(
 ) -> None:
     daemon = _start(library, daemons)
     shutil.rmtree(library.store / "tiny-v1")  # e.g. a clean-up script, a full reinstall
-    (library.store / "ACTIVE").write_text("tiny-v1\n")  # wakes the daemon to look
     song = make_track(library.music / "after.flac", "Pulse", SECONDS, seed=5)
     wait_for(lambda: _ok_with_one_prediction(library, song), 60, "the next file")
     assert library.predictions(song)[0][0] == "tiny-v1"
