@@ -60,8 +60,8 @@ class QueueRunner:
     def reconfigure(self, cfg: Config) -> None:
         """Use ``cfg`` (a reloaded config) from the next batch on: tag policy, clips per
         track and a pinned model take effect then; the decode processes are kept."""
-        keys = ("write_tags", "tag_threshold", "overwrite_existing", "clips_per_track",
-                "model")
+        keys = ("write_tags", "tag_threshold", "overwrite_existing", "split_hard_links",
+                "clips_per_track", "model")
         if any(getattr(cfg, k) != getattr(self.cfg, k) for k in keys):
             self._rebuild = True
         self.cfg = cfg
@@ -125,7 +125,8 @@ class QueueRunner:
             classifier = self._load(wanted)
         if classifier is None:
             return self._worker
-        policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing)
+        policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing,
+                            split_hard_links=self.cfg.split_hard_links)
                   if self.cfg.write_tags else None)
         previous, self._worker = self._worker, Worker(self.engine, classifier, self.cfg,
                                                       tag_policy=policy)
