@@ -32,7 +32,7 @@ def test_a_folder_that_vanishes_before_watching_starts_is_a_clear_error(
 def test_a_busy_timeout_out_of_range_is_refused_naming_the_key(value: str) -> None:
     from daemon.config import ConfigError, load
 
-    with pytest.raises(ConfigError, match="busy_timeout_seconds"):
+    with pytest.raises(ConfigError, match="GENRED_BUSY_TIMEOUT_SECONDS: must be a number"):
         load(None, environ={"GENRED_BUSY_TIMEOUT_SECONDS": value})
 
 
