@@ -15,6 +15,8 @@ Example ``config.toml`` (every key optional)::
     [retrain]
     schedule = "0 3 * * *"      # cron: minute hour day month day-of-week
     min_new_labels = 10
+    min_songs_per_genre = 3     # a new genre waits until it has this many labelled songs
+    min_holdout_songs = 10      # fewer held-out songs: judge by cross-validation
 
     [aliases]                   # extra genre aliases, merged over the built-in map
     "nu jazz" = "Jazz"
@@ -64,6 +66,9 @@ class RetrainConfig:
     schedule: str = "0 3 * * *"
     min_new_labels: int = 1
     epochs: int = 15
+    min_songs_per_genre: int = 3  # a new genre trains only with this many labelled songs
+    min_holdout_songs: int = 10  # fewer held-out songs: judge by cross-validation
+    threads: int = 0  # torch threads of the retrain process; 0 = all cores but one
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,9 @@ class Config:
     tag_threshold: float = 0.5
     overwrite_existing: bool = False
     log_level: str = "INFO"
+    # Genre tag values that are not genres; `import-tags` skips them (with the built-in
+    # placeholders: Other, Unknown, Genre, "the genre", misc, ...).
+    ignore_genres: tuple[str, ...] = ()
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"  # which file was read, for `genred config show`
@@ -193,6 +201,11 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("config key 'retrain.epochs': must be >= 1")
     if cfg.retrain.min_new_labels < 0:
         raise ConfigError("config key 'retrain.min_new_labels': must be >= 0")
+    for key in ("min_songs_per_genre", "min_holdout_songs"):
+        if getattr(cfg.retrain, key) < 1:
+            raise ConfigError(f"config key 'retrain.{key}': must be >= 1")
+    if cfg.retrain.threads < 0:
+        raise ConfigError("config key 'retrain.threads': must be >= 0 (0 = all cores but one)")
     return replace(cfg, log_level=cfg.log_level.upper())
 
 
