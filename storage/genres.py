@@ -3,9 +3,12 @@
 Labels reach the catalogue from three places — user corrections, genre tags already in the
 files, and model labels — and each spells genres its own way ("hip-hop", "Hip Hop", "RAP").
 ``normalise`` folds them through a case-insensitive alias map so that a correction, a tag
-and a prediction for the same genre compare equal. Names not in the map are accepted (a
-genre the model does not know yet joins its label set at the next retrain) and title-cased,
-keeping short all-caps words such as "EDM"-like acronyms the user typed as they are.
+and a prediction for the same genre compare equal. ``normalise`` title-cases a name not in
+the map (used where any name is a filter, e.g. ``query --genre``). Labels go through
+``resolve`` instead: a known genre (the model's, or one a label already uses) matched
+case-insensitively in its first spelling, then the alias map, else None — the command then
+refuses the name with ``suggestions`` or, when the user asked for a new genre, keeps it as
+``spelled`` ("IDM", "SynSwing"). ``is_placeholder`` tells tag values that are no genre.
 
 Examples::
 

@@ -34,7 +34,8 @@ from storage.schema import ERROR, PENDING, ModelVersion, Prediction, Track, Trai
 from tests.audiogen import make_track
 from tests.storage.modelkit import tiny_bundle
 
-pytestmark = pytest.mark.slow
+# Cross-validation trains up to four candidates per run: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 GENRE_OF_STYLE = {"Drone": "Drone", "Pulse": "Pulse", "Chirp": "Chirp", "Noise": "Polka"}
 SONGS_PER_STYLE = 6

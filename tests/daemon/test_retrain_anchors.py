@@ -43,7 +43,8 @@ from storage.schema import ModelVersion, TrainingRun
 from tests.audiogen import STYLES, make_track
 from tests.storage.modelkit import tiny_bundle
 
-pytestmark = pytest.mark.slow
+# Cross-validation trains up to four candidates per run: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 GENRED = Path(sys.executable).parent / "genred"
 LABELLED = {"Drone": 6, "Pulse": 6}  # songs the user corrects, per style
