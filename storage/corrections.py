@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -125,9 +126,15 @@ def history(engine: Engine, path: str | os.PathLike[str]) -> list[tuple[str, str
         return [(c.genre, c.source, c.active) for c in track.corrections]
 
 
+MAX_CSV_LINE_BYTES = 64 << 10  # a path plus a genre; longer is not a label line
+
+
 def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """(path, genre) rows of a CSV file and the problems of the rows it skipped. A first
-    row ``path,genre`` is a header; relative paths are relative to the CSV's folder."""
+    row ``path,genre`` is a header; relative paths are relative to the CSV's folder. A line
+    that is not UTF-8, longer than MAX_CSV_LINE_BYTES, or whose genre is not a genre name
+    (storage.genres.check_name) is skipped with its problem; the other lines count.
+    Raises OSError when the file cannot be read."""
     rows, problems = read_label_csv_lines(path)
     return [(p, g) for _, p, g in rows], problems
 
@@ -135,11 +142,16 @@ def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[tuple[str, str]],
 def read_label_csv_lines(path: str | os.PathLike[str]
                          ) -> tuple[list[tuple[int, str, str]], list[str]]:
     """As :func:`read_label_csv`, each row with its line number."""
+    from storage.genres import GenreNameError, check_name
+
     base = os.path.dirname(os.path.abspath(path))
     rows: list[tuple[int, str, str]] = []
     problems: list[str] = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        for n, row in enumerate(csv.reader(fh), start=1):
+    with open(path, "rb") as fh:
+        lines = _CsvLines(fh, problems)
+        reader = csv.reader(lines)
+        for row in reader:
+            n = lines.line
             cells = [c.strip() for c in row]
             if not any(cells):
                 continue
@@ -148,8 +160,44 @@ def read_label_csv_lines(path: str | os.PathLike[str]
             if len(cells) < 2 or not cells[0] or not cells[1]:
                 problems.append(f"line {n}: expected path,genre")
                 continue
-            rows.append((n, os.path.join(base, os.path.expanduser(cells[0])), cells[1]))
+            try:
+                genre = check_name(cells[1])
+            except GenreNameError as e:
+                problems.append(f"line {n}: {e}")
+                continue
+            rows.append((n, os.path.join(base, os.path.expanduser(cells[0])), genre))
     return rows, problems
+
+
+class _CsvLines:
+    """The text lines of a binary file for csv.reader, skipping (and reporting in
+    ``problems``) those that are not UTF-8 or too long; ``line`` is the current number."""
+
+    def __init__(self, fh: BinaryIO, problems: list[str]) -> None:
+        self.fh, self.problems, self.line = fh, problems, 0
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            raw = self.fh.readline(MAX_CSV_LINE_BYTES + 1)
+            if not raw:
+                raise StopIteration
+            self.line += 1
+            if len(raw) > MAX_CSV_LINE_BYTES and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # the rest of this line
+                    raw = self.fh.readline(MAX_CSV_LINE_BYTES)
+                self.problems.append(f"line {self.line}: longer than "
+                                     f"{MAX_CSV_LINE_BYTES >> 10} KiB")
+                continue
+            if self.line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # the byte-order mark spreadsheet programs write
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.problems.append(f"line {self.line}: not UTF-8 text (save the CSV as "
+                                     "UTF-8)")
 
 
 # import_tag_label outcomes
@@ -159,6 +207,7 @@ TAG_SAME = "unchanged"
 TAG_KEPT_USER = "kept user correction"
 TAG_NONE = "without a genre tag"
 TAG_PLACEHOLDER = "with a placeholder genre (skipped)"
+TAG_UNUSABLE = "with a genre tag that is not a genre name (control characters, too long)"
 TAG_OURS = "tagged by genred's model (not a label)"
 TAG_UNREADABLE = "unreadable"
 
@@ -245,7 +294,10 @@ def import_tag_label(engine: Engine, path: str | os.PathLike[str],
                 return TagResult(TAG_OURS)
     if not genres:
         return TagResult(TAG_NONE)
-    label, new = tag_genre(genres, options)
+    usable = [g for g in genres if _is_name(g)]
+    if not usable:
+        return TagResult(TAG_UNUSABLE)
+    label, new = tag_genre(usable, options)
     if label is None:
         return TagResult(TAG_PLACEHOLDER)
     if pretend:
@@ -258,6 +310,16 @@ def import_tag_label(engine: Engine, path: str | os.PathLike[str],
     result = add_label(engine, path, label, TAG)
     outcome = {ADDED: TAG_IMPORTED, SAME: TAG_SAME, KEPT_USER: TAG_KEPT_USER}[result.outcome]
     return TagResult(outcome, result.genre, new and result.outcome == ADDED)
+
+
+def _is_name(value: str) -> bool:
+    from storage.genres import GenreNameError, check_name
+
+    try:
+        check_name(value)
+    except GenreNameError:
+        return False
+    return True
 
 
 def corrected_source(engine: Engine, path: str | os.PathLike[str]) -> tuple[str, str] | None:
