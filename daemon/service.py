@@ -214,10 +214,10 @@ class Daemon:
 
     def _start_scheduler(self) -> None:
         from daemon import scheduler
-        from daemon.retrain import retrain
+        from daemon.retrain_child import retrain_in_child
 
-        def job() -> None:
-            outcome = retrain(self.engine, self.cfg, trigger="schedule")
+        def job() -> None:  # in a child process: the daemon keeps its cores and its memory
+            outcome = retrain_in_child(self.engine, self.cfg, trigger="schedule")
             log.info("scheduled retrain %s", outcome.summary())
             if outcome.requeued:
                 self.watcher.wake()
@@ -454,9 +454,11 @@ def _abandon_retrain(engine: Engine, code: int) -> None:
     until it finishes (minutes): record it as interrupted and exit now. The model store is
     untouched (a candidate is only promoted by a finished run)."""
     from daemon.retrain import in_progress, mark_interrupted
+    from daemon.retrain_child import stop_child
 
     if not in_progress():
         return
+    stop_child()  # the child records its run as interrupted and exits
     log.warning("stopping in the middle of a retrain; it will run again at the next "
                 "scheduled time")
     mark_interrupted(engine)

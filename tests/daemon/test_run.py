@@ -320,7 +320,7 @@ def test_activating_another_model_reclassifies_uncorrected_tracks(
              for i in range(3)]
     daemon = _start(library, daemons)
     wait_for(lambda: all(library.status_of(s) == "ok" for s in songs), 60, "the first pass")
-    assert library.genred("correct", str(songs[0]), "Polka").returncode == 0
+    assert library.genred("correct", str(songs[0]), "Polka", "--new-genre").returncode == 0
     result = library.genred("models", "activate", "tiny-v2")
     assert result.returncode == 0, result.stderr
     assert "2 track(s) queued" in result.stdout  # the corrected one is left alone
