@@ -378,11 +378,12 @@ def probe(path: str | Path) -> AudioInfo:
 
 
 def read_clip(
-    path: str | Path, start: float, clip_seconds: float = CLIP_SECONDS, sr: int = SAMPLE_RATE
+    path: str | Path, start: float, clip_seconds: float = CLIP_SECONDS, sr: int = SAMPLE_RATE,
+    resampler: str = "ffmpeg",
 ) -> np.ndarray:
     """``clip_seconds`` of mono float32 at ``sr`` from ``start``; only that window is decoded.
     Shorter audio is looped to length. Raises UnreadableAudio."""
-    return _with_fallback(Path(path), 1, [float(start)], clip_seconds, sr).clips[0]
+    return read_track(path, 1, clip_seconds, sr, [float(start)], resampler=resampler).clips[0]
 
 
 def read_track(

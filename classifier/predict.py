@@ -59,7 +59,8 @@ def track_features(
 ) -> tuple[AudioInfo, np.ndarray]:
     """Decode K spread clips of ``path`` and compute their log-mels. Raises UnreadableAudio."""
     info, clips = audio.read_clips(
-        path, n_clips, clip_seconds=params.clip_seconds, sr=params.sample_rate
+        path, n_clips, clip_seconds=params.clip_seconds, sr=params.sample_rate,
+        resampler=params.resampler,
     )
     return info, clip_features(clips, params)
 

@@ -156,7 +156,7 @@ def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
     in a pool process (no torch). Never raises for the file's problems."""
     try:
         track = read_track(path, n_clips, params.clip_seconds, params.sample_rate,
-                           fingerprint=True)
+                           fingerprint=True, resampler=params.resampler)
         return Decoded(path, track.info, clip_features(track.clips, params), track.fingerprint)
     except UnreadableAudio as e:
         return Decoded(path, error=e.reason)
