@@ -143,6 +143,7 @@ def _load_classifier(cfg: Config) -> Any:
 
 def _classify(args: argparse.Namespace, cfg: Config) -> int:
     from classifier.audio import UnreadableAudio
+    from classifier.predict import Unclassifiable
 
     clf = _load_classifier(cfg)
     if clf is None:
@@ -154,6 +155,9 @@ def _classify(args: argparse.Namespace, cfg: Config) -> int:
         except UnreadableAudio as e:
             log.warning("%s", e)
             results.append({"path": str(path), "error": e.reason})
+            continue
+        except Unclassifiable as e:  # too short, silent: a reason instead of a genre
+            results.append({"path": str(path), "error": str(e)})
             continue
         results.append({"path": str(path), "genre": p.genre, "confidence": round(p.confidence, 4),
                         "probabilities": {g: round(v, 4) for g, v in p.probabilities.items()},

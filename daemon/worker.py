@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 from classifier.audio import AudioInfo, UnreadableAudio, probe, read_track
 from classifier.bundle import BundleError
 from classifier.features import FeatureParams, one_thread_per_process
-from classifier.predict import Classifier, clip_features
+from classifier.predict import Classifier, Unclassifiable, clip_features
 from daemon.config import Config
 from daemon.watcher import is_junk
 from storage import catalogue
@@ -463,6 +463,11 @@ class Worker:
             prediction = self.classifier.predict_features(decoded.info, decoded.features)
         except BundleError:
             raise  # the model itself is unusable: no file will classify
+        except Unclassifiable as e:  # "too short to classify: 1.0 s", "silent"
+            log.info("not classified: %s: %s", path, e)
+            catalogue.record_error(self.engine, path, str(e), size, mtime)
+            summary.errors += 1
+            return
         except Exception as e:
             log.warning("cannot classify %s: %s", path, e)
             catalogue.record_error(self.engine, path, f"{type(e).__name__}: {e}", size, mtime)
