@@ -293,46 +293,6 @@ def _av_track(path: Path, n_clips: int, starts: list[float] | None, seconds: flo
     return Track(info, clips, digest)
 
 
-def _sf_track(path: Path, n_clips: int, starts: list[float] | None, seconds: float, sr: int,
-              want_fingerprint: bool, kaiser: bool = False) -> Track:
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    n = round(seconds * sr)
-    with sf.SoundFile(str(path)) as f:
-        native = int(f.samplerate)
-        info = AudioInfo(
-            duration=f.frames / native if native else 0.0,
-            codec=str(f.subtype).lower(),
-            container=str(f.format).lower(),
-            sample_rate=native,
-            channels=int(f.channels),
-        )
-        if starts is None:
-            starts = clip_starts(info.duration, n_clips, seconds)
-        digest = None
-        if want_fingerprint:  # the first seconds of samples: tags never reach them
-            head = f.read(native * 10, dtype="int16")
-            digest = hashlib.sha256(
-                f"sf|{info.codec}|{native}|{info.channels}|{f.frames}|".encode()
-                + head.tobytes()
-            ).hexdigest()
-        clips = []
-        for start in starts:
-            f.seek(min(int(start * native), max(f.frames - 1, 0)))
-            raw = f.read(int(seconds * native) + 1, dtype="float32", always_2d=True)
-            y = raw.mean(axis=1)
-            if native != sr and y.size and kaiser:
-                y = resample(y, native, sr)
-            elif native != sr and y.size:
-                from math import gcd
-
-                g = gcd(native, sr)
-                y = resample_poly(y, sr // g, native // g).astype(np.float32)
-            clips.append(_finish(path, y[:n], n))
-    return Track(info, clips, digest)
-
-
 def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds: float,
                    sr: int, want_fingerprint: bool = False, kaiser: bool = False) -> Track:
     _check_file(path)
@@ -343,7 +303,9 @@ def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds
     except Exception as e:  # any FFmpeg/PyAV failure: try soundfile next
         first = _reason(e)
     try:
-        return _sf_track(path, n_clips, starts, seconds, sr, want_fingerprint, kaiser)
+        from classifier.audio_sf import sf_track
+
+        return sf_track(path, n_clips, starts, seconds, sr, want_fingerprint, kaiser)
     except UnreadableAudio:
         raise
     except Exception as e:  # libsndfile failure: report PyAV's reason
@@ -372,7 +334,9 @@ def probe(path: str | Path) -> AudioInfo:
     except Exception as e:  # try soundfile before giving up
         first = _reason(e)
     try:
-        return _sf_track(path, 1, [0.0], 0.05, SAMPLE_RATE, False).info
+        from classifier.audio_sf import sf_track
+
+        return sf_track(path, 1, [0.0], 0.05, SAMPLE_RATE, False).info
     except Exception as e:
         raise UnreadableAudio(path, first) from e
 
