@@ -48,8 +48,8 @@ def artist_cluster(row: dict[str, str]) -> str:
         m = re.search(r"\.(\d{5})\.", name)
         block = int(m.group(1)) // 10 if m else 0
         return f"gtzan/{row['genre']}/{block}"
-    part = row["evidence"].split(";")
-    artist = part[1].split(" - ")[0].strip().lower() if len(part) > 1 else name
+    named = [p for p in row["evidence"].split(";") if " - " in p]  # "...; Artist - Title"
+    artist = named[-1].split(" - ")[0].strip().lower() if named else name
     return f"{prefix}/{artist}"
 
 
