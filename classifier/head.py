@@ -6,7 +6,7 @@ with ``hidden`` > 0, one hidden ReLU layer) over standardised embeddings, its lo
 divided by a temperature fitted on held-out songs (calibrated confidence).
 
 The bundle stores only the head (a few kB): the backbone's weights are the package's
-(``classifier/backbones``), named by ``backbone`` in the bundle's arch_kwargs.
+(``classifier/backbones``); arch "backbone" means MSD_musicnn.
 
 ``forward`` takes the log-mel windows of ONE track, (K, 96, frames), and returns one row
 of calibrated logits, so whole-track prediction (averaging rows) works unchanged.
@@ -56,10 +56,9 @@ class BackboneHead(nn.Module):
     emb_std: torch.Tensor
     temperature: torch.Tensor
 
-    def __init__(self, n_labels: int, backbone: str = MSD_MUSICNN, hidden: int = 0,
-                 dropout: float = 0.0) -> None:
+    def __init__(self, n_labels: int, hidden: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone = MSD_MUSICNN  # the one bundled backbone; another would be a new arch
         self.register_buffer("emb_mean", torch.zeros(EMBEDDING_DIM))
         self.register_buffer("emb_std", torch.ones(EMBEDDING_DIM))
         self.register_buffer("temperature", torch.ones(1))

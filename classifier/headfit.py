@@ -30,6 +30,7 @@ from classifier import dataset, reports
 from classifier.bundle import BundleMeta, new_version_id
 from classifier.dataset import DatasetError, Song
 from classifier.embeddings import embed_songs
+from classifier.musicnn import MSD_MUSICNN
 
 if TYPE_CHECKING:
     import torch
@@ -183,7 +184,7 @@ def run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_
     set_torch_threads()
     arch_kwargs = (dict(base[0].arch_kwargs) if base
                    else cnn.arch_config("backbone", **opts.arch_kwargs))
-    backbone = str(arch_kwargs.get("backbone", "msd_musicnn"))
+    backbone = MSD_MUSICNN
     windows = DEFAULT_WINDOWS
     parts = {}
     decoded = 0
@@ -227,6 +228,7 @@ def run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_
         "windows_per_song": windows, "seed": opts.seed, "temperature": round(temperature, 4),
         "skipped": len(skipped), "base_embeddings": len(base_x),
         "head": "logistic regression" if not arch_kwargs.get("hidden") else "MLP",
+        "backbone": backbone,
     })
     headline = _headline(metrics, base_metrics)
     headline["ece"] = metrics["ece"]

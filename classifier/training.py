@@ -414,7 +414,7 @@ def _evaluate_head(clf: Any, songs: list[Song], cache_dir: Any, progress: bool,
     from classifier.headfit import head_metrics
 
     windows = clf.clips_per_track
-    backbone = str(clf.meta.arch_kwargs.get("backbone", "msd_musicnn"))
+    backbone = "msd_musicnn"  # arch "backbone" is MSD_musicnn (classifier/head.py)
     e = embed_songs(songs, clf.params, windows, backbone, cache_dir, progress, workers)
     out = head_metrics(clf.net, clf.labels, e.songs, e.embeddings, windows)
     out["model"] = clf.version
