@@ -4,8 +4,9 @@
 backbone, front end, windows), in the style of featurecache.py: classifier/ stays free of
 databases, a retrain reads the embeddings of every song it has seen before without
 decoding, and reclassifying a library after a new head is promoted is a matrix product.
-The key is whatever identifies the audio to the caller — the file's content hash when
-training from folders (what the feature cache uses), or the catalogue's audio fingerprint.
+The key is the audio fingerprint (``audio.fingerprint``: the audio stream's first packets,
+what the catalogue stores per track), not the file's bytes: a tag edit — genred's own tag
+writing included — or a move keeps a song's embedding.
 
 ``embed_songs`` turns songs into embeddings: stored ones are read, the rest are decoded
 and turned into log-mels by the feature extractor (worker processes) and run through the
@@ -24,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier import audio
 from classifier.dataset import Song
 from classifier.extract import Extractor
-from classifier.featurecache import content_hash
 from classifier.features import FeatureParams
 from classifier.musicnn import EMBEDDING_DIM
 
@@ -111,9 +112,9 @@ def embed_songs(songs: list[Song], params: FeatureParams, windows: int, backbone
     skipped: list[dict[str, str]] = []
     for i, song in enumerate(songs):
         try:
-            digests[i] = content_hash(song.path)
-        except OSError as e:
-            skipped.append({"path": str(song.path), "error": f"cannot read: {e.strerror or e}"})
+            digests[i] = audio.fingerprint(song.path)
+        except audio.UnreadableAudio as e:
+            skipped.append({"path": str(song.path), "error": e.reason})
             continue
         emb = store.get(digests[i])
         if emb is None:
