@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_loader(args: argparse.Namespace) -> Callable[[], Config]:
+    """Reads the effective config for these arguments (again, on each call: the daemon
+    re-reads it on SIGHUP, with the same command line winning over the file)."""
+    # A verb's flag that overrides a config key uses dest="cfg_<key>" (e.g. cfg_workers,
+    # cfg_retrain_schedule); None means "not given".
+    overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}
+    overrides["db"] = getattr(args, "db", None)
+    overrides["log_level"] = getattr(args, "log_level", None)
+    path = getattr(args, "config", None)
+    return lambda: load(path, overrides)
+
+
 def setup_logging(level: str) -> None:
     """stderr, no timestamps when journald adds its own (it sets JOURNAL_STREAM)."""
     import os
@@ -67,13 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
-    # A verb's flag that overrides a config key uses dest="cfg_<key>" (e.g. cfg_workers,
-    # cfg_retrain_schedule); None means "not given".
-    overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}
-    overrides["db"] = getattr(args, "db", None)
-    overrides["log_level"] = getattr(args, "log_level", None)
     try:
-        cfg = load(getattr(args, "config", None), overrides)
+        cfg = config_loader(args)()
     except ConfigError as e:
         print(f"genred: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -190,7 +190,7 @@ def _open(cfg: Config) -> Engine | None:
     """The catalogue; its faults (CatalogueError) reach the CLI entry, which prints them."""
     from storage.db import open_catalogue
 
-    return open_catalogue(cfg.db_url)
+    return open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
 
 
 def _policy(args: argparse.Namespace, cfg: Config) -> Any:

@@ -103,7 +103,7 @@ def _fail(message: str) -> int:
 def _catalogue(cfg: Config) -> Iterator[Engine]:
     from storage.db import open_catalogue
 
-    engine = open_catalogue(cfg.db_url)
+    engine = open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
     try:
         yield engine
     finally:
@@ -121,11 +121,12 @@ def _print_pairs(rows: list[tuple[str, Any]]) -> None:
 
 
 def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
+    from daemon.cli import config_loader
     from daemon.service import DaemonError, run_daemon
     from storage.db import CatalogueError
 
     try:
-        return run_daemon(cfg)
+        return run_daemon(cfg, config_loader(args))
     except (DaemonError, CatalogueError) as e:
         return _fail(str(e))
 

@@ -83,6 +83,9 @@ class Config:
     overwrite_existing: bool = False
     split_hard_links: bool = False  # tag a hard-linked file anyway (its other names keep the old)
     log_level: str = "INFO"
+    # Seconds a catalogue write waits for another program's write transaction before it
+    # counts as a fault ("database is locked"; the daemon then retries with back-off).
+    busy_timeout_seconds: float = 30.0
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"  # which file was read, for `genred config show`
@@ -155,6 +158,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "workers": (0, 256, "processes; 0 = all cores"),
     "clips_per_track": (1, 32, "clips"),
     "tag_threshold": (0, 1, "a confidence"),
+    "busy_timeout_seconds": (0.01, 3600, "seconds"),
     "retrain.min_new_labels": (0, 1_000_000, "labels"),
     "retrain.epochs": (1, 100_000, "epochs; early stopping ends most runs far sooner"),
 }
