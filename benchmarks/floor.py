@@ -43,7 +43,7 @@ def _features_of(path: str) -> bool:
 
     try:
         _info, clips = read_clips(path, _n_clips, clip_seconds=_params.clip_seconds,
-                                  sr=_params.sample_rate)
+                                  sr=_params.sample_rate, resampler=_params.resampler)
     except UnreadableAudio:
         return False
     for clip in clips:
@@ -111,10 +111,11 @@ def stage_timings(paths: Sequence[Path], params: Any, n_clips: int, model: str |
     classifier = _classifier(model)
     for path in paths:
         t0 = time.perf_counter()
-        read_track(path, n_clips, params.clip_seconds, params.sample_rate)
+        read_track(path, n_clips, params.clip_seconds, params.sample_rate,
+                   resampler=params.resampler)
         t1 = time.perf_counter()
         track = read_track(path, n_clips, params.clip_seconds, params.sample_rate,
-                           fingerprint=True)
+                           fingerprint=True, resampler=params.resampler)
         t2 = time.perf_counter()
         feats = np.stack([log_mel(c, params) for c in track.clips])
         t3 = time.perf_counter()

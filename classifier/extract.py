@@ -48,8 +48,9 @@ def _random_clips(path: Path, digest: str, n: int, seed: int, p: FeatureParams
     slack = info.duration - p.clip_seconds
     if slack > 1.0:
         starts = sorted(rng.uniform(0.0, slack) for _ in range(n))
-        return audio.read_clips(path, n, p.clip_seconds, p.sample_rate, starts)[1]
-    clip = audio.read_clip(path, 0.0, p.clip_seconds, p.sample_rate)
+        return audio.read_clips(path, n, p.clip_seconds, p.sample_rate, starts,
+                                p.resampler)[1]
+    clip = audio.read_clip(path, 0.0, p.clip_seconds, p.sample_rate, p.resampler)
     period = round(info.duration * p.sample_rate) if info.duration > 0 else clip.size
     period = max(1, min(period, clip.size))
     return [np.roll(clip, -rng.randrange(period)) for _ in range(n)]
@@ -65,7 +66,8 @@ def compute(path: Path, digest: str, n: int, seed: int | None, params: FeaturePa
     Runs in a worker process: it returns the reason instead of raising across processes."""
     try:
         if seed is None:
-            _, clips = audio.read_clips(path, n, params.clip_seconds, params.sample_rate)
+            _, clips = audio.read_clips(path, n, params.clip_seconds, params.sample_rate,
+                                        resampler=params.resampler)
         else:
             clips = _random_clips(path, digest, n, seed, params)
     except audio.UnreadableAudio as e:

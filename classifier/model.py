@@ -12,6 +12,8 @@ training can grow the genre set by adding rows to it.
   stored as buffers), three short temporal convolutions and
   global average + max pooling over time instead of a giant flatten — ~20x fewer weights,
   any clip length, and less room to memorise a small training set.
+- ``backbone``: the pretrained MSD_musicnn, frozen, and a small head over its track
+  embedding (classifier/head.py); its input is musicnn's log-mel, not the paper's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-ARCHS = ("pooled", "paper")
+ARCHS = ("pooled", "paper", "backbone")
 DEFAULT_ARCH = "pooled"
 
 
@@ -46,6 +48,7 @@ ARCH_OPTIONS: dict[str, dict[str, Bound]] = {
                "dropout": Bound(float, 0.0, 0.99)},
     "paper": {"channels": Bound(int, 1, 512, length=2), "hidden": Bound(int, 1, 4096),
               "dropout": Bound(float, 0.0, 0.99)},
+    "backbone": {"hidden": Bound(int, 0, 4096), "dropout": Bound(float, 0.0, 0.99)},
 }
 # No architecture, whatever its options, may have more weights than this (400 MB).
 MAX_PARAMETERS = 100_000_000
@@ -131,7 +134,10 @@ class PooledCNN(nn.Module):
 def arch_config(arch: str, **kwargs: Any) -> dict[str, Any]:
     """The architecture's keyword arguments with every default filled in, for the bundle:
     a saved model must not change meaning when a default here changes."""
-    classes: dict[str, type[nn.Module]] = {"paper": PaperCNN, "pooled": PooledCNN}
+    from classifier.head import BackboneHead
+
+    classes: dict[str, type[nn.Module]] = {"paper": PaperCNN, "pooled": PooledCNN,
+                                           "backbone": BackboneHead}
     if arch not in classes:
         raise ValueError(f"unknown architecture {arch!r}; one of {', '.join(ARCHS)}")
     skip = {"self", "n_labels", "n_mels", "frames"}
@@ -152,4 +158,11 @@ def build(arch: str, n_labels: int, n_mels: int, frames: int, **kwargs: Any) -> 
         return PaperCNN(n_labels, n_mels=n_mels, frames=frames, **kwargs)
     if arch == "pooled":
         return PooledCNN(n_labels, n_mels=n_mels, **kwargs)
+    if arch == "backbone":
+        from classifier.head import BackboneHead
+        from classifier.musicnn import N_MELS
+
+        if n_mels != N_MELS:
+            raise ValueError(f"the backbone takes {N_MELS} mel bands, not {n_mels}")
+        return BackboneHead(n_labels, **kwargs)
     raise ValueError(f"unknown architecture {arch!r}; one of {', '.join(ARCHS)}")

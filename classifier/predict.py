@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_CLIPS = 3
+# Audio shorter than this gets a reason, not a genre (a 1 s test file is no song). For
+# backbone models; the older architectures keep classifying short files as they did.
+MIN_SECONDS = {"backbone": 5.0}
+
+
+class Unclassifiable(Exception):
+    """The audio decodes but is no music to judge (too short, digitally silent); the
+    message is the reason to record, e.g. "too short to classify: 1.0 s"."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,8 @@ def track_features(
 ) -> tuple[AudioInfo, np.ndarray]:
     """Decode K spread clips of ``path`` and compute their log-mels. Raises UnreadableAudio."""
     info, clips = audio.read_clips(
-        path, n_clips, clip_seconds=params.clip_seconds, sr=params.sample_rate
+        path, n_clips, clip_seconds=params.clip_seconds, sr=params.sample_rate,
+        resampler=params.resampler,
     )
     return info, clip_features(clips, params)
 
@@ -67,8 +76,11 @@ def track_features(
 class Classifier:
     """A loaded model bundle ready to classify files."""
 
-    def __init__(self, path: Path, meta: BundleMeta, clips_per_track: int = DEFAULT_CLIPS):
+    def __init__(self, path: Path, meta: BundleMeta, clips_per_track: int = DEFAULT_CLIPS,
+                 min_seconds: float | None = None):
         self.path = path
+        self.min_seconds = (MIN_SECONDS.get(meta.arch, 0.0) if min_seconds is None
+                            else min_seconds)
         self.meta = meta
         self.version = meta.version
         self.labels = list(meta.labels)
@@ -124,8 +136,19 @@ class Classifier:
                               "(genred models activate) or retrain")
         return probs
 
+    def check_classifiable(self, info: AudioInfo, feats: np.ndarray) -> None:
+        """Raises Unclassifiable for audio shorter than ``min_seconds`` (by the container's
+        duration; unknown durations pass) or digitally silent (every sample zero gives a
+        constant log-mel in both front ends)."""
+        if 0.0 < info.duration < self.min_seconds:
+            raise Unclassifiable(f"too short to classify: {info.duration:.1f} s")
+        if feats.size and float(feats.max()) == float(feats.min()):
+            raise Unclassifiable("silent")
+
     def predict_features(self, info: AudioInfo, feats: np.ndarray) -> Prediction:
-        """Average the clips' probabilities into one whole-track Prediction."""
+        """Average the clips' probabilities into one whole-track Prediction. Raises
+        Unclassifiable (see check_classifiable)."""
+        self.check_classifiable(info, feats)
         probs = self.probabilities(feats).mean(axis=0)
         best = int(np.argmax(probs))
         return Prediction(

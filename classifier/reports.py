@@ -53,6 +53,23 @@ def metrics(
     }
 
 
+def ece(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool], bins: int = 10
+        ) -> float:
+    """Expected calibration error: the song-weighted mean |accuracy - mean confidence|
+    over ``bins`` equal-width confidence bins (0 for no songs)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    if conf.size == 0:
+        return 0.0
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += members.sum() * abs(hit[members].mean() - conf[members].mean())
+    return round(float(total / conf.size), 4)
+
+
 def per_group_accuracy(
     groups: Sequence[str], true: Sequence[str], predicted: Sequence[str]
 ) -> dict[str, dict[str, float]]:

@@ -99,6 +99,8 @@ def song_metrics(net: nn.Module, labels: list[str], songs: list[Song],
     extra = sorted({g for g in true if g not in labels})
     out = reports.metrics(true, predicted, labels + extra, sum(f.shape[0] for f in feats))
     out["per_source"] = reports.per_group_accuracy([s.source for s in songs], true, predicted)
+    out["ece"] = reports.ece(probs.max(axis=1) if feats else [],
+                             [t == p for t, p in zip(true, predicted, strict=True)])
     return out
 
 
@@ -151,7 +153,13 @@ def _warn_missing(base_labels: list[str], genres: list[str]) -> None:
 
 
 def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_dir: Any,
-         summary: dict[str, Any], base: tuple[BundleMeta, nn.Module] | None) -> TrainResult:
+         summary: dict[str, Any], base: tuple[BundleMeta, nn.Module] | None,
+         base_path: Path | None = None) -> TrainResult:
+    if (base[0].arch if base else opts.arch) == "backbone":
+        from classifier import headfit
+
+        return headfit.run(splits, opts, out_dir, cache_dir, summary,
+                           (base[0], base[1], base_path) if base else None)  # type: ignore[arg-type]
     from classifier import bundle
     from classifier import model as cnn
     from classifier.fit import FitOptions, SongSet, Teacher, fit
@@ -267,7 +275,7 @@ def _looks_like_version(name: str) -> bool:
 
 def _headline(metrics: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
     out = {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
-           "n_songs": metrics["n_songs"],
+           "ece": metrics.get("ece"), "n_songs": metrics["n_songs"],
            "per_source": metrics.get("per_source", {})}
     if base is not None:
         out["base_accuracy"] = base["accuracy"]
@@ -308,6 +316,7 @@ def train(
     opts = _options(seed, clips_per_song, epochs, options)
     if arch:
         opts.arch = arch
+    _params_for(opts, from_model)
     base = _load_base(from_model, opts.params) if from_model else None
     if base and arch and arch != base[0].arch:
         log.warning("--arch %s ignored: growing %s keeps its %s network", arch, from_model,
@@ -319,7 +328,22 @@ def train(
     summary: dict[str, Any] = {"data_dir": str(Path(data_dir).expanduser().resolve()),
                                "split": "by song, stratified by (genre, source)",
                                "genres": dataset.genre_counts(songs)}
-    return _run(splits, opts, Path(out_dir).expanduser().absolute(), cache_dir, summary, base)
+    return _run(splits, opts, Path(out_dir).expanduser().absolute(), cache_dir, summary, base,
+                Path(from_model) if from_model else None)
+
+
+def _params_for(opts: TrainOptions, base: str | Path | None) -> None:
+    """The front end the architecture takes: the base bundle's, or musicnn's for a new
+    backbone model (the paper's log-mel otherwise)."""
+    from classifier.bundle import read_meta
+    from classifier.features import musicnn_params
+
+    if base is not None:
+        meta = read_meta(base)
+        if meta.arch == "backbone":
+            opts.params = meta.params
+    elif opts.arch == "backbone" and opts.params.frontend != "musicnn":
+        opts.params = musicnn_params()
 
 
 def fine_tune(
@@ -351,6 +375,7 @@ def fine_tune(
     optimistic. Raises DatasetError when no usable song remains, ModelMismatch when the
     base bundle does not fit."""
     opts = _options(seed, clips_per_song, epochs, options)
+    _params_for(opts, base_bundle)
     base = _load_base(base_bundle, opts.params)
     songs = dataset.from_pairs(labelled)
     summary: dict[str, Any] = {"data": "labelled pairs", "n_labelled": len(songs),
@@ -370,7 +395,8 @@ def fine_tune(
     if not splits["train"]:
         raise DatasetError("no labelled songs to train on")
     splits["anchor"] = _anchor_songs(anchors, songs + splits["test"])
-    return _run(splits, opts, Path(out_dir).expanduser().absolute(), cache_dir, summary, base)
+    return _run(splits, opts, Path(out_dir).expanduser().absolute(), cache_dir, summary, base,
+                Path(base_bundle))
 
 
 def evaluate(
@@ -396,6 +422,12 @@ def evaluate(
     songs = dataset.scan(data) if isinstance(data, str | Path) else dataset.from_pairs(data)
     clf = Classifier.load(Path(bundle_path))
     set_torch_threads()
+    if clf.meta.arch == "backbone":
+        out = _evaluate_head(clf, songs, cache_dir, progress, workers, per_song)
+        out["in_training_data"] = seen_in_training(
+            Path(bundle_path), clf.meta, [s for s in songs if str(s.path) not in
+                                          {e["path"] for e in out["errors"]}])
+        return out
     ex = Extractor(clf.params, cache_dir, progress, workers)
     kept, feats = ex.many(songs, clips_per_track, None, "evaluate")
     out = song_metrics(clf.net, clf.labels, kept, feats)
@@ -441,3 +473,18 @@ def seen_in_training(bundle_path: Path, meta: BundleMeta, songs: list[Song]) -> 
     return [str(s.path) for s in songs
             if Path(s.path).resolve().is_relative_to(root)
             and str(Path(s.path).resolve()) not in tested]
+
+
+def _evaluate_head(clf: Any, songs: list[Song], cache_dir: Any, progress: bool,
+                   workers: int | None, per_song: bool = False) -> dict[str, Any]:
+    """evaluate() of a backbone model, through the embedding store."""
+    from classifier.embeddings import embed_songs
+    from classifier.headfit import head_metrics
+
+    windows = clf.clips_per_track
+    backbone = "msd_musicnn"  # arch "backbone" is MSD_musicnn (classifier/head.py)
+    e = embed_songs(songs, clf.params, windows, backbone, cache_dir, progress, workers)
+    out = head_metrics(clf.net, clf.labels, e.songs, e.embeddings, windows, per_song)
+    out["model"] = clf.version
+    out["errors"] = e.skipped
+    return out

@@ -116,8 +116,9 @@ def _register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="random 30 s training clips per song (default 5)")
     p.add_argument("--epochs", type=_epochs, default=40, metavar="N",
                    help="at most N epochs; stops early when validation stops improving")
-    p.add_argument("--arch", choices=["pooled", "paper"], default=None,
-                   help="network: pooled (default) or the paper's")
+    p.add_argument("--arch", choices=["pooled", "paper", "backbone"], default=None,
+                   help="network: pooled (default), the paper's, or backbone (the pretrained "
+                        "MSD_musicnn, frozen, with a small head over its track embeddings)")
     p.add_argument("--from", dest="from_model", metavar="MODEL", default=None,
                    help="start from this model and keep its genres (grow the genre set)")
     p.add_argument("--cache", dest="cfg_cache", default=None, metavar="DIR",
@@ -163,6 +164,7 @@ def _load_classifier(cfg: Config) -> Any:
 
 def _classify(args: argparse.Namespace, cfg: Config) -> int:
     from classifier.audio import UnreadableAudio
+    from classifier.predict import Unclassifiable
 
     clf = _load_classifier(cfg)
     if clf is None:
@@ -174,6 +176,9 @@ def _classify(args: argparse.Namespace, cfg: Config) -> int:
         except UnreadableAudio as e:
             log.warning("%s", e)
             results.append({"path": str(path), "error": e.reason})
+            continue
+        except Unclassifiable as e:  # too short, silent: a reason instead of a genre
+            results.append({"path": str(path), "error": str(e)})
             continue
         results.append({"path": str(path), "genre": p.genre, "confidence": round(p.confidence, 4),
                         "probabilities": {g: round(v, 4) for g, v in p.probabilities.items()},
@@ -224,8 +229,9 @@ def _evaluate(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _print_evaluate_table(r: dict[str, Any]) -> None:
-    print(f"model {r['model']}: accuracy {r['accuracy']:.3f} on {r['n_songs']} songs "
-          f"({r['n_clips']} clips)")
+    ece = f", ECE {r['ece']:.3f}" if r.get("ece") is not None else ""
+    print(f"model {r['model']}: accuracy {r['accuracy']:.3f}, mean per-genre recall "
+          f"{r['balanced_accuracy']:.3f}{ece} on {r['n_songs']} songs ({r['n_clips']} clips)")
     print(f"{'GENRE':<14} {'PREC':>5} {'REC':>5} {'F1':>5} {'SONGS':>5} {'PREDICTED':>9}")
     predicted = [sum(col) for col in zip(*r["confusion"], strict=True)] or [0] * len(r["labels"])
     for (genre, m), n_pred in zip(r["per_genre"].items(), predicted, strict=True):
@@ -258,7 +264,8 @@ def _train(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_FAILED
     m = result.metrics
     print(f"model {result.version} saved to {result.out_dir}")
-    print(f"held-out test accuracy {m['accuracy']:.3f} on {m['n_songs']} songs "
+    ece = f", ECE {m['ece']:.3f}" if m.get("ece") is not None else ""
+    print(f"held-out test accuracy {m['accuracy']:.3f}{ece} on {m['n_songs']} songs "
           f"({', '.join(result.labels)})")
     if result.base_metrics is not None:
         print(f"base model on the same songs: {result.base_metrics['accuracy']:.3f}")

@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 from classifier.audio import AudioInfo, UnreadableAudio, probe, read_track
 from classifier.bundle import BundleError
 from classifier.features import FeatureParams, one_thread_per_process
-from classifier.predict import Classifier, clip_features
+from classifier.predict import Classifier, Unclassifiable, clip_features
 from daemon.config import Config
 from daemon.watcher import is_junk
 from storage import catalogue
@@ -162,7 +162,7 @@ def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
     in a pool process (no torch). Never raises for the file's problems."""
     try:
         track = read_track(path, n_clips, params.clip_seconds, params.sample_rate,
-                           fingerprint=True)
+                           fingerprint=True, resampler=params.resampler)
         return Decoded(path, track.info, clip_features(track.clips, params), track.fingerprint)
     except UnreadableAudio as e:
         return Decoded(path, error=e.reason)
@@ -509,6 +509,11 @@ class Worker:
             prediction = self.classifier.predict_features(decoded.info, decoded.features)
         except BundleError:
             raise  # the model itself is unusable: no file will classify
+        except Unclassifiable as e:  # "too short to classify: 1.0 s", "silent"
+            log.info("not classified: %s: %s", path, e)
+            catalogue.record_error(self.engine, path, str(e), size, mtime)
+            summary.errors += 1
+            return
         except Exception as e:
             log.warning("cannot classify %s: %s", path, e)
             catalogue.record_error(self.engine, path, f"{type(e).__name__}: {e}", size, mtime)

@@ -154,3 +154,11 @@ def test_bench_train_times_epochs_and_retrain(bench_cache: Path, model: Path) ->
     figures = run_bench("bench_train", bench_cache, model, "--tracks", "8")
     assert number(figures, "pooled_seconds_per_epoch_per_1000_clips") > 0
     assert "retrain_seconds" in figures
+
+
+def test_bench_backbone_times_patches_heads_and_reclassification(bench_cache: Path,
+                                                                 model: Path) -> None:
+    figures = run_bench("bench_backbone", bench_cache, model)
+    assert number(figures, "patch_ms_batch6") > 0
+    assert number(figures, "head_200_labels_fit_seconds") > 0
+    assert number(figures, "reclassify_10000_stored_seconds") > 0

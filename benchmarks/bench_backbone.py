@@ -1,0 +1,119 @@
+"""The backbone's costs: ms per 3 s patch (batched or not, the speed tricks), seconds to
+train a head from stored embeddings (500 and 5,000 labels), and seconds to reclassify
+100,000 tracks whose embeddings are stored.
+
+    python benchmarks/bench_backbone.py [--quick]
+
+Patches are random log-mel-like arrays (the network's cost does not depend on the
+values); embeddings are drawn around 12 genre centres so the head has something to learn.
+The head figures include reading the embeddings from an EmbeddingStore on disk.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common
+
+N_LABELS = 12
+
+
+def patch_ms(batch: int, patches: int, naive: bool) -> float:
+    """Median ms per patch of Musicnn.embed on ``patches`` patches in batches of
+    ``batch``; ``naive`` applies ReLU + BN before the frequency max-pool (the TF order)."""
+    import torch
+    from torch.nn import functional as F
+
+    from classifier.musicnn import FreqPooledBlock, load_backbone
+
+    net = load_backbone()
+    if naive:
+        def slow(self: FreqPooledBlock, x: torch.Tensor) -> torch.Tensor:
+            y = self.bn(torch.relu(self.conv(F.pad(x, self.pad))))
+            return y.amax(dim=3)
+        FreqPooledBlock.forward = slow  # type: ignore[method-assign]
+    x = torch.rand(patches, 187, 96) * 3
+    times = []
+    with torch.inference_mode():
+        net.embed(x[:batch])
+        for _ in range(3):
+            t = time.perf_counter()
+            for i in range(0, patches, batch):
+                net.embed(x[i : i + batch])
+            times.append((time.perf_counter() - t) / patches * 1000)
+    return common.median(times)
+
+
+def head_seconds(n: int, store_root: Path) -> tuple[float, float]:
+    """(seconds to read n stored embeddings, seconds to fit the head and temperature)."""
+    import numpy as np
+    import torch
+
+    from classifier.embeddings import EmbeddingStore
+    from classifier.head import BackboneHead
+    from classifier.headfit import HeadData, fit_head, fit_temperature
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(N_LABELS, 753)).astype(np.float32)
+    y = rng.integers(0, N_LABELS, n)
+    x = centres[y] + 2.0 * rng.normal(size=(n, 753)).astype(np.float32)
+    store = EmbeddingStore(store_root, f"bench{n}")
+    for i in range(n):
+        store.put(f"{i:064x}", x[i])
+    t = time.perf_counter()
+    read = np.stack([store.get(f"{i:064x}") for i in range(n)])  # type: ignore[misc]
+    t_read = time.perf_counter() - t
+    torch.manual_seed(0)
+    net = BackboneHead(N_LABELS)
+    cut = int(n * 0.85)
+    t = time.perf_counter()
+    fit_head(net, HeadData(read[:cut], y[:cut]))
+    fit_temperature(net, HeadData(read[cut:], y[cut:]))
+    return t_read, time.perf_counter() - t
+
+
+def reclassify_seconds(n: int) -> float:
+    import numpy as np
+    import torch
+
+    from classifier.head import BackboneHead
+
+    net = BackboneHead(N_LABELS).eval()
+    x = np.random.default_rng(1).normal(size=(n, 753)).astype(np.float16)
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, n, 10_000):
+            torch.softmax(net.calibrated(torch.from_numpy(x[i : i + 10_000].astype(np.float32))),
+                          dim=1)
+    return time.perf_counter() - t
+
+
+def run(argv: list[str] | None = None) -> None:
+    parser = common.base_parser(__doc__.splitlines()[0], default_tracks=0)
+    args = parser.parse_args(argv)
+    from classifier.predict import set_torch_threads
+
+    set_torch_threads()
+    report = common.Report("backbone", {"quick": args.quick})
+    report.header()
+    patches = 12 if args.quick else 36
+    for batch in (1, 6, 36 if not args.quick else 12):
+        report.result(f"patch_ms_batch{batch}", patch_ms(batch, patches, False), "ms/patch")
+    report.result("patch_ms_batch6_relu_bn_before_pool", patch_ms(6, patches, True),
+                  "ms/patch (the original layer order)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (100, 200) if args.quick else (500, 5000):
+            t_read, t_fit = head_seconds(n, Path(tmp))
+            report.result(f"head_{n}_labels_read_seconds", t_read, "s")
+            report.result(f"head_{n}_labels_fit_seconds", t_fit, "s")
+    n = 10_000 if args.quick else 100_000
+    report.result(f"reclassify_{n}_stored_seconds", reclassify_seconds(n), "s")
+    report.finish(args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(common.main_guard(run))
