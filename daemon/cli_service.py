@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from daemon.config import Config
+from daemon.userpaths import EXIT_USAGE, require_existing, shown
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -121,6 +122,8 @@ def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
     from daemon.service import DaemonError, run_daemon
     from storage.db import CatalogueError
 
+    if args.cfg_watch and not require_existing(args.cfg_watch):
+        return EXIT_USAGE
     try:
         return run_daemon(cfg)
     except (DaemonError, CatalogueError) as e:
@@ -145,7 +148,7 @@ def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
     retrain = status["last_retrain"]
     _print_pairs([
         ("daemon", state),
-        ("watching", ", ".join(daemon["watch"]) or None),
+        ("watching", ", ".join(shown(w) for w in daemon["watch"]) or None),
         ("heartbeat", daemon["heartbeat"]),
         ("queue", f"{status['queue']} pending"),
         ("tracks", ", ".join(f"{k} {v}" for k, v in status["tracks"].items()) or "none"),

@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from daemon.watcher import Change, FileStabilityTracker, is_junk
 from storage import catalogue
+from storage.paths import is_gone, is_inside
 from storage.schema import ERROR, MISSING, OK, PENDING
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,13 @@ WALK_CHECK_EVERY = 200  # files between keep_going() calls during a walk
 
 
 def _never_audio(path: str) -> bool:
-    from daemon.worker import NOT_AUDIO_EXTENSIONS
+    from daemon.walk import NOT_AUDIO_EXTENSIONS
 
     return Path(path).suffix.lower() in NOT_AUDIO_EXTENSIONS
 
 
 def _looks_like_audio(path: str) -> bool:
-    from daemon.worker import looks_like_audio
+    from daemon.walk import looks_like_audio
 
     return looks_like_audio(Path(path))
 
@@ -60,7 +61,7 @@ class Reconciler:
 
     def _root_of(self, path: str) -> str | None:
         for root in self.roots:
-            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            if is_inside(path, root):
                 return root
         return None
 
@@ -92,11 +93,13 @@ class Reconciler:
             self.tracker.discard_under(change.path)
 
     def _walk_new_folder(self, folder: str) -> None:
-        for parent, _dirs, files in os.walk(folder):
-            for name in files:
-                path = os.path.join(parent, name)
-                if self._wanted(path):
-                    self.tracker.touch(path)
+        from daemon.walk import Walk
+
+        # Walk, not os.walk: a FIFO or an unreadable sub-folder in the new folder is
+        # counted and logged, never opened or fatal.
+        for path in Walk([folder], is_audio=lambda p: not _never_audio(str(p))):
+            if self._wanted(str(path)):
+                self.tracker.touch(str(path))
 
     def _moved(self, src: str, dest: str) -> None:
         self.tracker.discard(src)
@@ -144,11 +147,12 @@ class Reconciler:
 
     def _rescan_root(self, root: str, settle_seconds: float, counts: dict[str, int],
                      keep_going: Callable[[], bool]) -> bool:
-        from daemon.worker import gather
+        from daemon.walk import Walk
 
         known = {t.path: t for t in catalogue.tracks_under(self.engine, root)}
         seen: set[str] = set()
-        for n, found in enumerate(gather([root]), 1):
+        walk = Walk([root])
+        for n, found in enumerate(walk, 1):
             if n % WALK_CHECK_EVERY == 0 and not keep_going():
                 return False
             path = catalogue.canonical(found)
@@ -169,8 +173,13 @@ class Reconciler:
             else:
                 catalogue.mark_pending(self.engine, path, size, mtime)
                 counts["queued"] += 1
+        # Only when there were any: "unreadable 1" (folders), "not regular 3" (FIFOs ...).
+        for key, found in (("unreadable", walk.unreadable), ("not regular", walk.not_regular)):
+            if found:
+                counts[key] = counts.get(key, 0) + len(found)
         for path, track in known.items():
-            if path not in seen and track.status != MISSING and not os.path.exists(path):
+            # Only what is certainly gone: a track in a folder the walk could not read stays.
+            if path not in seen and track.status != MISSING and is_gone(path):
                 catalogue.mark_missing(self.engine, path, "not found by the rescan")
                 counts["missing"] += 1
         return True
