@@ -387,15 +387,13 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     if bool(args.from_csv) == bool(args.path and args.genre) or (args.path and not args.genre):
         print("genred: give PATH GENRE, or --from-csv FILE", file=sys.stderr)
         return EXIT_USAGE
-    if args.path and not require_existing([args.path]):
+    if not require_existing([args.from_csv or args.path]):
         return EXIT_USAGE
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
     skipped = 0
     if args.from_csv:
-        if not require_existing([args.from_csv]):
-            return EXIT_USAGE
         try:
             pairs, problems = read_label_csv(args.from_csv)
         except OSError as e:
