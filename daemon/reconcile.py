@@ -174,9 +174,10 @@ class Reconciler:
                 catalogue.mark_pending(self.engine, path, size, mtime)
                 counts["queued"] += 1
         # Only when there were any: "unreadable 1" (folders), "not regular 3" (FIFOs ...).
-        for key, found in (("unreadable", walk.unreadable), ("not regular", walk.not_regular)):
-            if found:
-                counts[key] = counts.get(key, 0) + len(found)
+        for key, n in (("unreadable", len(walk.unreadable)),
+                       ("not regular", len(walk.not_regular))):
+            if n:
+                counts[key] = counts.get(key, 0) + n
         for path, track in known.items():
             # Only what is certainly gone: a track in a folder the walk could not read stays.
             if path not in seen and track.status != MISSING and is_gone(path):
