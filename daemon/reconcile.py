@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 
 from daemon.watcher import Change, FileStabilityTracker, is_junk
 from storage import catalogue
-from storage.paths import is_gone, is_inside
+from storage.paths import is_gone, is_inside, shown
 from storage.schema import ERROR, MISSING, OK, PENDING
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,14 @@ class Reconciler:
         elif change.kind == "deleted":
             self.tracker.discard(change.path)
             if catalogue.mark_missing(self.engine, change.path, "deleted"):
-                log.info("deleted: %s", change.path)
+                log.info("deleted: %s", shown(change.path))
         elif change.kind == "moved":
             self._moved(change.path, change.dest)
         elif change.kind == "dir_deleted":
             self.tracker.discard_under(change.path)
             gone = catalogue.mark_missing_under(self.engine, change.path)
             if gone:
-                log.info("folder gone: %s (%d track(s) missing)", change.path, gone)
+                log.info("folder gone: %s (%d track(s) missing)", shown(change.path), gone)
         elif change.kind == "dir_created":
             self._walk_new_folder(change.path)
         elif change.kind == "dir_moved":
@@ -105,12 +105,12 @@ class Reconciler:
         self.tracker.discard(src)
         if not self._wanted(dest):
             if catalogue.mark_missing(self.engine, src, f"renamed to {dest}"):
-                log.info("moved out of view: %s -> %s", src, dest)
+                log.info("moved out of view: %s -> %s", shown(src), shown(dest))
             return
         if not is_junk(src, self._root_of(src) or "/") and catalogue.move_path(
             self.engine, src, dest
         ):
-            log.info("moved: %s -> %s", src, dest)
+            log.info("moved: %s -> %s", shown(src), shown(dest))
         # Settle it anyway: a rename onto a real name can also finish a download or a
         # rewrite; unchanged size+mtime make this a no-op.
         self.tracker.touch(dest)
@@ -126,10 +126,10 @@ class Reconciler:
         known = catalogue.get_track(self.engine, path)
         if known is not None and known.status in (OK, ERROR) and (
             known.size, known.mtime) == (size, mtime):
-            log.debug("unchanged (e.g. our own tag write): %s", path)
+            log.debug("unchanged (e.g. our own tag write): %s", shown(path))
             return False
         catalogue.mark_pending(self.engine, path, size, mtime)
-        log.info("queued: %s", path)
+        log.info("queued: %s", shown(path))
         return True
 
     # -- walks -----------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from classifier.audio import UnreadableAudio, probe
-from daemon.userpaths import shown
 from daemon.watcher import is_junk
+from storage.paths import shown
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from classifier.predict import Classifier, clip_features
 from daemon.config import Config
 from daemon.walk import Walk
 from storage import catalogue
-from storage.paths import is_gone
+from storage.paths import is_gone, shown
 from storage.tagging import TagOutcome, TagPolicy, write_track
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
     except MemoryError:
         return Decoded(path, error="out of memory while decoding")
     except Exception as e:  # a decoder bug must cost one file, not the scan
-        log.exception("unexpected failure decoding %s", path)
+        log.exception("unexpected failure decoding %s", shown(path))
         return Decoded(path, error=f"{type(e).__name__}: {e}")
 
 
@@ -400,7 +400,7 @@ class Worker:
             if is_gone(path):
                 summary.missing += int(catalogue.mark_missing(self.engine, path, "file vanished"))
                 return
-            log.warning("cannot classify %s: %s", path, decoded.error)
+            log.warning("cannot classify %s: %s", shown(path), decoded.error)
             catalogue.record_error(self.engine, path, decoded.error or "no audio", size, mtime)
             summary.errors += 1
             return
@@ -409,7 +409,7 @@ class Worker:
         except BundleError:
             raise  # the model itself is unusable: no file will classify
         except Exception as e:
-            log.warning("cannot classify %s: %s", path, e)
+            log.warning("cannot classify %s: %s", shown(path), e)
             catalogue.record_error(self.engine, path, f"{type(e).__name__}: {e}", size, mtime)
             summary.errors += 1
             return

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import reading, writing
-from storage.paths import in_folder, is_gone, safe_text
+from storage.paths import in_folder, is_gone, safe_text, shown
 from storage.schema import (
     ERROR,
     MISSING,
@@ -364,7 +364,7 @@ def adopt_moved(engine: Engine, path: str | os.PathLike[str], fingerprint: str) 
         old_path, old.path = old.path, new_path
         old.status, old.error = PENDING, None
         old.last_seen = utcnow()
-    log.info("%s moved to %s (same audio)", old_path, new_path)
+    log.info("%s moved to %s (same audio)", shown(old_path), shown(new_path))
     return old_path
 
 
