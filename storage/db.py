@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WRITE = "genred_write"  # execution option: BEGIN IMMEDIATE
-HEAD = "0002"  # the newest migration in storage/migrations/versions (a test checks)
+HEAD = "h_paths_escape_uffff"  # the newest migration in storage/migrations/versions (tested)
 
 
 class CatalogueError(Exception):

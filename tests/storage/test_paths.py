@@ -91,3 +91,24 @@ def test_a_path_that_cannot_be_looked_at_is_not_gone(tmp_path: os.PathLike[str])
     open(os.path.join(folder, "file"), "w").close()
     assert is_gone(os.path.join(folder, "file", "below-a-file.ogg"))  # ENOTDIR
     assert not is_gone(os.path.join(folder, "file"))
+
+
+def test_an_older_catalogue_keeps_a_name_holding_u_ffff(tmp_path: os.PathLike[str]) -> None:
+    from storage.db import create, open_catalogue, upgrade
+
+    url = f"sqlite:///{os.path.join(tmp_path, 'old.db')}"
+    old = create(url)
+    upgrade(old, "0002")  # before paths were escaped: a U+FFFF was stored as it is
+    odd, plain = f"/m/odd{MARK}name.ogg", "/m/Jazz/a.flac"
+    with old.begin() as conn:
+        for i, path in enumerate([odd, plain], 1):
+            conn.execute(text("INSERT INTO tracks (id, path, status, first_seen, last_seen, "
+                              "updated_at) VALUES (:id, :path, 'ok', '2026-01-01', "
+                              "'2026-01-01', '2026-01-01')"), {"id": i, "path": path})
+    old.dispose()
+    engine = open_catalogue(url)
+    assert [t.path for t in catalogue.tracks_under(engine, "/m")] == sorted(
+        [odd, plain], key=to_db)
+    assert catalogue.get_track(engine, odd) is not None
+    with engine.connect() as conn:  # the plain one is byte-for-byte what it was
+        assert conn.execute(text("SELECT path FROM tracks WHERE id = 2")).scalar() == plain
