@@ -26,7 +26,8 @@ from sqlalchemy import Engine
 
 from daemon.watcher import Change, FileStabilityTracker, is_junk
 from storage import catalogue
-from storage.paths import is_gone, is_inside, shown
+from storage.names import shown
+from storage.paths import is_gone, is_inside
 from storage.schema import ERROR, MISSING, OK, PENDING
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Paths as the user gives them on the command line and sees them in a terminal.
 
-- ``shown(path)`` (from ``storage.paths``): a file name made safe to print, escapes for
+- ``shown(path)`` (from ``storage.names``): a file name made safe to print, escapes for
   control characters and bytes that are not UTF-8. Table rows, messages and log lines
   use it; JSON and CSV output stay lossless instead (see ``daemon.cli_catalogue``).
 - ``require_existing(paths)``: the one rule for a path argument that does not exist, in
@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterable
 
-from storage.paths import shown
+from storage.names import shown
 
 EXIT_USAGE = 2
 __all__ = ["EXIT_USAGE", "missing", "missing_message", "require_existing", "shown"]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from classifier.audio import UnreadableAudio, probe
 from daemon.watcher import is_junk
-from storage.paths import shown
+from storage.names import shown
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,10 @@ class Walk:
         try:
             st = os.stat(path)
         except OSError as e:
-            if e.errno == errno.EACCES:
-                self._unreadable(folder, e)
+            if e.errno == errno.EACCES and os.path.islink(path):
+                self._unreadable(path, e)  # a link into a place genred may not look
+            elif e.errno == errno.EACCES:
+                self._unreadable(folder, e)  # read but no execute permission on folder
             elif os.path.islink(path):  # a loop (ELOOP) or a dangling link
                 self._not_regular(path, "symlink loop" if e.errno == errno.ELOOP
                                   else "dangling symlink")

@@ -41,7 +41,8 @@ from classifier.predict import Classifier, clip_features
 from daemon.config import Config
 from daemon.walk import Walk
 from storage import catalogue
-from storage.paths import is_gone, shown
+from storage.names import shown
+from storage.paths import is_gone
 from storage.tagging import TagOutcome, TagPolicy, write_track
 
 if TYPE_CHECKING:

@@ -24,7 +24,8 @@ from sqlalchemy import Engine, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import reading, writing
-from storage.paths import in_folder, is_gone, safe_text, shown
+from storage.names import shown
+from storage.paths import in_folder, is_gone, safe_text
 from storage.schema import (
     ERROR,
     MISSING,
