@@ -303,12 +303,15 @@ def _write_csv(rows: list[dict[str, Any]]) -> None:
     stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape",
                               newline="", write_through=True)
     out = csv.writer(stream)
-    out.writerow(COLUMNS)
-    for row in rows:
-        values = dict(row, probabilities=json.dumps(row["probabilities"], ensure_ascii=False)
-                      if row["probabilities"] is not None else None)
-        out.writerow(["" if values[c] is None else values[c] for c in COLUMNS])
-    stream.detach()  # leave sys.stdout's buffer open
+    try:
+        out.writerow(COLUMNS)
+        for row in rows:
+            values = dict(row, probabilities=json.dumps(row["probabilities"],
+                                                        ensure_ascii=False)
+                          if row["probabilities"] is not None else None)
+            out.writerow(["" if values[c] is None else values[c] for c in COLUMNS])
+    finally:
+        stream.detach()  # leave sys.stdout's buffer open (also after `| head` broke the pipe)
 
 
 CORRECTED_MARK = "*"
