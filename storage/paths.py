@@ -123,7 +123,8 @@ def is_gone(path: str | os.PathLike[str]) -> bool:
 
 
 def safe_text(text: str) -> str:
-    """Free text (an error reason naming a path) made storable in a text column: bytes
-    that are not UTF-8 are written ``\\xff``."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _NEEDS_ESCAPE.search(
-        text) else text
+    """Free text (an error reason naming a path) made storable in a text column: a byte
+    that is not UTF-8 is written ``\\xff``, as ``shown`` writes it."""
+    if not _NEEDS_ESCAPE.search(text):
+        return text
+    return os.fsencode(text).decode("utf-8", "backslashreplace")

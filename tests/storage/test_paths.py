@@ -112,3 +112,14 @@ def test_an_older_catalogue_keeps_a_name_holding_u_ffff(tmp_path: os.PathLike[st
     assert catalogue.get_track(engine, odd) is not None
     with engine.connect() as conn:  # the plain one is byte-for-byte what it was
         assert conn.execute(text("SELECT path FROM tracks WHERE id = 2")).scalar() == plain
+
+
+def test_an_error_reason_naming_an_odd_path_is_stored(engine: Engine) -> None:
+    odd = os.fsdecode(b"/m/bad\xffname.ogg")
+    catalogue.mark_pending(engine, "/m/a.ogg")
+    assert catalogue.mark_missing(engine, "/m/a.ogg", f"renamed to {odd}")
+    catalogue.record_error(engine, odd, f"cannot read {odd}: I/O error")
+    assert catalogue.get_track(engine, "/m/a.ogg").error == \
+        "renamed to /m/bad\\xffname.ogg"  # type: ignore[union-attr]
+    assert catalogue.get_track(engine, odd).error == \
+        "cannot read /m/bad\\xffname.ogg: I/O error"  # type: ignore[union-attr]
