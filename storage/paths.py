@@ -53,7 +53,9 @@ def _escape(match: re.Match[str]) -> str:
 
 def to_db(path: str) -> str:
     """``path`` (a str as ``os.fsdecode`` makes it) as stored: valid UTF-8 unchanged."""
-    return _NEEDS_ESCAPE.sub(_escape, path) if _NEEDS_ESCAPE.search(path) else path
+    if path.isascii() or not _NEEDS_ESCAPE.search(path):
+        return path
+    return _NEEDS_ESCAPE.sub(_escape, path)
 
 
 def from_db(stored: str) -> str:
