@@ -6,7 +6,7 @@ file name): this rewrites those few rows into the escaped form, so they read bac
 same name. Nothing else changes.
 
 Revision ID: h_paths_escape_uffff
-Revises: 0002
+Revises: h_tags_backup_pending
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "h_paths_escape_uffff"
-down_revision = "0002"
+down_revision = "h_tags_backup_pending"
 branch_labels = None
 depends_on = None
 
