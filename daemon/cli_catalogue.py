@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.config import Config, flag_type
+from daemon.userpaths import missing, missing_message, require_existing, shown
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -102,8 +103,9 @@ def _register_query(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     corrected.add_argument("--uncorrected", dest="corrected", action="store_const",
                            const=False, help="only tracks showing the model's prediction")
     p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--path", dest="path_glob", metavar="GLOB",
-                   help="glob over the absolute path, e.g. '/music/Jazz/*'")
+    p.add_argument("--path", dest="query_path", metavar="PATH",
+                   help="only the tracks under this folder (exactly that folder: "
+                   "case-sensitive, no wildcards), or this one file")
     p.add_argument("--model", dest="model_filter", metavar="VERSION",
                    help="predicted by this model version")
     p.add_argument("--limit", type=_count, metavar="N", help="at most N tracks")
@@ -208,21 +210,21 @@ def _policy(args: argparse.Namespace, cfg: Config) -> Any:
 
 
 def _print_outcome(outcome: TagOutcome) -> None:
-    print(outcome.line())
+    print(shown(outcome.line()))
 
 
-def _existing(paths: list[str]) -> list[str] | None:
-    missing = [p for p in paths if not Path(p).exists()]
-    if missing:
-        print(f"genred: no such file or folder: {', '.join(missing)}", file=sys.stderr)
-        return None
-    return paths
+def _write_json(text: str) -> None:
+    """JSON text on stdout, lossless: a path byte that is not UTF-8 (a lone surrogate)
+    goes out as the JSON escape ``\\udcff``, which ``json.loads`` turns back into it."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
+    sys.stdout.buffer.flush()
 
 
 # --- scan ------------------------------------------------------------------------------
 
 def _scan(args: argparse.Namespace, cfg: Config) -> int:
-    if _existing(args.paths) is None:
+    if not require_existing(args.paths):
         return EXIT_USAGE
     classifier = _load_classifier(cfg)
     engine = _open(cfg)
@@ -279,14 +281,14 @@ def _query(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_USAGE
     genre = (args.genre, normalise(args.genre, cfg.aliases)) if args.genre else None
     flt = TrackFilter(genre=genre, min_confidence=low, max_confidence=high,
-                      corrected=args.corrected, status=args.status, path_glob=args.path_glob,
+                      corrected=args.corrected, status=args.status, path=args.query_path,
                       model=args.model_filter, limit=args.limit, sort=args.sort,
                       descending=args.desc)
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
     if args.format == "json":
-        sys.stdout.write(query_json(engine, flt) + "\n")
+        _write_json(query_json(engine, flt))
         return EXIT_OK
     rows = query_tracks(engine, flt)
     if args.format == "csv":
@@ -302,15 +304,26 @@ def _plural(n: int, noun: str) -> str:
 
 def _write_csv(rows: list[dict[str, Any]]) -> None:
     """The JSON fields, in the same order; probabilities as one JSON object text (the
-    genres differ between models, so they cannot be fixed columns); null -> empty."""
+    genres differ between models, so they cannot be fixed columns); null -> empty.
+    Lossless: a path goes out as the bytes of the file's name, even where they are not
+    UTF-8 (CSV has no escapes; a reader with ``surrogateescape`` gets the same str)."""
+    import io
+
     from storage.query import COLUMNS
 
-    out = csv.writer(sys.stdout)
-    out.writerow(COLUMNS)
-    for row in rows:
-        values = dict(row, probabilities=json.dumps(row["probabilities"], ensure_ascii=False)
-                      if row["probabilities"] is not None else None)
-        out.writerow(["" if values[c] is None else values[c] for c in COLUMNS])
+    sys.stdout.flush()
+    stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape",
+                              newline="", write_through=True)
+    out = csv.writer(stream)
+    try:
+        out.writerow(COLUMNS)
+        for row in rows:
+            values = dict(row, probabilities=json.dumps(row["probabilities"],
+                                                        ensure_ascii=False)
+                          if row["probabilities"] is not None else None)
+            out.writerow(["" if values[c] is None else values[c] for c in COLUMNS])
+    finally:
+        stream.detach()  # leave sys.stdout's buffer open (also after `| head` broke the pipe)
 
 
 CORRECTED_MARK = "*"
@@ -344,7 +357,8 @@ def _table_cells(r: dict[str, Any]) -> tuple[str, str, str, str, str]:
     mark = CORRECTED_MARK if r["corrected_genre"] is not None else ""
     confidence = f"{r['confidence']:.2f}" if r["confidence"] is not None else "-"
     status = f"{r['status']}: {r['error']}" if r["error"] else r["status"]
-    return (r["path"], cut(r["genre"]) + mark, cut(r["predicted_genre"]), confidence, status)
+    return (shown(r["path"]), cut(r["genre"]) + mark, cut(r["predicted_genre"]), confidence,
+            shown(status))
 
 
 def _stats(args: argparse.Namespace, cfg: Config) -> int:
@@ -370,7 +384,7 @@ def _stats(args: argparse.Namespace, cfg: Config) -> int:
 
 def _targets(engine: Engine, path: str) -> list[str]:
     """A file, or every catalogued track and audio file under a folder."""
-    from daemon.worker import gather, looks_like_audio
+    from daemon.walk import gather, looks_like_audio
     from storage.catalogue import canonical, tracks_under
 
     found = {t.path for t in tracks_under(engine, path)}
@@ -390,19 +404,23 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     if bool(args.from_csv) == pair or (args.path and args.genre is None):
         print("genred: give PATH GENRE, or --from-csv FILE", file=sys.stderr)
         return EXIT_USAGE
+    if not require_existing([args.from_csv or args.path]):
+        return EXIT_USAGE
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
     if args.genre is not None:
         check_name(args.genre)  # a name that cannot be a genre: usage error
+    skipped = 0
     if args.from_csv:
         try:
             rows, problems = read_label_csv_lines(args.from_csv)
         except OSError as e:
-            print(f"genred: cannot read {args.from_csv}: {e.strerror}", file=sys.stderr)
+            print(f"genred: cannot read {shown(args.from_csv)}: {e.strerror}", file=sys.stderr)
             return EXIT_USAGE
         for problem in problems:
-            print(f"skipped {problem}")
+            print(f"skipped {shown(problem)}")
+        skipped += len(problems)
     else:
         rows = [(0, args.path, args.genre)]
     choice = choose([g for _, _, g in rows], known_genres(engine, cfg), args.new_genre, cfg)
@@ -416,19 +434,25 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_USAGE
     labels: list[tuple[str, str]] = []
     for _, path, genre in rows:
+        if missing([path]):  # the same rule (and words) as a missing PATH argument
+            print(f"skipped: {missing_message(path)}")
+            skipped += 1
+            continue
         targets = _targets(engine, path)
         if not targets:
-            print(f"skipped {path}: no audio file or folder there, and not in the catalogue")
+            print(f"skipped {shown(path)}: no audio file there")
+            skipped += 1
         labels += [(t, choice.genres[genre]) for t in targets]
     results = [add_label(engine, path, genre) for path, genre in labels]
     added = [r for r in results if r.outcome == ADDED]
     for r in added:
-        print(f"corrected {r.path}: {r.genre}")
+        print(f"corrected {shown(r.path)}: {r.genre}")
     for note in choice.notes():
         print(note)
     if choice.new and results:
         print(describe_new(choice.new))
-    print(f"{len(added)} corrected, {len(results) - len(added)} already had that genre")
+    print(f"{len(added)} corrected, {len(results) - len(added)} already had that genre"
+          + (f", {skipped} skipped" if skipped else ""))
     if cfg.write_tags:
         _write_tags_for(engine, [r.path for r in added], _policy(args, cfg))
     return EXIT_OK if results or not rows else EXIT_USAGE
@@ -437,6 +461,8 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
 def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
     from storage.corrections import remove_label
 
+    if not require_existing(args.paths):
+        return EXIT_USAGE
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
@@ -449,15 +475,16 @@ def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
 
 def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
     from daemon.cli_genres import describe_new, known_genres
-    from daemon.worker import gather
+    from daemon.walk import Walk
     from storage.corrections import TAG_WOULD_IMPORT, TagImport, import_tag_label
 
-    if _existing(args.paths) is None:
+    if not require_existing(args.paths):
         return EXIT_USAGE
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
-    paths = [str(p) for p in gather(args.paths)]
+    walk = Walk(args.paths)
+    paths = [str(p) for p in walk]
     options = TagImport(known_genres(engine, cfg), cfg.aliases, cfg.ignore_genres)
     # First every file's verdict without recording anything: new genres are reported
     # before any of them becomes a label.
@@ -473,9 +500,10 @@ def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
         result = plan if args.pretend else import_tag_label(engine, path, options)
         if args.pretend and result.outcome == TAG_WOULD_IMPORT:
             mark = " (new genre)" if result.new_genre else ""
-            print(f"would import {path}: {result.genre}{mark}")
+            print(f"would import {shown(path)}: {result.genre}{mark}")
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
-    print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no audio files")
+    line = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no audio files"
+    print(line + (f" ({walk.summary()})" if walk.summary() else ""))
     return EXIT_OK
 
 
@@ -503,6 +531,8 @@ def _catalogued(engine: Engine, paths: list[str]) -> list[str]:
 
 
 def _tags_write(args: argparse.Namespace, cfg: Config) -> int:
+    if not require_existing(args.paths):
+        return EXIT_USAGE
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
@@ -514,6 +544,8 @@ def _tags_write(args: argparse.Namespace, cfg: Config) -> int:
 def _tags_restore(args: argparse.Namespace, cfg: Config) -> int:
     from storage.tagging import backed_up_paths, restore_track
 
+    if not require_existing(args.paths):
+        return EXIT_USAGE
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED

@@ -19,11 +19,11 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Config, flag_type
+from daemon.userpaths import require_existing, shown
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +135,14 @@ def _store(cfg: Config) -> Any:
     return ModelStore(cfg.model_store_path)
 
 
-def _iter_audio(paths: list[str]) -> Iterator[Path]:
-    """Files as given; folders recursively (audio file names only), sorted."""
+def _walk(paths: list[str]) -> Any:
+    """Files as given (regular files only: a FIFO is never opened); folders recursively,
+    audio file names only, sorted; unreadable folders and non-regular files counted
+    (``daemon.walk.Walk``)."""
     from classifier.dataset import is_audio_name
+    from daemon.walk import Walk
 
-    for text in paths:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and is_audio_name(p))
-        else:
-            yield path
+    return Walk([Path(p).expanduser() for p in paths], is_audio=is_audio_name)
 
 
 def _load_classifier(cfg: Config) -> Any:
@@ -166,11 +164,14 @@ def _classify(args: argparse.Namespace, cfg: Config) -> int:
     from classifier.audio import UnreadableAudio
     from classifier.predict import Unclassifiable
 
+    if not require_existing(args.paths):
+        return EXIT_USAGE
     clf = _load_classifier(cfg)
     if clf is None:
         return EXIT_FAILED
     results: list[dict[str, Any]] = []
-    for path in _iter_audio(args.paths):
+    walk = _walk(args.paths)
+    for path in walk:
         try:
             p = clf.classify(path)
         except UnreadableAudio as e:
@@ -183,23 +184,26 @@ def _classify(args: argparse.Namespace, cfg: Config) -> int:
         results.append({"path": str(path), "genre": p.genre, "confidence": round(p.confidence, 4),
                         "probabilities": {g: round(v, 4) for g, v in p.probabilities.items()},
                         "model": p.model, "duration": round(p.duration, 2), "format": p.format})
+    if walk.summary():
+        print(f"genred: {walk.summary()} (see the log lines above)", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2))  # ASCII: a name's odd bytes as \\udcff escapes
     else:
         _print_classify_table(results)
     return 0
 
 
 def _print_classify_table(results: list[dict[str, Any]]) -> None:
-    width = max([len(r["path"]) for r in results] + [4])
+    names = [shown(r["path"]) for r in results]
+    width = max([len(n) for n in names] + [4])
     print(f"{'PATH':<{width}}  {'GENRE':<12} {'CONF':>5}  RUNNER-UP")
-    for r in results:
+    for name, r in zip(names, results, strict=True):
         if "error" in r:
-            print(f"{r['path']:<{width}}  {'-':<12} {'-':>5}  error: {r['error']}")
+            print(f"{name:<{width}}  {'-':<12} {'-':>5}  error: {shown(r['error'])}")
             continue
         ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
         runner = f"{ranked[1][0]} {ranked[1][1]:.2f}" if len(ranked) > 1 else ""
-        print(f"{r['path']:<{width}}  {r['genre']:<12} {r['confidence']:>5.2f}  {runner}")
+        print(f"{name:<{width}}  {r['genre']:<12} {r['confidence']:>5.2f}  {runner}")
 
 
 def _evaluate(args: argparse.Namespace, cfg: Config) -> int:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from daemon.config import Config, flag_type
+from daemon.userpaths import EXIT_USAGE, require_existing, shown
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -125,6 +126,8 @@ def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
     from daemon.service import DaemonError, run_daemon
     from storage.db import CatalogueError
 
+    if args.cfg_watch and not require_existing(args.cfg_watch):
+        return EXIT_USAGE
     try:
         return run_daemon(cfg, config_loader(args))
     except (DaemonError, CatalogueError) as e:
@@ -149,7 +152,7 @@ def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
     retrain = status["last_retrain"]
     _print_pairs([
         ("daemon", state),
-        ("watching", ", ".join(daemon["watch"]) or None),
+        ("watching", ", ".join(shown(w) for w in daemon["watch"]) or None),
         ("heartbeat", daemon["heartbeat"]),
         ("queue", f"{status['queue']} pending" + (
             " (waiting for a daemon: none is running; start `genred run`, or run "

@@ -26,6 +26,8 @@ from sqlalchemy import Engine
 
 from daemon.watcher import Change, FileStabilityTracker, is_junk
 from storage import catalogue
+from storage.names import shown
+from storage.paths import is_gone, is_inside
 from storage.schema import ERROR, MISSING, OK, PENDING
 
 log = logging.getLogger(__name__)
@@ -34,13 +36,13 @@ WALK_CHECK_EVERY = 200  # files between keep_going() calls during a walk
 
 
 def _never_audio(path: str) -> bool:
-    from daemon.worker import NOT_AUDIO_EXTENSIONS
+    from daemon.walk import NOT_AUDIO_EXTENSIONS
 
     return Path(path).suffix.lower() in NOT_AUDIO_EXTENSIONS
 
 
 def _looks_like_audio(path: str) -> bool:
-    from daemon.worker import looks_like_audio
+    from daemon.walk import looks_like_audio
 
     return looks_like_audio(Path(path))
 
@@ -60,7 +62,7 @@ class Reconciler:
 
     def _root_of(self, path: str) -> str | None:
         for root in self.roots:
-            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            if is_inside(path, root):
                 return root
         return None
 
@@ -77,7 +79,7 @@ class Reconciler:
         elif change.kind == "deleted":
             self.tracker.discard(change.path)
             if catalogue.mark_missing(self.engine, change.path, "deleted"):
-                log.info("deleted: %s", change.path)
+                log.info("deleted: %s", shown(change.path))
         elif change.kind == "moved":
             self._moved(change.path, change.dest)
         elif change.kind == "dir_deleted":
@@ -86,7 +88,7 @@ class Reconciler:
                 return  # a watched folder as a whole: unmounted or renamed, not deleted
             gone = catalogue.mark_missing_under(self.engine, change.path)
             if gone:
-                log.info("folder gone: %s (%d track(s) missing)", change.path, gone)
+                log.info("folder gone: %s (%d track(s) missing)", shown(change.path), gone)
         elif change.kind == "dir_created":
             self._walk_new_folder(change.path)
         elif change.kind == "dir_moved":
@@ -94,22 +96,24 @@ class Reconciler:
             self.tracker.discard_under(change.path)
 
     def _walk_new_folder(self, folder: str) -> None:
-        for parent, _dirs, files in os.walk(folder):
-            for name in files:
-                path = os.path.join(parent, name)
-                if self._wanted(path):
-                    self.tracker.touch(path)
+        from daemon.walk import Walk
+
+        # Walk, not os.walk: a FIFO or an unreadable sub-folder in the new folder is
+        # counted and logged, never opened or fatal.
+        for path in Walk([folder], is_audio=lambda p: not _never_audio(str(p))):
+            if self._wanted(str(path)):
+                self.tracker.touch(str(path))
 
     def _moved(self, src: str, dest: str) -> None:
         self.tracker.discard(src)
         if not self._wanted(dest):
             if catalogue.mark_missing(self.engine, src, f"renamed to {dest}"):
-                log.info("moved out of view: %s -> %s", src, dest)
+                log.info("moved out of view: %s -> %s", shown(src), shown(dest))
             return
         if not is_junk(src, self._root_of(src) or "/") and catalogue.move_path(
             self.engine, src, dest
         ):
-            log.info("moved: %s -> %s", src, dest)
+            log.info("moved: %s -> %s", shown(src), shown(dest))
         # Settle it anyway: a rename onto a real name can also finish a download or a
         # rewrite; unchanged size+mtime make this a no-op.
         self.tracker.touch(dest)
@@ -125,10 +129,10 @@ class Reconciler:
         known = catalogue.get_track(self.engine, path)
         if known is not None and known.status in (OK, ERROR) and (
             known.size, known.mtime) == (size, mtime):
-            log.debug("unchanged (e.g. our own tag write): %s", path)
+            log.debug("unchanged (e.g. our own tag write): %s", shown(path))
             return False
         catalogue.mark_pending(self.engine, path, size, mtime)
-        log.info("queued: %s", path)
+        log.info("queued: %s", shown(path))
         return True
 
     # -- walks -----------------------------------------------------------------------------
@@ -148,13 +152,14 @@ class Reconciler:
 
     def _rescan_root(self, root: str, settle_seconds: float, counts: dict[str, int],
                      keep_going: Callable[[], bool]) -> bool:
-        from daemon.worker import gather
+        from daemon.walk import Walk
 
         if not os.path.isdir(root):
             return True  # gone meanwhile (the watcher says so): its tracks stay as they are
         known = {t.path: t for t in catalogue.tracks_under(self.engine, root)}
         seen: set[str] = set()
-        for n, found in enumerate(gather([root]), 1):
+        walk = Walk([root])
+        for n, found in enumerate(walk, 1):
             if n % WALK_CHECK_EVERY == 0 and not keep_going():
                 return False
             path = catalogue.canonical(found)
@@ -175,8 +180,14 @@ class Reconciler:
             else:
                 catalogue.mark_pending(self.engine, path, size, mtime)
                 counts["queued"] += 1
+        # Only when there were any: "unreadable 1" (folders), "not regular 3" (FIFOs ...).
+        for key, n in (("unreadable", len(walk.unreadable)),
+                       ("not regular", len(walk.not_regular))):
+            if n:
+                counts[key] = counts.get(key, 0) + n
         for path, track in known.items():
-            if path not in seen and track.status != MISSING and not os.path.exists(path):
+            # Only what is certainly gone: a track in a folder the walk could not read stays.
+            if path not in seen and track.status != MISSING and is_gone(path):
                 catalogue.mark_missing(self.engine, path, "not found by the rescan")
                 counts["missing"] += 1
         return True

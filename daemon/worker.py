@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -34,13 +34,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import Engine
 
-from classifier.audio import AudioInfo, UnreadableAudio, probe, read_track
+from classifier.audio import AudioInfo, UnreadableAudio, read_track
 from classifier.bundle import BundleError
 from classifier.features import FeatureParams, one_thread_per_process
 from classifier.predict import Classifier, Unclassifiable, clip_features
 from daemon.config import Config
-from daemon.watcher import is_junk
+from daemon.walk import Walk
 from storage import catalogue
+from storage.names import shown
+from storage.paths import is_gone
 from storage.tagging import TagOutcome, TagPolicy, write_track
 
 if TYPE_CHECKING:
@@ -48,21 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = frozenset(
-    """
-    .mp3 .mp2 .flac .ogg .oga .opus .spx .m4a .m4b .mp4 .aac .alac .wav .wave .aif .aiff
-    .aifc .wv .ape .mpc .mp+ .wma .asf .dsf .dff .tta .ofr .ofs .caf .mka .webm .ac3
-    .amr .au .snd .w64
-    """.split()  # noqa: SIM905
-)
-# Never audio: not worth opening to sniff.
-NOT_AUDIO_EXTENSIONS = frozenset(
-    """
-    .jpg .jpeg .png .gif .bmp .webp .tif .tiff .svg .txt .md .nfo .cue .m3u .m3u8 .pls
-    .log .pdf .db .ini .json .xml .html .htm .sfv .md5 .sha1 .lrc .url .zip .rar .7z .gz
-    .tar .py .sh .csv .toml .yaml .yml .doc .docx .exe .dll .iso
-    """.split()  # noqa: SIM905
-)
 MAX_CRASH_RETRIES = 1
 WAIT_BEAT_SECONDS = 1.0  # while decodes run, how often the worker says it is alive
 POOL_MIN_FILES = 16  # fewer files than this are decoded in this process
@@ -84,6 +71,8 @@ class Summary:
     missing: int = 0
     moved: int = 0
     retried: int = 0  # files decoded again after a decode process died
+    unreadable: int = 0  # folders that could not be listed or looked into (tracks kept)
+    not_regular: int = 0  # FIFOs, devices, sockets, symlink loops: counted, never opened
     tags: dict[str, int] = field(default_factory=dict)
     # Tracks the catalogue refused to record (an integrity error on the row): left as they
     # were (pending), for the caller to try again later.
@@ -99,51 +88,11 @@ class Summary:
         extra += [f"{self.moved} moved"] if self.moved else []
         extra += [f"{self.retried} retried after a decoder crash"] if self.retried else []
         extra += [f"{len(self.deferred)} refused by the catalogue"] if self.deferred else []
+        extra += [f"{self.unreadable} folder{'' if self.unreadable == 1 else 's'} "
+                  "unreadable"] if self.unreadable else []
+        extra += [f"{self.not_regular} skipped: not regular files"] if self.not_regular else []
         extra += [f"tags {k} {v}" for k, v in sorted(self.tags.items())]
         return text + (f" ({', '.join(extra)})" if extra else "")
-
-
-def looks_like_audio(path: Path) -> bool:
-    """Audio by extension; a file with no or an unknown extension is sniffed (mutagen
-    reads its header, else FFmpeg probes it for an audio stream), so ``track01`` or
-    ``song.dat`` holding MP3 data is found."""
-    ext = path.suffix.lower()
-    if ext in AUDIO_EXTENSIONS:
-        return True
-    if ext in NOT_AUDIO_EXTENSIONS:
-        return False
-    import mutagen
-
-    try:
-        if mutagen.File(path) is not None:
-            return True
-    except Exception:  # mutagen raises many types on non-audio; it is simply not audio
-        return False
-    try:  # formats mutagen does not tag but FFmpeg decodes (raw AAC, AMR, ...)
-        probe(path)
-    except UnreadableAudio:
-        return False
-    return True
-
-
-def gather(roots: Iterable[str | Path]) -> Iterator[Path]:
-    """Audio files under ``roots`` (files are taken as given), sorted per folder; junk
-    (dotfiles, partial downloads, NAS clutter, genred's own temp copies) skipped."""
-    for root in roots:
-        root = Path(root)
-        if root.is_file():
-            yield root
-            continue
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not is_junk(Path(folder, d), root))
-            for name in sorted(files):
-                path = Path(folder, name)
-                if is_junk(path, root) or not path.is_file() or not looks_like_audio(path):
-                    continue
-                if not catalogue.storable(path):
-                    log.warning("skipped %r: the file name is not valid UTF-8", str(path))
-                    continue
-                yield path
 
 
 @dataclass(frozen=True)
@@ -169,7 +118,7 @@ def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
     except MemoryError:
         return Decoded(path, error="out of memory while decoding")
     except Exception as e:  # a decoder bug must cost one file, not the scan
-        log.exception("unexpected failure decoding %s", path)
+        log.exception("unexpected failure decoding %s", shown(path))
         return Decoded(path, error=f"{type(e).__name__}: {e}")
 
 
@@ -302,7 +251,9 @@ class Worker:
                 gone = catalogue.missing_under(self.engine, root)
                 summary.missing += len(gone)
                 self._gone_now.update(gone)
-        paths = list(gather(roots))
+        walk = Walk(roots)
+        paths = list(walk)
+        summary.unreadable, summary.not_regular = len(walk.unreadable), len(walk.not_regular)
         if self.progress is not None:
             self.progress.reset(total=len(paths))
         self._known = {}
@@ -371,11 +322,6 @@ class Worker:
         """Stat, skip if unchanged, else mark pending; returns the job or None."""
         summary.scanned += 1
         where = catalogue.canonical(path)
-        if not catalogue.storable(where):
-            log.warning("skipped %r: the file name is not valid UTF-8; rename it", where)
-            summary.errors += 1
-            self._tick()
-            return None
         try:
             size, mtime = catalogue.file_stat(where)
         except FileNotFoundError:
@@ -498,10 +444,10 @@ class Worker:
                     summary: Summary) -> None:
         path, size, mtime = job[0], job[1], job[2]
         if decoded.error is not None or decoded.info is None or decoded.features is None:
-            if not os.path.exists(path):
+            if is_gone(path):
                 summary.missing += int(catalogue.mark_missing(self.engine, path, "file vanished"))
                 return
-            log.warning("cannot classify %s: %s", path, decoded.error)
+            log.warning("cannot classify %s: %s", shown(path), decoded.error)
             catalogue.record_error(self.engine, path, decoded.error or "no audio", size, mtime)
             summary.errors += 1
             return
@@ -515,7 +461,7 @@ class Worker:
             summary.errors += 1
             return
         except Exception as e:
-            log.warning("cannot classify %s: %s", path, e)
+            log.warning("cannot classify %s: %s", shown(path), e)
             catalogue.record_error(self.engine, path, f"{type(e).__name__}: {e}", size, mtime)
             summary.errors += 1
             return

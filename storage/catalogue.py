@@ -24,6 +24,8 @@ from sqlalchemy import Engine, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import reading, writing
+from storage.names import shown
+from storage.paths import in_folder, is_gone, safe_text
 from storage.schema import (
     ERROR,
     MISSING,
@@ -79,19 +81,10 @@ def canonical(path: str | os.PathLike[str]) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
-def storable(path: str | os.PathLike[str]) -> bool:
-    """False for a path whose name is not valid UTF-8 (bytes the file system allows but a
-    text column cannot hold); such files are reported and skipped, never crash a scan."""
-    try:
-        os.fspath(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def under(folder: str | os.PathLike[str]) -> str:
-    """The prefix every path inside ``folder`` starts with."""
-    return canonical(folder).rstrip(os.sep) + os.sep
+def under(folder: str | os.PathLike[str]) -> Any:
+    """SQL condition: the track is ``folder`` itself or inside it (``storage.paths``'s one
+    folder rule: exact, case-sensitive, no wildcards, a range on the path index)."""
+    return in_folder(Track.path, canonical(folder))
 
 
 def _info(track: Track, current: Prediction | None) -> TrackInfo:
@@ -136,13 +129,8 @@ def get_track(engine: Engine, path: str | os.PathLike[str]) -> TrackInfo | None:
 
 def tracks_under(engine: Engine, folder: str | os.PathLike[str]) -> list[TrackInfo]:
     """Every track whose path is ``folder`` itself or inside it, by path."""
-    exact, prefix = canonical(folder), under(folder)
     with Session(reading(engine)) as s:
-        rows = s.scalars(
-            select(Track).where((Track.path == exact) | Track.path.startswith(prefix,
-                                                                              autoescape=True))
-            .order_by(Track.path)
-        ).all()
+        rows = s.scalars(select(Track).where(under(folder)).order_by(Track.path)).all()
         return [_info(t, _current(s, t.id)) for t in rows]
 
 
@@ -166,12 +154,11 @@ class FileState:
 def file_states(engine: Engine, folder: str | os.PathLike[str]) -> dict[str, FileState]:
     """``FileState`` of every track inside ``folder``, in one query (a re-scan of a large
     library then costs no query per unchanged file)."""
-    exact, prefix = canonical(folder), under(folder)
     with Session(reading(engine)) as s:
         rows = s.execute(
             select(Track.path, Track.size, Track.mtime, Track.status, Prediction.model_version)
             .outerjoin(Prediction, (Prediction.track_id == Track.id) & Prediction.current)
-            .where((Track.path == exact) | Track.path.startswith(prefix, autoescape=True))
+            .where(under(folder))
         ).all()
     return {path: FileState(size, mtime, status, model)
             for path, size, mtime, status, model in rows}
@@ -323,7 +310,7 @@ def _shown(s: Session, prediction: PredictionLike) -> tuple[str, float, dict[str
 def record_error(engine: Engine, path: str | os.PathLike[str], reason: str,
                  size: int | None = None, mtime: float | None = None) -> int:
     """Set the track ``error`` with a one-line ``reason``; earlier predictions are kept."""
-    one_line = " ".join(reason.split())[:500]
+    one_line = safe_text(" ".join(reason.split())[:500])
     with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
         track.status, track.error = ERROR, one_line
@@ -340,7 +327,7 @@ def mark_missing(engine: Engine, path: str | os.PathLike[str],
         track = track_at(s, canonical(path))
         if track is None:
             return False
-        track.status, track.error = MISSING, reason
+        track.status, track.error = MISSING, safe_text(reason)
         return True
 
 
@@ -350,9 +337,11 @@ def mark_missing_under(engine: Engine, folder: str | os.PathLike[str]) -> int:
 
 
 def missing_under(engine: Engine, folder: str | os.PathLike[str]) -> list[str]:
-    """``mark_missing_under``, returning the paths it marked."""
+    """``mark_missing_under``, returning the paths it marked. Only files that are certainly
+    gone count (``storage.paths.is_gone``): a track in a folder genred may not look into
+    (permissions, an I/O error) is left as it is."""
     gone = [t.path for t in tracks_under(engine, folder)
-            if t.status != MISSING and not os.path.exists(t.path)]
+            if t.status != MISSING and is_gone(t.path)]
     for path in gone:
         mark_missing(engine, path)
     return gone
@@ -376,7 +365,7 @@ def adopt_moved(engine: Engine, path: str | os.PathLike[str], fingerprint: str) 
                                                    Track.path != new_path)
                                .order_by(Track.id)).all()
         old = next((t for t in candidates
-                    if t.status == MISSING or not os.path.exists(t.path)), None)
+                    if t.status == MISSING or is_gone(t.path)), None)
         if old is None:
             return None
         placeholder = track_at(s, new_path)
@@ -385,7 +374,7 @@ def adopt_moved(engine: Engine, path: str | os.PathLike[str], fingerprint: str) 
         old_path, old.path = old.path, new_path
         old.status, old.error = PENDING, None
         old.last_seen = utcnow()
-    log.info("%s moved to %s (same audio)", old_path, new_path)
+    log.info("%s moved to %s (same audio)", shown(old_path), shown(new_path))
     return old_path
 
 

@@ -75,13 +75,9 @@ def add_labels(engine: Engine, labels: Iterable[tuple[str, str]],
 def remove_label(engine: Engine, path: str | os.PathLike[str]) -> int:
     """Deactivate the active labels of the track at ``path`` and of every track under it
     when it is a folder; returns how many tracks lost a label."""
-    exact, prefix = canonical(path), under(path)
     with Session(writing(engine)) as s, s.begin():
-        rows = s.scalars(
-            select(Correction).join(Track)
-            .where(Correction.active,
-                   (Track.path == exact) | Track.path.startswith(prefix, autoescape=True))
-        ).all()
+        rows = s.scalars(select(Correction).join(Track)
+                         .where(Correction.active, under(path))).all()
         for row in rows:
             row.active = False
         return len({row.track_id for row in rows})

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WRITE = "genred_write"  # execution option: BEGIN IMMEDIATE
-HEAD = "h_tags_backup_pending"  # the newest migration in migrations/versions (a test checks)
+HEAD = "h_paths_escape_uffff"  # the newest migration in migrations/versions (a test checks)
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:

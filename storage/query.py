@@ -10,7 +10,8 @@ Examples (``genred query`` flags → ``TrackFilter``)::
     --genre jazz --min-confidence 0.8        TrackFilter(genre="jazz", min_confidence=0.8)
     --uncorrected --sort confidence --limit 20
     --status error                           files that could not be read, with the reason
-    --path '/music/Various/*'                a glob over the absolute path
+    --path /music/Various                    that folder (exactly: case-sensitive, no
+                                             wildcards) or that one file
 
 Timestamps (``mtime``, ``last_seen``) go out as ISO 8601 in UTC to the second
 (``2026-11-25T11:37:04+00:00``). Sorting puts rows without a value (an unreadable or
@@ -41,6 +42,7 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.catalogue import canonical
 from storage.db import reading
+from storage.paths import MARK, from_db, in_folder
 from storage.schema import Correction, Prediction, Track
 
 SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration")
@@ -58,7 +60,7 @@ class TrackFilter:
     max_confidence: float | None = None
     corrected: bool | None = None  # True: only corrected; False: only uncorrected
     status: str | None = None
-    path_glob: str | None = None
+    path: str | None = None  # a folder (every track under it) or a file: storage.paths
     model: str | None = None
     limit: int | None = None
     sort: str = "path"
@@ -90,11 +92,6 @@ def _base() -> Select[*tuple[Any, ...]]:
     )
 
 
-def _glob(pattern: str) -> str:
-    """A path glob as the user typed it, made absolute unless it starts with a wildcard."""
-    return pattern if pattern[:1] in ("*", "?", "[") else canonical(pattern)
-
-
 def _genre_filter(effective: Any, genre: str | tuple[str, ...]) -> list[Any]:
     """Candidates from the NOCASE genre indexes (current predictions, active corrections),
     then the exact effective-genre test: index-driven instead of a scan of every track."""
@@ -122,8 +119,8 @@ def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
         query = query.where(has if f.corrected else ~has)
     if f.status is not None:
         query = query.where(Track.status == f.status)
-    if f.path_glob:
-        query = query.where(Track.path.op("GLOB")(_glob(f.path_glob)))
+    if f.path:
+        query = query.where(in_folder(Track.path, canonical(f.path)))
     if f.model is not None:
         query = query.where(cols.model == f.model)
     key = {"path": Track.path, "genre": cols.genre, "confidence": cols.confidence,
@@ -210,7 +207,18 @@ def query_json(engine: Engine, f: TrackFilter) -> str:
     sub = build(f).subquery()
     with reading(engine).connect() as conn:
         rows = conn.execute(select(_json_object(sub))).scalars()
-        return "[" + ",".join(rows) + "]"
+        return "[" + ",".join(_decoded_path(row) for row in rows) + "]"
+
+
+def _decoded_path(row_json: str) -> str:
+    """A row SQLite built holds the path as stored (``storage.paths.to_db``); the rare one
+    with an escaped byte is rebuilt with the path decoded (a lone surrogate, which
+    ``json.dumps`` writes as a ``\\udcff`` escape: ``json.loads`` gives the same str back)."""
+    if MARK not in row_json:
+        return row_json
+    row = json.loads(row_json)
+    row["path"] = from_db(row["path"])
+    return json.dumps(row, separators=(",", ":"))
 
 
 def stats(engine: Engine) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from storage import tags
-from storage.catalogue import canonical, track_at
+from storage.catalogue import canonical, track_at, under
 from storage.corrections import active_label
 from storage.db import reading, writing
 from storage.schema import OK, Prediction, TagBackup, Track
@@ -279,7 +279,5 @@ def backed_up_paths(engine: Engine, folder: str | None = None) -> list[str]:
         query = (select(Track.path).join(TagBackup)
                  .where(TagBackup.restored.is_(False)).distinct().order_by(Track.path))
         if folder is not None:
-            prefix = canonical(folder).rstrip(os.sep) + os.sep
-            query = query.where((Track.path == canonical(folder))
-                                | Track.path.startswith(prefix, autoescape=True))
+            query = query.where(under(folder))
         return list(s.scalars(query))

@@ -153,7 +153,8 @@ def test_run_without_folders_says_what_to_do(library: Library) -> None:
     result = library.genred("run", timeout=60)
     assert result.returncode == 1 and "--watch PATH" in result.stderr
     missing = library.genred("run", "--watch", str(library.root / "nope"), timeout=60)
-    assert missing.returncode == 1 and "not a directory" in missing.stderr
+    assert missing.returncode == 2  # the one rule for a path that does not exist
+    assert missing.stderr == f"genred: no such file or folder: {library.root / 'nope'}\n"
 
 
 def test_run_with_an_impossible_schedule_names_the_key(library: Library) -> None:

@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 from classifier.audio import UnreadableAudio, probe
 from classifier.predict import Classifier
 from daemon.config import Config
-from daemon.worker import Worker, gather
+from daemon.walk import gather
+from daemon.worker import Worker
 from storage import catalogue, corrections
 from storage.db import open_catalogue
 from storage.schema import ERROR, MISSING, OK
@@ -232,17 +233,18 @@ def test_gather_finds_audio_by_extension_and_content(tmp_path: Path) -> None:
     assert [p.name for p in gather([tmp_path])] == ["raw-aac", "x.FLAC", "y.bin"]
 
 
-def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(
-    engine: Engine, classifier: Classifier, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_file_name_that_is_not_utf8_is_classified_and_stored_losslessly(
+    engine: Engine, classifier: Classifier, tmp_path: Path
 ) -> None:
     good = make_track(tmp_path / "lib" / "good.flac", "Drone", 3.0)
     bad = Path(os.fsdecode(bytes(tmp_path / "lib") + b"/\xff\xfe.flac"))
     shutil.copy(good, bad)
     with worker(engine, classifier) as w:
-        assert w.scan([tmp_path / "lib"]).classified == 1
-        assert w.process([bad]).errors == 1
-    assert "not valid UTF-8" in caplog.text
-    assert [t.path for t in catalogue.tracks_under(engine, tmp_path)] == [str(good)]
+        assert w.scan([tmp_path / "lib"]).classified == 2
+    paths = [t.path for t in catalogue.tracks_under(engine, tmp_path)]
+    assert sorted(paths) == sorted([str(good), str(bad)])
+    assert os.fsencode(next(p for p in paths if p != str(good))) == bytes(bad)
+    assert catalogue.get_track(engine, bad).status == "ok"  # type: ignore[union-attr]
 
 
 def test_a_decode_process_that_dies_costs_no_file(
@@ -325,7 +327,8 @@ import os, signal, sys, threading, time
 from multiprocessing import forkserver
 from classifier.predict import Classifier
 from daemon.config import Config
-from daemon.worker import Worker, gather
+from daemon.walk import gather
+from daemon.worker import Worker
 from storage.db import open_catalogue
 if __name__ == "__main__":
     engine = open_catalogue({f"sqlite:///{tmp_path / 'c.db'}"!r})
