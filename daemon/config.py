@@ -81,6 +81,10 @@ class Config:
     tag_threshold: float = 0.5
     overwrite_existing: bool = False
     log_level: str = "INFO"
+    # genred web / run --web: where to listen; any address but loopback needs web_token
+    web_host: str = "127.0.0.1"
+    web_port: int = 8337
+    web_token: str = ""  # or GENRED_WEB_TOKEN; `config show` prints it masked
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"  # which file was read, for `genred config show`
@@ -121,6 +125,8 @@ class Config:
         out: dict[str, Any] = {}
         for name in _TOP_KEYS:
             value = resolved.get(name, getattr(self, name))
+            if name == "web_token" and value:
+                value = "(set, hidden)"
             out[name] = list(value) if isinstance(value, tuple) else value
         out["retrain"] = {f.name: getattr(self.retrain, f.name) for f in fields(self.retrain)}
         aliases = alias_map(self.aliases)
@@ -191,6 +197,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("config key 'rescan_hours': must be > 0 (e.g. 6)")
     if cfg.retrain.epochs < 1:
         raise ConfigError("config key 'retrain.epochs': must be >= 1")
+    if not 0 <= cfg.web_port < 65536:
+        raise ConfigError("config key 'web_port': a TCP port, 0 to 65535 (0: any free one)")
     if cfg.retrain.min_new_labels < 0:
         raise ConfigError("config key 'retrain.min_new_labels': must be >= 0")
     return replace(cfg, log_level=cfg.log_level.upper())

@@ -20,7 +20,7 @@ pending track has no confidence, genre, model or duration) last in both directio
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +63,8 @@ class TrackFilter:
     limit: int | None = None
     sort: str = "path"
     descending: bool = False
+    offset: int | None = None  # skip this many rows first (pages of the web API)
+    ids: tuple[int, ...] | None = None  # only these track ids (the web page's rows)
 
 
 def _base() -> Select[*tuple[Any, ...]]:
@@ -83,6 +85,8 @@ def _base() -> Select[*tuple[Any, ...]]:
             # Probabilities go out as the stored JSON text: no decode/encode per row.
             literal_column("p.probabilities").label("probabilities"),
             Track.size, Track.mtime, literal_column("tracks.last_seen").label("last_seen"),
+            # Not in COLUMNS (the CLI's output): the web API's handle on a track.
+            Track.id.label("id"),
         )
         .select_from(Track)
         .outerjoin(pred, and_(pred.track_id == Track.id, pred.current))
@@ -126,6 +130,8 @@ def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
         query = query.where(Track.path.op("GLOB")(_glob(f.path_glob)))
     if f.model is not None:
         query = query.where(cols.model == f.model)
+    if f.ids is not None:
+        query = query.where(Track.id.in_(f.ids))
     key = {"path": Track.path, "genre": cols.genre, "confidence": cols.confidence,
            "mtime": Track.mtime, "status": Track.status, "model": cols.model,
            "seen": cols.last_seen, "duration": Track.duration}[f.sort]
@@ -135,7 +141,16 @@ def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
     query = query.order_by(*order)
     if f.limit is not None:
         query = query.limit(f.limit)
+    if f.offset:
+        query = query.offset(f.offset)
     return query
+
+
+def count(engine: Engine, f: TrackFilter) -> int:
+    """How many tracks ``f`` matches, ignoring its limit and offset."""
+    sub = build(replace(f, limit=None, offset=None, sort="path")).subquery()
+    with reading(engine).connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(sub)) or 0)
 
 
 def iso_utc(moment: datetime | str | None) -> str | None:
