@@ -3,9 +3,12 @@ daemon (``genred run --web``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -23,6 +26,25 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.url: str | None = None
         self.ready = threading.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGTERM / SIGINT stop the server and `genred web` exits 0 (uvicorn's own handler
+        re-raises the signal after shutdown, so the exit status would say "killed")."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # inside `genred run --web`: the daemon owns the signals
+            return
+        previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop(self, signum: int, _frame: Any) -> None:
+        if self.should_exit and signum == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: do not wait for open connections
+        self.should_exit = True
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
