@@ -31,13 +31,25 @@ LAYOUT = {
     "Album": [("01.flac", "Chirp"), ("02.flac", "Chirp"), ("03.flac", "Noise")],
     "Play": [("play.mp3", "Noise")],
     "Typed": [("typed.mp3", "Drone")],
+    "Tagged": [("tagged.mp3", "Pulse")],
 }
+
+
+HOSTILE_TITLE = '<img src=x onerror="window.pwned=1">Blue & Green'
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> WebLibrary:
-    return WebLibrary.create(tmp_path_factory.mktemp("web-browser"), seconds=40.0,
-                             layout=LAYOUT)
+    import mutagen
+
+    web = WebLibrary.create(tmp_path_factory.mktemp("web-browser"), seconds=40.0,
+                            layout=LAYOUT)
+    audio = mutagen.File(web.path("Tagged/tagged.mp3"), easy=True)
+    if audio.tags is None:
+        audio.add_tags()
+    audio["title"], audio["artist"], audio["album"] = HOSTILE_TITLE, "Miles", "Kind <of>"
+    audio.save()
+    return web
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +163,12 @@ def test_a_typed_unknown_genre_needs_the_new_genre_step(page: Any,
     create.click()
     page.wait_for_selector(f"#{row.get_attribute('id')}.done")
     assert library.row("Typed/typed.mp3")["corrected_genre"] == "Sea Shanty"
+
+
+def test_tags_and_names_are_shown_as_text_never_as_markup(page: Any,
+                                                          library: WebLibrary) -> None:
+    row = row_of(page, library, "Tagged/tagged.mp3")
+    assert row.locator(".title").inner_text() == HOSTILE_TITLE
+    assert "Kind <of>" in row.locator(".meta").inner_text()
+    assert row.locator("img").count() == 0
+    assert page.evaluate("window.pwned") is None
