@@ -4,7 +4,8 @@ cache and the retrain job; and the track views the API and the pages both show."
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
@@ -15,6 +16,7 @@ from daemon.web.audio import AudioCache, browser_plays
 from daemon.web.jobs import RetrainJob
 
 REVIEW_PAGE = 25
+ORDERS_KEPT = 8  # review orders kept (one per filter recently used)
 
 
 @dataclass
@@ -23,6 +25,8 @@ class WebContext:
     engine: Engine
     audio: AudioCache
     retrain: RetrainJob
+    orders: dict[Any, tuple[tuple[int, int], Any]] = field(default_factory=dict)
+    orders_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def title_tags(self, path: str) -> dict[str, str | None]:
         from storage.titles import title_tags
@@ -100,7 +104,7 @@ class WebContext:
             min_confidence=low, max_confidence=high, model=params.get("model") or None,
             limit=_count(params, "limit", REVIEW_PAGE, 200) or REVIEW_PAGE,
             offset=_count(params, "offset", 0) or 0)
-        page = review_queue(self.engine, flt)
+        page = review_queue(self.engine, flt, self._order(flt))
         rows = self.rows([e.track_id for e in page.entries])
         by_id = {e.track_id: e for e in page.entries}
         for row in rows:
@@ -109,6 +113,27 @@ class WebContext:
         return {"tracks": rows, "total": page.total, "limit": flt.limit, "offset": flt.offset,
                 "filter": {"genre": flt.genre, "folder": flt.folder, "min_confidence": low,
                            "max_confidence": high, "model": flt.model}}
+
+
+    def _order(self, flt: Any) -> Any:
+        """``storage.review.review_order`` for ``flt``, kept while no prediction changes
+        (a 100,000-track order takes seconds; labels are applied fresh on every page)."""
+        from dataclasses import replace
+
+        from storage.review import predictions_stamp, review_order
+
+        key = replace(flt, limit=0, offset=0)
+        stamp = predictions_stamp(self.engine)
+        with self.orders_lock:
+            hit = self.orders.get(key)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+        order = review_order(self.engine, flt)
+        with self.orders_lock:
+            self.orders[key] = (stamp, order)
+            while len(self.orders) > ORDERS_KEPT:
+                self.orders.pop(next(iter(self.orders)))
+        return order
 
 
 @functools.lru_cache(maxsize=64)
