@@ -51,7 +51,8 @@ def overview(ctx: WebContext) -> dict[str, Any]:
             "version": info.version, "active": info.path == active, "bundled": info.bundled,
             "created_at": info.created_at, "parent": info.parent, "labels": info.labels,
             "accuracy": info.accuracy, "test_songs": metrics.get("n_songs"),
-            "metrics": metrics, "predicted_tracks": counts.get(info.version, 0),
+            "metrics": metrics, "per_genre": per_genre(info.path, metrics),
+            "predicted_tracks": counts.get(info.version, 0),
             "images": [n for n in IMAGES if (info.path / n).is_file()],
             "lacks": lacking(info.labels, used),
         })
@@ -62,6 +63,23 @@ def overview(ctx: WebContext) -> dict[str, Any]:
             "min_new_labels": ctx.cfg.retrain.min_new_labels,
             "schedule": ctx.cfg.retrain.schedule, "pinned": ctx.cfg.model or None,
             "retrain_job": ctx.retrain.snapshot()}
+
+
+def per_genre(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Per-genre scores: the bundle's headline metrics, else its metrics.json report (what
+    `genred models show` prints)."""
+    import json
+
+    if isinstance(metrics.get("per_genre"), dict):
+        return dict(metrics["per_genre"])
+    try:
+        report = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    test = report.get("test") if isinstance(report, dict) else None
+    scores = test.get("per_genre") if isinstance(test, dict) else None
+    return {str(g): v for g, v in scores.items() if isinstance(v, dict)} \
+        if isinstance(scores, dict) else {}
 
 
 def image_path(ctx: WebContext, version: str, name: str) -> Path | None:

@@ -48,7 +48,9 @@ function showJob(job) {
   if (job.epoch) { bar.max = job.epoch[1]; bar.value = job.epoch[0]; }
   else if (!running) { bar.max = 1; bar.value = 1; }
   else bar.removeAttribute("value");  // indeterminate until the first epoch
-  document.getElementById("retrain-log").textContent = job.messages.join("\n");
+  const log = document.getElementById("retrain-log");
+  log.textContent = job.messages.join("\n");
+  log.hidden = !job.messages.length;
   if (running) { sawRunning = true; setTimeout(poll, 1000); }
   else if (job.outcome && sawRunning) setTimeout(() => location.reload(), 4000);
 }
