@@ -224,8 +224,20 @@ def track_audio(request: Request) -> Response:
     except AudioUnavailable as e:
         status = 404 if "gone" in str(e) or "regular" in str(e) else 422
         raise ApiError(status, str(e)) from e
+    _check_range(request.headers.get("range"), playable.path.stat().st_size)
     return FileResponse(playable.path, media_type=playable.mime,
                         headers={"Cache-Control": "private, max-age=300"})
+
+
+def _check_range(header: str | None, size: int) -> None:
+    """A range that starts past the end is 416 as JSON (FileResponse would answer text);
+    everything else about ranges is FileResponse's."""
+    if not header or not header.startswith("bytes="):
+        return
+    starts = [part.split("-", 1)[0].strip() for part in header[6:].split(",")]
+    if starts and all(s.isdigit() and int(s) >= size for s in starts):
+        raise ApiError(416, f"range {header[6:]} starts past the end ({size} bytes)",
+                       size=size)
 
 
 # --- vocabulary, models, retrain, status ---------------------------------------------

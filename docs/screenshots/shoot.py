@@ -74,7 +74,8 @@ def main() -> int:
                               text=True).stdout
 
     genred("scan", str(music))
-    rows = json.loads(genred("query", "--format", "json", "--path", str(music / "Chamber Works") + "/*"))
+    chamber = str(music / "Chamber Works") + "/*"
+    rows = json.loads(genred("query", "--format", "json", "--path", chamber))
     genred("correct", rows[0]["path"], "Classical")
     server = subprocess.Popen([str(GENRED), "web", "--port", "0"], env=env,
                               stdout=subprocess.PIPE, text=True)

@@ -167,6 +167,7 @@ function setupActions(row) {
 
 document.addEventListener("keydown", (e) => {
   if (e.target.closest && e.target.closest("input, select, textarea")) return;
+  if (e.key === " " && e.target.closest && e.target.closest("button")) return;  // press it
   if (e.ctrlKey || e.metaKey || e.altKey || current < 0) return;
   const row = rows[current];
   if (e.key === " ") { e.preventDefault(); row.toggle(); }

@@ -92,6 +92,8 @@ def test_a_range_request_gets_206_and_exactly_those_bytes(library: WebLibrary,
     whole = request(url)
     assert whole.status == 200 and whole.body == data
     assert whole.headers["accept-ranges"] == "bytes"
+    past = request(url, headers={"Range": f"bytes={len(data)}-"})
+    assert past.status == 416 and past.json()["size"] == len(data)
 
 
 def test_a_format_browsers_cannot_play_is_sent_as_mp3(library: WebLibrary, server: str,
