@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from daemon.config import Config
+from daemon.config import Config, flag_type
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -28,7 +28,8 @@ def web_flags(p: argparse.ArgumentParser, prefix: str) -> None:
     """--host/--port (``genred web``) or --web-host/--web-port (``genred run --web``)."""
     p.add_argument(f"--{prefix}host", dest="cfg_web_host", default=None, metavar="ADDR",
                    help="address to listen on (config web_host, default 127.0.0.1)")
-    p.add_argument(f"--{prefix}port", dest="cfg_web_port", type=int, default=None,
+    p.add_argument(f"--{prefix}port", dest="cfg_web_port", type=flag_type("web_port"),
+                   default=None,
                    metavar="PORT", help="TCP port (config web_port, default 8337; 0: any free)")
 
 

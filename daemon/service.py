@@ -135,7 +135,8 @@ class QueueRunner:
         classifier = self._load(wanted)
         if classifier is None:
             return self._worker
-        policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing)
+        policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing,
+                            split_hard_links=self.cfg.split_hard_links)
                   if self.cfg.write_tags else None)
         previous, self._worker = self._worker, Worker(self.engine, classifier, self.cfg,
                                                       tag_policy=policy)

@@ -85,7 +85,7 @@ def _base() -> Select[*tuple[Any, ...]]:
             # Probabilities go out as the stored JSON text: no decode/encode per row.
             literal_column("p.probabilities").label("probabilities"),
             Track.size, Track.mtime, literal_column("tracks.last_seen").label("last_seen"),
-            # Not in COLUMNS (the CLI's output): the web API's handle on a track.
+            # Not in COLUMNS (the CLI's output): query_tracks(with_id=True) keeps it.
             Track.id.label("id"),
         )
         .select_from(Track)
@@ -176,8 +176,10 @@ def mtime_iso(mtime: float | None) -> str | None:
         return None
 
 
-def _row(mapping: Any) -> dict[str, Any]:
+def _row(mapping: Any, with_id: bool = False) -> dict[str, Any]:
     row = dict(mapping)
+    if not with_id:
+        del row["id"]
     probs = row["probabilities"]
     row["probabilities"] = json.loads(probs) if isinstance(probs, str) else probs
     row["last_seen"] = iso_utc(row["last_seen"])
@@ -185,10 +187,12 @@ def _row(mapping: Any) -> dict[str, Any]:
     return row
 
 
-def query_tracks(engine: Engine, f: TrackFilter) -> list[dict[str, Any]]:
-    """Rows for ``f`` as dicts with the keys in ``COLUMNS`` (probabilities decoded)."""
+def query_tracks(engine: Engine, f: TrackFilter,
+                 with_id: bool = False) -> list[dict[str, Any]]:
+    """Rows for ``f`` as dicts with the keys in ``COLUMNS`` (probabilities decoded), and
+    the track's ``id`` when asked (the web API's handle on a track)."""
     with reading(engine).connect() as conn:
-        return [_row(r) for r in conn.execute(build(f)).mappings()]
+        return [_row(r, with_id) for r in conn.execute(build(f)).mappings()]
 
 
 def _sqlite_value(sub: Any, name: str) -> Any:

@@ -119,7 +119,7 @@ def list_tracks(request: Request) -> JSONResponse:
 
     ctx = context(request)
     flt = track_filter(ctx, request.query_params)
-    rows = query_tracks(ctx.engine, flt)
+    rows = query_tracks(ctx.engine, flt, with_id=True)
     if _flag(request.query_params, "tags"):
         if len(rows) > 200:
             raise ApiError(400, "tags=true reads each file: at most 200 rows (use limit)")

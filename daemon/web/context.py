@@ -37,7 +37,7 @@ class WebContext:
         """The ``genred query`` row of one track (plus ``id``), or None."""
         from storage.query import TrackFilter, query_tracks
 
-        rows = query_tracks(self.engine, TrackFilter(ids=(track_id,)))
+        rows = query_tracks(self.engine, TrackFilter(ids=(track_id,)), with_id=True)
         return rows[0] if rows else None
 
     def rows(self, ids: list[int]) -> list[dict[str, Any]]:
@@ -46,7 +46,8 @@ class WebContext:
 
         if not ids:
             return []
-        found = {r["id"]: r for r in query_tracks(self.engine, TrackFilter(ids=tuple(ids)))}
+        rows = query_tracks(self.engine, TrackFilter(ids=tuple(ids)), with_id=True)
+        found = {r["id"]: r for r in rows}
         return [self._details(found[i]) for i in ids if i in found]
 
     def track_detail(self, track_id: int) -> dict[str, Any]:
