@@ -18,8 +18,6 @@ from sqlalchemy import Engine
 
 from daemon.config import Config
 
-MAX_GENRE = 128  # the column's width
-
 
 class GenreRefused(Exception):
     """The genre is not in the vocabulary (and no explicit new genre was asked for)."""
@@ -61,13 +59,14 @@ def vocabulary(engine: Engine, cfg: Config) -> Vocabulary:
 
 def resolve_genre(engine: Engine, cfg: Config, text: object, new_genre: bool) -> str:
     """The genre to store for what the user sent; GenreRefused / BadGenre otherwise."""
-    from storage.genres import alias_map, fold, normalise
+    from storage.genres import GenreNameError, alias_map, check_name, fold, normalise
 
-    if not isinstance(text, str) or not text.strip():
-        raise BadGenre("genre must be a non-empty string")
-    typed = " ".join(text.split())
-    if len(typed) > MAX_GENRE:
-        raise BadGenre(f"genre longer than {MAX_GENRE} characters")
+    if not isinstance(text, str):
+        raise BadGenre("genre must be a string")
+    try:
+        typed = check_name(text)  # the rule every genre entering genred passes
+    except GenreNameError as e:
+        raise BadGenre(str(e)) from e
     known = {name.lower(): name for name in vocabulary(engine, cfg).names()}
     if typed.lower() in known:
         return known[typed.lower()]

@@ -61,6 +61,8 @@ def test_an_unknown_genre_is_refused_with_a_suggestion_unless_it_is_new(
 @pytest.mark.parametrize("body, status", [
     (b"not json", 400), (b'["a list"]', 400), (b'{"genre": ""}', 400),
     (b'{"genre": 7}', 400), (b'{"genre": "Drone", "new_genre": "yes"}', 400),
+    (b'{"genre": "Ro\\u001b[31mck", "new_genre": true}', 400),  # genred correct's rule
+    (b'{"genre": "' + b"x" * 65 + b'", "new_genre": true}', 400),
 ])
 def test_bad_correction_bodies_are_400(library: WebLibrary, server: str, body: bytes,
                                        status: int) -> None:
