@@ -67,7 +67,7 @@ class TrackFilter:
     ids: tuple[int, ...] | None = None  # only these track ids (the web page's rows)
 
 
-def _base() -> Select[*tuple[Any, ...]]:
+def _base(with_id: bool = False) -> Select[*tuple[Any, ...]]:
     pred = aliased(Prediction, name="p")
     corr = aliased(Correction, name="c")
     newest_active = (
@@ -85,8 +85,8 @@ def _base() -> Select[*tuple[Any, ...]]:
             # Probabilities go out as the stored JSON text: no decode/encode per row.
             literal_column("p.probabilities").label("probabilities"),
             Track.size, Track.mtime, literal_column("tracks.last_seen").label("last_seen"),
-            # Not in COLUMNS (the CLI's output): query_tracks(with_id=True) keeps it.
-            Track.id.label("id"),
+            # Not in COLUMNS (the CLI's output): the web API's handle on a track.
+            *([Track.id.label("id")] if with_id else []),
         )
         .select_from(Track)
         .outerjoin(pred, and_(pred.track_id == Track.id, pred.current))
@@ -111,9 +111,10 @@ def _genre_filter(effective: Any, genre: str | tuple[str, ...]) -> list[Any]:
     return [Track.id.in_(candidates), func.lower(effective).in_(names)]
 
 
-def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
-    """The one SELECT for filter ``f`` (columns named as in ``COLUMNS``)."""
-    query = _base()
+def build(f: TrackFilter, with_id: bool = False) -> Select[*tuple[Any, ...]]:
+    """The one SELECT for filter ``f`` (columns named as in ``COLUMNS``, plus ``id``
+    when asked)."""
+    query = _base(with_id)
     cols = query.selected_columns
     if f.genre is not None:
         query = query.where(*_genre_filter(cols.genre, f.genre))
@@ -176,10 +177,8 @@ def mtime_iso(mtime: float | None) -> str | None:
         return None
 
 
-def _row(mapping: Any, with_id: bool = False) -> dict[str, Any]:
+def _row(mapping: Any) -> dict[str, Any]:
     row = dict(mapping)
-    if not with_id:
-        del row["id"]
     probs = row["probabilities"]
     row["probabilities"] = json.loads(probs) if isinstance(probs, str) else probs
     row["last_seen"] = iso_utc(row["last_seen"])
@@ -192,7 +191,7 @@ def query_tracks(engine: Engine, f: TrackFilter,
     """Rows for ``f`` as dicts with the keys in ``COLUMNS`` (probabilities decoded), and
     the track's ``id`` when asked (the web API's handle on a track)."""
     with reading(engine).connect() as conn:
-        return [_row(r, with_id) for r in conn.execute(build(f)).mappings()]
+        return [_row(r) for r in conn.execute(build(f, with_id)).mappings()]
 
 
 def _sqlite_value(sub: Any, name: str) -> Any:
