@@ -140,7 +140,12 @@ class _BoundedFile(io.RawIOBase):
         return self.searched >= self.budget
 
     def found_audio(self) -> None:
+        """Audio was found: the next ``budget`` bytes may be read again."""
         self.searched = 0
+
+    def lift(self) -> None:
+        """No bound from now on: the caller reads the whole file, audio having been found."""
+        self.budget = 1 << 62
 
     def readable(self) -> bool:
         return True
@@ -506,7 +511,7 @@ def decode_all(path: str | Path) -> DecodedAudio:
             digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}|".encode())
             for frame in container.decode(stream):
                 if not samples:
-                    source.found_audio()  # past the search budget: read the whole file
+                    source.lift()  # audio found: read the whole file, however long
                 digest.update(frame.to_ndarray().tobytes())
                 samples += frame.samples
     except UnreadableAudio:

@@ -13,6 +13,7 @@ averaged (K = 3).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -216,6 +217,7 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
         "clips_per_song": opts.clips_per_song, "seed": opts.seed, "epochs_run":
         len(fitted.history), "best_epoch": fitted.best_epoch, "skipped": len(ex.skipped),
         "augment": fit_opts.augment, "lr": fit_opts.lr,
+        "train_fingerprints": _fingerprints(train_songs),
     })
     meta = BundleMeta(version=version, labels=labels, params=opts.params, arch=arch,
                       arch_kwargs=arch_kwargs, metrics=_headline(metrics, base_metrics),
@@ -235,6 +237,27 @@ def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache
         cache_hits=ex.cache.hits, cache_misses=ex.cache.misses, skipped=ex.skipped,
         decoded=ex.decoded,
     )
+
+
+def _fingerprints(songs: list[Song]) -> list[str]:
+    """The audio fingerprints of the songs a model trains on, recorded in its bundle so
+    `genred evaluate` and the retrain job can tell which songs it has seen (by their audio,
+    wherever the files are now)."""
+    from classifier.audio import UnreadableAudio, fingerprint
+
+    out = set()
+    for song in songs:
+        try:
+            out.add(fingerprint(song.path))
+        except (UnreadableAudio, OSError):
+            continue
+    return sorted(out)
+
+
+def trained_fingerprints(meta: BundleMeta) -> set[str]:
+    """The fingerprints a bundle says it was trained on (empty when it does not say)."""
+    got = meta.training.get("train_fingerprints")
+    return {str(x) for x in got} if isinstance(got, list) else set()
 
 
 def _looks_like_version(name: str) -> bool:
@@ -358,6 +381,7 @@ def evaluate(
     cache_dir: str | Path | None = None,
     progress: bool = False,
     workers: int | None = None,
+    per_song: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a bundle on (path, genre) pairs or a genre-folder collection, one
     whole-track prediction per song (``clips_per_track`` spread clips averaged). Returns
@@ -365,7 +389,8 @@ def evaluate(
     support}}, "confusion" (rows = true, columns = predicted, over ``labels``), "n_songs",
     "n_clips", "per_source", "model", "errors": [{path, error}]}. Unreadable files are
     listed in errors and not counted; a genre the model lacks still counts (always wrong)
-    and is appended to labels. Raises DatasetError, BundleError / ModelMismatch."""
+    and is appended to labels. With ``per_song``, "songs" lists {path, genre, predicted}
+    for each song counted. Raises DatasetError, BundleError / ModelMismatch."""
     from classifier.predict import Classifier, set_torch_threads
 
     songs = dataset.scan(data) if isinstance(data, str | Path) else dataset.from_pairs(data)
@@ -374,6 +399,45 @@ def evaluate(
     ex = Extractor(clf.params, cache_dir, progress, workers)
     kept, feats = ex.many(songs, clips_per_track, None, "evaluate")
     out = song_metrics(clf.net, clf.labels, kept, feats)
+    if per_song:
+        from classifier.fit import song_probabilities
+
+        probs = song_probabilities(clf.net, feats) if feats else None
+        out["songs"] = [{"path": str(s.path), "genre": s.genre,
+                         "predicted": clf.labels[int(probs[i].argmax())]}
+                        for i, s in enumerate(kept)] if probs is not None else []
     out["model"] = clf.version
     out["errors"] = ex.skipped
+    out["in_training_data"] = seen_in_training(Path(bundle_path), clf.meta, kept)
     return out
+
+
+def seen_in_training(bundle_path: Path, meta: BundleMeta, songs: list[Song]) -> list[str]:
+    """Paths of ``songs`` the model was trained on: by audio fingerprint when the bundle
+    lists its training songs' fingerprints; else (an older bundle, such as the starter) the
+    songs under the folder it was trained from that are not among its recorded test
+    songs. An accuracy measured on them is optimistic."""
+    from classifier.audio import UnreadableAudio, fingerprint
+
+    trained = trained_fingerprints(meta)
+    if trained:
+        out = []
+        for song in songs:
+            try:
+                if fingerprint(song.path) in trained:
+                    out.append(str(song.path))
+            except (UnreadableAudio, OSError):
+                continue
+        return out
+    data_dir = meta.training.get("data_dir")
+    if not isinstance(data_dir, str):
+        return []
+    root = Path(data_dir).resolve()
+    try:
+        report = json.loads((bundle_path / "metrics.json").read_text(encoding="utf-8"))
+        tested = {str(Path(p).resolve()) for p in report.get("test_songs") or []}
+    except (OSError, ValueError, AttributeError):
+        tested = set()
+    return [str(s.path) for s in songs
+            if Path(s.path).resolve().is_relative_to(root)
+            and str(Path(s.path).resolve()) not in tested]

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from daemon import cli_catalogue, cli_classify, cli_service, cli_web
+from daemon import cli_catalogue, cli_classify, cli_genres, cli_service, cli_web
 from daemon.config import Config, ConfigError, load, setting_name
 from storage.genres import GenreNameError
 
@@ -46,9 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for module in (cli_classify, cli_catalogue, cli_service, cli_web):
+    for module in (cli_classify, cli_catalogue, cli_genres, cli_service, cli_web):
         module.register(sub, common)
     return parser
+
+
+def config_loader(args: argparse.Namespace) -> Callable[[], Config]:
+    """Reads the effective config for these arguments (again, on each call: the daemon
+    re-reads it on SIGHUP, with the same command line winning over the file)."""
+    # A verb's flag that overrides a config key uses dest="cfg_<key>" (e.g. cfg_workers,
+    # cfg_retrain_schedule); None means "not given".
+    overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}
+    overrides["db"] = getattr(args, "db", None)
+    overrides["log_level"] = getattr(args, "log_level", None)
+    path = getattr(args, "config", None)
+    return lambda: load(path, overrides)
 
 
 def setup_logging(level: str) -> None:
@@ -67,13 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
-    # A verb's flag that overrides a config key uses dest="cfg_<key>" (e.g. cfg_workers,
-    # cfg_retrain_schedule); None means "not given".
-    overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}
-    overrides["db"] = getattr(args, "db", None)
-    overrides["log_level"] = getattr(args, "log_level", None)
     try:
-        cfg = load(getattr(args, "config", None), overrides)
+        cfg = config_loader(args)()
     except ConfigError as e:
         print(f"genred: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -148,6 +148,9 @@ def _register_corrections(sub: argparse._SubParsersAction,
     p.add_argument("path", nargs="?", metavar="PATH")
     p.add_argument("genre", nargs="?", metavar="GENRE")
     p.add_argument("--from-csv", metavar="FILE", help="CSV of path,genre (header optional)")
+    p.add_argument("--new-genre", action="store_true",
+                   help="accept genres no model or label knows yet, spelt as given "
+                   "(else a name that is neither known nor an alias is refused)")
     p.set_defaults(handler=_correct)
     p = sub.add_parser("uncorrect", parents=[common], help="drop corrections (kept as history)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
@@ -156,8 +159,12 @@ def _register_corrections(sub: argparse._SubParsersAction,
                        help="take the genre tags files carry as labels",
                        description="Read genre tags under PATH, normalise them through the "
                        "alias map and record them as labels (source tag). User corrections "
-                       "are never overridden.")
+                       "are never overridden; placeholder values (Other, Unknown, the "
+                       "config's ignore_genres, ...) are skipped.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    p.add_argument("--pretend", action="store_true",
+                   help="list what would become labels and which genres would be new; "
+                   "record nothing")
     p.set_defaults(handler=_import_tags)
 
 
@@ -190,7 +197,7 @@ def _open(cfg: Config) -> Engine | None:
     """The catalogue; its faults (CatalogueError) reach the CLI entry, which prints them."""
     from storage.db import open_catalogue
 
-    return open_catalogue(cfg.db_url)
+    return open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
 
 
 def _policy(args: argparse.Namespace, cfg: Config) -> Any:
@@ -375,8 +382,9 @@ def _targets(engine: Engine, path: str) -> list[str]:
 
 
 def _correct(args: argparse.Namespace, cfg: Config) -> int:
-    from storage.corrections import ADDED, add_label, read_label_csv
-    from storage.genres import normalise
+    from daemon.cli_genres import choose, describe_new, known_genres, refusal
+    from storage.corrections import ADDED, add_label, read_label_csv_lines
+    from storage.genres import check_name
 
     pair = args.path is not None and args.genre is not None  # "" is a (bad) genre: checked
     if bool(args.from_csv) == pair or (args.path and args.genre is None):
@@ -386,31 +394,44 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     if engine is None:
         return EXIT_FAILED
     if args.genre is not None:
-        normalise(args.genre, cfg.aliases)  # a name that cannot be a genre: usage error
+        check_name(args.genre)  # a name that cannot be a genre: usage error
     if args.from_csv:
         try:
-            pairs, problems = read_label_csv(args.from_csv)
+            rows, problems = read_label_csv_lines(args.from_csv)
         except OSError as e:
             print(f"genred: cannot read {args.from_csv}: {e.strerror}", file=sys.stderr)
             return EXIT_USAGE
         for problem in problems:
             print(f"skipped {problem}")
     else:
-        pairs = [(args.path, args.genre)]
+        rows = [(0, args.path, args.genre)]
+    choice = choose([g for _, _, g in rows], known_genres(engine, cfg), args.new_genre, cfg)
+    if choice.unknown:  # nothing is applied: a typo must not half-apply a file
+        for name, hints in choice.unknown.items():
+            lines = [str(n) for n, _, g in rows if g == name and n]
+            where = f" (line {', '.join(lines)} of {args.from_csv})" if lines else ""
+            print(refusal(name, hints) + where, file=sys.stderr)
+        if args.from_csv:
+            print(f"genred: nothing applied from {args.from_csv}", file=sys.stderr)
+        return EXIT_USAGE
     labels: list[tuple[str, str]] = []
-    for path, genre in pairs:
+    for _, path, genre in rows:
         targets = _targets(engine, path)
         if not targets:
             print(f"skipped {path}: no audio file or folder there, and not in the catalogue")
-        labels += [(t, normalise(genre, cfg.aliases)) for t in targets]
+        labels += [(t, choice.genres[genre]) for t in targets]
     results = [add_label(engine, path, genre) for path, genre in labels]
     added = [r for r in results if r.outcome == ADDED]
     for r in added:
         print(f"corrected {r.path}: {r.genre}")
+    for note in choice.notes():
+        print(note)
+    if choice.new and results:
+        print(describe_new(choice.new))
     print(f"{len(added)} corrected, {len(results) - len(added)} already had that genre")
     if cfg.write_tags:
         _write_tags_for(engine, [r.path for r in added], _policy(args, cfg))
-    return EXIT_OK if results or not pairs else EXIT_USAGE
+    return EXIT_OK if results or not rows else EXIT_USAGE
 
 
 def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
@@ -427,18 +448,33 @@ def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
+    from daemon.cli_genres import describe_new, known_genres
     from daemon.worker import gather
-    from storage.corrections import import_tag_label
+    from storage.corrections import TAG_WOULD_IMPORT, TagImport, import_tag_label
 
     if _existing(args.paths) is None:
         return EXIT_USAGE
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
+    paths = [str(p) for p in gather(args.paths)]
+    options = TagImport(known_genres(engine, cfg), cfg.aliases, cfg.ignore_genres)
+    # First every file's verdict without recording anything: new genres are reported
+    # before any of them becomes a label.
+    plans = [(path, import_tag_label(engine, path, options, pretend=True)) for path in paths]
+    new: dict[str, int] = {}
+    for _, plan in plans:
+        if plan.new_genre and plan.outcome == TAG_WOULD_IMPORT:
+            new[plan.genre or ""] = new.get(plan.genre or "", 0) + 1
+    if new:
+        print(describe_new(list(new), new))
     counts: dict[str, int] = {}
-    for path in gather(args.paths):
-        outcome = import_tag_label(engine, path, cfg.aliases)
-        counts[outcome] = counts.get(outcome, 0) + 1
+    for path, plan in plans:
+        result = plan if args.pretend else import_tag_label(engine, path, options)
+        if args.pretend and result.outcome == TAG_WOULD_IMPORT:
+            mark = " (new genre)" if result.new_genre else ""
+            print(f"would import {path}: {result.genre}{mark}")
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
     print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no audio files")
     return EXIT_OK
 

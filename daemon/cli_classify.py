@@ -211,6 +211,11 @@ def _evaluate(args: argparse.Namespace, cfg: Config) -> int:
     except (ModelNotFound, BundleError, DatasetError) as e:
         print(f"genred: {e}", file=sys.stderr)
         return EXIT_FAILED
+    seen = result.get("in_training_data") or []
+    if seen:
+        print(f"genred: warning: {len(seen)} of the {result['n_songs']} songs were in the "
+              f"model's training data; its accuracy on them is optimistic (the songs are "
+              "listed under in_training_data in --format json)", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:

@@ -108,7 +108,7 @@ def _fail(message: str) -> int:
 def _catalogue(cfg: Config) -> Iterator[Engine]:
     from storage.db import open_catalogue
 
-    engine = open_catalogue(cfg.db_url)
+    engine = open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
     try:
         yield engine
     finally:
@@ -126,6 +126,7 @@ def _print_pairs(rows: list[tuple[str, Any]]) -> None:
 
 
 def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
+    from daemon.cli import config_loader
     from daemon.service import DaemonError, run_daemon
     from storage.db import CatalogueError
 
@@ -136,7 +137,7 @@ def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
 
             web = Background(cfg)  # ConfigError (no token off loopback) ends here
             web.start()
-        return run_daemon(cfg)
+        return run_daemon(cfg, config_loader(args))
     except (DaemonError, CatalogueError) as e:
         return _fail(str(e))
     finally:
@@ -164,7 +165,9 @@ def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
         ("daemon", state),
         ("watching", ", ".join(daemon["watch"]) or None),
         ("heartbeat", daemon["heartbeat"]),
-        ("queue", f"{status['queue']} pending"),
+        ("queue", f"{status['queue']} pending" + (
+            " (waiting for a daemon: none is running; start `genred run`, or run "
+            "`genred scan` on the folders)" if status["queue_waits_for_daemon"] else "")),
         ("tracks", ", ".join(f"{k} {v}" for k, v in status["tracks"].items()) or "none"),
         ("last scan", status["last_scan"]),
         ("active model", status["active_model"]["version"]),
@@ -189,30 +192,74 @@ def retrain_cmd(args: argparse.Namespace, cfg: Config) -> int:
 def _retrain_now(engine: Engine, cfg: Config, fmt: str) -> int:
     from dataclasses import asdict
 
-    from daemon.retrain import FAILED
+    from daemon.retrain import FAILED, PROMOTED
+    from daemon.status import running_pid
 
     outcome = _retrain_interruptibly(engine, cfg)
     if outcome is None:
         print("genred: retrain interrupted; recorded as failed, the active model is unchanged",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    if fmt == "json":
+    text = fmt != "json"
+    if text:
+        print(outcome.summary())
+    finish: dict[str, Any] = {}
+    if outcome.decision == PROMOTED and outcome.requeued:
+        pid = running_pid(engine)
+        if pid is not None:
+            finish = {"left_to_daemon": pid}
+            if text:
+                print(f"{outcome.requeued} track(s) queued; the running daemon (pid {pid}) "
+                      "reclassifies them with the new model")
+        else:
+            finish = _reclassify(engine, cfg, text)
+    if not text:
         data = asdict(outcome)
         data.pop("metrics")
-        _print_json(data)
-    else:
-        print(outcome.summary())
-        if outcome.requeued:
-            print(f"{outcome.requeued} track(s) queued for reclassification by the new model")
+        _print_json({**data, **finish})
     return EXIT_FAILED if outcome.decision == FAILED else 0
 
 
+def _reclassify(engine: Engine, cfg: Config, text: bool) -> dict[str, Any]:
+    """No daemon runs: classify the queued tracks with the new model now (a progress bar
+    on a terminal); returns {"reclassified": n, "changed_genre": m}."""
+    from tqdm import tqdm
+
+    from classifier.predict import Classifier
+    from classifier.store import ModelStore
+    from daemon.worker import Worker
+    from storage.catalogue import pending_paths
+    from storage.query import predicted_genres
+
+    paths = pending_paths(engine)
+    before = predicted_genres(engine, paths)
+    if text:
+        print(f"no daemon is running: reclassifying {len(paths)} track(s) with the new model")
+    classifier = Classifier.load(cfg.model or None, store=ModelStore(cfg.model_store_path),
+                                 clips_per_track=cfg.clips_per_track)
+    policy = None
+    if cfg.write_tags:
+        from storage.tagging import TagPolicy
+
+        policy = TagPolicy(cfg.tag_threshold, cfg.overwrite_existing)
+    with tqdm(total=len(paths), unit="track", disable=not (text and sys.stderr.isatty()),
+              file=sys.stderr) as bar, \
+            Worker(engine, classifier, cfg, tag_policy=policy, progress=bar) as worker:
+        worker.process_pending()
+    after = predicted_genres(engine, paths)
+    changed = sum(1 for p in paths if after.get(p) != before.get(p))
+    if text:
+        print(f"{len(paths)} track(s) reclassified, {changed} changed genre")
+    return {"reclassified": len(paths), "changed_genre": changed}
+
+
 def _retrain_interruptibly(engine: Engine, cfg: Config) -> Any:
-    """The retrain job in the foreground; SIGTERM or Ctrl-C stops it, and the run is then
-    recorded as interrupted (None is returned) instead of staying "running"."""
+    """The retrain job in a child process; SIGTERM or Ctrl-C stops it, and the run is
+    then recorded as interrupted (None is returned) instead of staying "running"."""
     import signal
 
-    from daemon.retrain import mark_interrupted, retrain
+    from daemon.retrain import mark_interrupted
+    from daemon.retrain_child import retrain_in_child
 
     def stop(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
@@ -220,28 +267,38 @@ def _retrain_interruptibly(engine: Engine, cfg: Config) -> Any:
     mark_interrupted(engine, cfg.model_store_path)  # runs left "running" by a killed retrain
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        return retrain(engine, cfg, trigger="cli")
+        return retrain_in_child(engine, cfg, trigger="cli")
     except KeyboardInterrupt:
-        mark_interrupted(engine)  # the lock was released when the job unwound
         return None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _retrain_plan(engine: Engine, cfg: Config, fmt: str) -> int:
-    from daemon.retrain import last_trained_correction, present_labels
+    from classifier.bundle import BundleError, read_meta
+    from classifier.store import ModelStore
+    from daemon.retrain import last_trained_correction, present_labels, waiting_genres
     from daemon.scheduler import next_run
 
     labels = present_labels(engine)
     since = last_trained_correction(engine)
     new = sum(1 for x in labels if x.correction_id > since)
-    plan = {"labels": len(labels), "new_labels": new,
-            "min_new_labels": cfg.retrain.min_new_labels, "schedule": cfg.retrain.schedule,
-            "next_run": next_run(engine)}
+    try:
+        known = read_meta(ModelStore(cfg.model_store_path).active()).labels
+    except BundleError:
+        known = []
+    waiting = waiting_genres(labels, known, cfg.retrain.min_songs_per_genre)
+    plan: dict[str, Any] = {"labels": len(labels), "new_labels": new,
+            "min_new_labels": cfg.retrain.min_new_labels,
+            "waiting": waiting, "min_songs_per_genre": cfg.retrain.min_songs_per_genre,
+            "schedule": cfg.retrain.schedule, "next_run": next_run(engine)}
     if fmt == "json":
         _print_json(plan)
     else:
-        _print_pairs([(k.replace("_", " "), v) for k, v in plan.items()])
+        rows = [(k.replace("_", " "), v) for k, v in plan.items()]
+        rows = [(k, ", ".join(f"{g} ({n} song(s))" for g, n in v.items()) or "none")
+                if k == "waiting" else (k, v) for k, v in rows]
+        _print_pairs(rows)
         print("run `genred retrain --now` to retrain now")
     return 0
 
@@ -254,17 +311,32 @@ def models_list_cmd(args: argparse.Namespace, cfg: Config) -> int:
     rows: list[dict[str, Any]] = [
         {"version": b.version, "active": b.path == active, "bundled": b.bundled,
          "created_at": b.created_at, "labels": b.labels, "accuracy": b.accuracy,
-         "parent": b.parent, "path": str(b.path)} for b in store.versions()]
+         "accuracy_songs": _accuracy_songs(b.path), "parent": b.parent,
+         "path": str(b.path)} for b in store.versions()]
     if args.format == "json":
         _print_json(rows)
         return 0
-    print(f"  {'VERSION':<34} {'CREATED':<20} {'GENRES':>6} {'ACCURACY':>8}  PARENT")
+    print(f"  {'VERSION':<34} {'CREATED':<20} {'GENRES':>6} {'ACCURACY':>8} {'ON SONGS':>8}"
+          "  PARENT")
     for r in rows:
         acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
+        songs = str(r["accuracy_songs"]) if r["accuracy_songs"] is not None else "-"
         name = str(r["version"]) + (" (starter)" if r["bundled"] else "")
         print(f"{'*' if r['active'] else ' '} {name:<34} {str(r['created_at'])[:19]:<20} "
-              f"{len(r['labels']):>6} {acc:>8}  {r['parent'] or '-'}")
+              f"{len(r['labels']):>6} {acc:>8} {songs:>8}  {r['parent'] or '-'}")
+    print("ACCURACY: on ON SONGS songs the model did not train on (test songs, or for a "
+          "retrained model the songs the retrain judged it on)")
     return 0
+
+
+def _accuracy_songs(path: Any) -> int | None:
+    from classifier.bundle import BundleError, read_meta
+
+    try:
+        n = read_meta(path).metrics.get("n_songs")
+    except BundleError:
+        return None
+    return int(n) if isinstance(n, int | float) else None
 
 
 def models_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
@@ -323,6 +395,7 @@ def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
             register_model(engine, meta.version, path, meta.labels, metrics=meta.metrics,
                            parent=meta.parent, active=True)
             store.activate(args.version)
+            lacking = _genres_lacking(engine, meta.labels)
     except (ModelNotFound, BundleError, CatalogueError) as e:
         return _fail(str(e))
     line = (f"active model: {meta.version} ({len(meta.labels)} genres); "
@@ -331,9 +404,31 @@ def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
         line += (f"; {requeue.unqueued} queued track(s) it had already classified "
                  "taken off the queue")
     print(line)
+    if lacking:
+        print(f"warning: {meta.version} lacks genres your catalogue uses: "
+              + ", ".join(f"{g} ({n})" for g, n in lacking)
+              + "; their labels stay, but this model never predicts them", file=sys.stderr)
     if cfg.model:
         print(f"note: config 'model' pins {cfg.model}; the daemon uses that until you unset it")
     return 0
+
+
+def _genres_lacking(engine: Engine, labels: list[str]) -> list[tuple[str, str]]:
+    """(genre, what uses it) for genres of labels or predictions that ``labels`` (a
+    model's, as `genres rename` shows them) lack."""
+    from storage.genres import fold
+    from storage.vocabulary import counts, renames
+
+    shown = renames(engine)
+    have = {fold(shown.get(g, g)) for g in labels} | {fold(g) for g in labels}
+    out = []
+    for key, c in sorted(counts(engine).items()):
+        if key in have or not (c.labels or c.predictions):
+            continue
+        uses = [f"{c.labels} label(s)"] if c.labels else []
+        uses += [f"{c.predictions} prediction(s)"] if c.predictions else []
+        out.append((c.name, ", ".join(uses)))
+    return out
 
 
 def _toml_value(value: Any) -> str:

@@ -15,6 +15,8 @@ Example ``config.toml`` (every key optional)::
     [retrain]
     schedule = "0 3 * * *"      # cron: minute hour day month day-of-week
     min_new_labels = 10
+    min_songs_per_genre = 3     # a new genre waits until it has this many labelled songs
+    min_holdout_songs = 10      # fewer held-out songs: judge by cross-validation
 
     [aliases]                   # extra genre aliases, merged over the built-in map
     "nu jazz" = "Jazz"
@@ -65,6 +67,9 @@ class RetrainConfig:
     schedule: str = "0 3 * * *"
     min_new_labels: int = 1
     epochs: int = 15
+    min_songs_per_genre: int = 3  # a new genre trains only with this many labelled songs
+    min_holdout_songs: int = 10  # fewer held-out songs: judge by cross-validation
+    threads: int = 0  # torch threads of the retrain process; 0 = all cores but one
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,12 @@ class Config:
     web_host: str = "127.0.0.1"
     web_port: int = 8337
     web_token: str = ""  # or GENRED_WEB_TOKEN; `config show` prints it masked
+    # Seconds a catalogue write waits for another program's write transaction before it
+    # counts as a fault ("database is locked"; the daemon then retries with back-off).
+    busy_timeout_seconds: float = 30.0
+    # Genre tag values that are not genres; `import-tags` skips them (with the built-in
+    # placeholders: Other, Unknown, Genre, "the genre", misc, ...).
+    ignore_genres: tuple[str, ...] = ()
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"  # which file was read, for `genred config show`
@@ -161,9 +172,13 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "workers": (0, 256, "processes; 0 = all cores"),
     "clips_per_track": (1, 32, "clips"),
     "tag_threshold": (0, 1, "a confidence"),
+    "busy_timeout_seconds": (0.01, 3600, "seconds"),
     "retrain.min_new_labels": (0, 1_000_000, "labels"),
     "retrain.epochs": (1, 100_000, "epochs; early stopping ends most runs far sooner"),
     "web_port": (0, 65_535, "a TCP port; 0 = any free one"),
+    "retrain.min_songs_per_genre": (1, 1_000_000, "labelled songs a new genre needs"),
+    "retrain.min_holdout_songs": (1, 1_000_000, "held-out songs; fewer: cross-validation"),
+    "retrain.threads": (0, 1024, "torch threads of the retrain; 0 = all cores but one"),
 }
 MAX_CONFIG_BYTES = 4 << 20
 

@@ -82,6 +82,8 @@ class Reconciler:
             self._moved(change.path, change.dest)
         elif change.kind == "dir_deleted":
             self.tracker.discard_under(change.path)
+            if change.path in self.roots:
+                return  # a watched folder as a whole: unmounted or renamed, not deleted
             gone = catalogue.mark_missing_under(self.engine, change.path)
             if gone:
                 log.info("folder gone: %s (%d track(s) missing)", change.path, gone)
@@ -131,13 +133,15 @@ class Reconciler:
 
     # -- walks -----------------------------------------------------------------------------
     def rescan(
-        self, settle_seconds: float, keep_going: Callable[[], bool] = lambda: True
+        self, settle_seconds: float, keep_going: Callable[[], bool] = lambda: True,
+        roots: list[str] | None = None,
     ) -> dict[str, int]:
-        """Walk every watched folder; returns counts of what it did. ``keep_going`` is
-        called every few hundred files (the daemon beats its watchdog there); when it
-        returns False the walk stops, and nothing is marked missing from a partial walk."""
+        """Walk the watched folders (``roots``: those of them that are there now); returns
+        counts of what it did. ``keep_going`` is called every few hundred files (the
+        daemon beats its watchdog there); when it returns False the walk stops, and
+        nothing is marked missing from a partial walk."""
         counts = {"queued": 0, "settling": 0, "unchanged": 0, "missing": 0}
-        for root in self.roots:
+        for root in self.roots if roots is None else roots:
             if not self._rescan_root(root, settle_seconds, counts, keep_going):
                 break
         return counts
@@ -146,6 +150,8 @@ class Reconciler:
                      keep_going: Callable[[], bool]) -> bool:
         from daemon.worker import gather
 
+        if not os.path.isdir(root):
+            return True  # gone meanwhile (the watcher says so): its tracks stay as they are
         known = {t.path: t for t in catalogue.tracks_under(self.engine, root)}
         seen: set[str] = set()
         for n, found in enumerate(gather([root]), 1):

@@ -3,8 +3,9 @@
 The job store is the catalogue's own database, so a run that fell due while the machine was
 off is still recorded there at the next start and is caught up exactly once
 (``coalesce=True``: three missed nights give one run, not three; ``max_instances=1``: a
-slow run never overlaps the next). Jobs are stored as JSON, never pickled: the only job is
-a cron trigger calling a registered callable by name.
+slow run never overlaps the next). A row holds only schedule state (id, cron trigger, next
+run time) as JSON, never a pickle and never the name of code: what each job id runs is
+fixed in code (:class:`KnownJob`), so an edited row cannot make genred run anything else.
 
 A job calls :func:`run_registered` with a name; the running process registers the callable
 for that name (the retrain job needs the process's engine and config, which cannot be
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +26,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import Engine, MetaData, Table, inspect, select
+from sqlalchemy import Connection, Engine, MetaData, Table, and_, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
@@ -58,25 +60,57 @@ def _trigger_state(trigger: CronTrigger) -> dict[str, Any]:
     }
 
 
-def _trigger_from_state(state: dict[str, Any]) -> CronTrigger:
-    return CronTrigger(**state["fields"], timezone=state["timezone"], jitter=state["jitter"])
+_CRON_FIELDS = frozenset(CronTrigger.FIELD_NAMES)
+
+
+def _trigger_from_state(state: Any) -> CronTrigger:
+    """A cron trigger from stored state: plain field strings, a zone name, a jitter."""
+    if not isinstance(state, dict) or not isinstance(state.get("fields"), dict):
+        raise ValueError("no cron fields")
+    fields = state["fields"]
+    if not set(fields) <= _CRON_FIELDS or not all(isinstance(v, str) for v in fields.values()):
+        raise ValueError(f"unknown cron fields {sorted(fields)}")
+    zone, jitter = state.get("timezone"), state.get("jitter")
+    if not isinstance(zone, str) or not (jitter is None or isinstance(jitter, int)):
+        raise ValueError("bad timezone or jitter")
+    return CronTrigger(**fields, timezone=zone, jitter=jitter)
 
 
 def _when(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+@dataclass(frozen=True)
+class KnownJob:
+    """What a job id runs, fixed in code: never read from the catalogue."""
+
+    func: str
+    args: tuple[Any, ...]
+
+
+# Keys of a job's state that name code or how it runs: set from KnownJob and the job
+# defaults, whatever a row says.
+_CODE_KEYS = ("func", "args", "kwargs", "executor")
+
+
 class JsonJobStore(SQLAlchemyJobStore):
-    """SQLAlchemyJobStore with JSON job state instead of pickle (cron triggers only)."""
+    """SQLAlchemyJobStore holding schedule state only, as JSON (never a pickle).
+
+    A row holds a job id, its cron trigger and its next run time. What a job runs comes
+    from ``known`` (id -> :class:`KnownJob`, registered by code at start): a row for an
+    unknown id is deleted, and a row that names other code (``"func": "os:system"``, put
+    there by hand or by anyone who can write to the catalogue) is logged, ignored, and
+    rewritten. Nothing read from the catalogue is ever imported or called."""
+
+    def __init__(self, known: Mapping[str, KnownJob], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.known = dict(known)
 
     def _dump(self, job: Job) -> bytes:
-        state = job.__getstate__()
-        if not isinstance(state["trigger"], CronTrigger):
+        if not isinstance(job.trigger, CronTrigger):
             raise ValueError(f"job {job.id}: only cron triggers can be stored")
-        state["trigger"] = _trigger_state(state["trigger"])
-        state["args"] = list(state["args"])
-        state["next_run_time"] = _when(state["next_run_time"])
-        return json.dumps(state).encode()
+        return json.dumps({"version": 1, "id": job.id, "trigger": _trigger_state(job.trigger),
+                           "next_run_time": _when(job.next_run_time)}).encode()
 
     def add_job(self, job: Job) -> None:
         self._write(job, insert=True)
@@ -88,6 +122,8 @@ class JsonJobStore(SQLAlchemyJobStore):
         from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
         from sqlalchemy.exc import IntegrityError
 
+        if job.id not in self.known:
+            raise ValueError(f"job {job.id!r} is not one genred registers")
         values = {
             "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
             "job_state": self._dump(job),
@@ -103,17 +139,62 @@ class JsonJobStore(SQLAlchemyJobStore):
             if connection.execute(stmt).rowcount == 0:
                 raise JobLookupError(job.id)
 
-    def _reconstitute_job(self, job_state: bytes) -> Job:
-        state = json.loads(job_state)
-        state["trigger"] = _trigger_from_state(state["trigger"])
-        state["args"] = tuple(state["args"])
-        when = state["next_run_time"]
-        state["next_run_time"] = datetime.fromisoformat(when) if when else None
-        state["jobstore"] = self
+    def lookup_job(self, job_id: str) -> Job | None:
+        jobs = self._get_jobs(self.jobs_t.c.id == job_id)
+        return jobs[0] if jobs else None
+
+    def _get_jobs(self, *conditions: Any) -> list[Job]:
+        query = select(self.jobs_t.c.id, self.jobs_t.c.job_state).order_by(
+            self.jobs_t.c.next_run_time)
+        if conditions:
+            query = query.where(and_(*conditions))
+        jobs: list[Job] = []
+        with self.engine.begin() as connection:
+            for row in connection.execute(query).all():
+                job = self._restore(connection, row.id, row.job_state)
+                if job is not None:
+                    jobs.append(job)
+        return jobs
+
+    def _restore(self, connection: Connection, job_id: str, raw: bytes) -> Job | None:
+        """The job ``job_id`` built from code, with the row's schedule; None (and the row
+        deleted) when genred has no such job or the row is unreadable."""
+        known = self.known.get(job_id)
+        try:
+            if known is None:
+                raise ValueError("genred registers no job of that id")
+            state = json.loads(raw)
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+            trigger = _trigger_from_state(state.get("trigger"))
+            when = state.get("next_run_time")
+            next_run = datetime.fromisoformat(when) if isinstance(when, str) else None
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
+            log.warning("%s row %r ignored and deleted (%s); genred schedules its own jobs "
+                        "again from its config", self.jobs_t.name, job_id, e)
+            connection.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id))
+            return None
+        code = {"func": known.func, "args": list(known.args), "kwargs": {},
+                "executor": "default"}
+        named = {k: state[k] for k in _CODE_KEYS if k in state and state[k] != code[k]}
         job = Job.__new__(Job)
-        job.__setstate__(state)
+        job.__setstate__({
+            "version": 1, "id": job_id, "func": known.func, "trigger": trigger,
+            "executor": "default", "args": known.args, "kwargs": {}, "name": job_id,
+            "misfire_grace_time": None, "coalesce": True, "max_instances": 1,
+            "next_run_time": next_run,
+        })
         job._scheduler = self._scheduler
         job._jobstore_alias = self._alias
+        if named or set(state) - {"version", "id", "trigger", "next_run_time"}:
+            if named:
+                log.warning("%s row %r names code to run (%s): ignored; genred runs only "
+                            "its own job %s. Someone or something edited the catalogue: "
+                            "check who can write to it. The row is rewritten.",
+                            self.jobs_t.name, job_id,
+                            ", ".join(f"{k}={v!r}" for k, v in named.items()), known.func)
+            connection.execute(self.jobs_t.update().values(job_state=self._dump(job))
+                               .where(self.jobs_t.c.id == job_id))
         return job
 
 
@@ -151,14 +232,17 @@ def cron_trigger(schedule: str) -> CronTrigger:
 
 
 def start_scheduler(
-    db_url: str, schedule: str, job_name: str = RETRAIN_JOB
+    db_url: str, schedule: str, job_name: str = RETRAIN_JOB, busy_timeout: float | None = None
 ) -> BackgroundScheduler:
     """Start a scheduler whose ``job_name`` job runs on ``schedule``; a run missed while no
-    daemon ran is kept (not recomputed from now) so it is caught up once at this start."""
+    daemon ran is kept (not recomputed from now) so it is caught up once at this start.
+    The job calls :func:`run_registered` with its name (see :class:`JsonJobStore`)."""
     from storage.db import create
 
+    store = JsonJobStore({job_name: KnownJob(RUNNER, (job_name,))},
+                         engine=create(db_url, busy_timeout), tablename=JOB_TABLE)
     scheduler = BackgroundScheduler(
-        jobstores={"default": JsonJobStore(engine=create(db_url), tablename=JOB_TABLE)},
+        jobstores={"default": store},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
     )
     scheduler.start(paused=True)
@@ -166,17 +250,31 @@ def start_scheduler(
     job = scheduler.get_job(job_name)
     if job is None:
         scheduler.add_job(RUNNER, trigger, args=[job_name], id=job_name, name=job_name)
-    elif str(job.trigger) != str(trigger):
-        due = job.next_run_time
-        if due is not None and due <= datetime.now(due.tzinfo):
-            job.modify(trigger=trigger)  # keep the missed run, then follow the new schedule
-        else:
-            scheduler.reschedule_job(job_name, trigger=trigger)
-        log.info("schedule of %s changed to %r", job_name, schedule)
+    else:
+        apply_schedule(scheduler, schedule, job_name)
     scheduler.resume()
     nxt = scheduler.get_job(job_name)
     log.info("%s scheduled (%s); next run %s", job_name, schedule, nxt and nxt.next_run_time)
     return scheduler
+
+
+def apply_schedule(scheduler: BackgroundScheduler, schedule: str,
+                   job_name: str = RETRAIN_JOB) -> bool:
+    """Make ``job_name`` follow ``schedule`` (at start, or when the config is reloaded); a
+    run already due is kept. False when the schedule was already that."""
+    trigger = cron_trigger(schedule)
+    job = scheduler.get_job(job_name)
+    if job is None or str(job.trigger) == str(trigger):
+        return False
+    due = job.next_run_time
+    if due is not None and due <= datetime.now(due.tzinfo):
+        job.modify(trigger=trigger)  # keep the missed run, then follow the new schedule
+    else:
+        scheduler.reschedule_job(job_name, trigger=trigger)
+    nxt = scheduler.get_job(job_name)
+    log.info("schedule of %s changed to %r; next run %s", job_name, schedule,
+             nxt and nxt.next_run_time)
+    return True
 
 
 def next_run(engine: Engine, job_name: str = RETRAIN_JOB) -> datetime | None:

@@ -14,26 +14,36 @@ rescan, the systemd watchdog, a heartbeat, and every ``QUEUE_POLL_SECONDS`` for 
 look at the queue, so work another command queued (``genred correct`` on a file never
 scanned, ``genred models activate``, a plain SQL update) starts within seconds. Watching
 the catalogue's files instead would wake the daemon on its own writes.
+
+No single fault ends the loop (see daemon/faults.py): a pass that fails (the catalogue
+locked past its busy timeout, a full disk, an I/O error) is logged once, retried with
+back-off, and the loop resumes where it was; watcher events wait meanwhile. A watched
+folder that vanishes is re-attached when it is back. Signals are handled outside signal
+handlers (daemon/signals.py); SIGHUP re-reads the config.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from sqlalchemy import Engine
 
 from daemon import sdnotify
 from daemon.config import Config, ConfigError
+from daemon.faults import FaultGuard, describe
+from daemon.queue_runner import DaemonError, QueueRunner
 from daemon.reconcile import Reconciler
 from daemon.status import (
     HEARTBEAT_KEY,
@@ -44,18 +54,15 @@ from daemon.status import (
     WATCH_KEY,
     running_pid,
 )
-from daemon.watcher import FileStabilityTracker, FolderWatcher
+from daemon.watcher import Change, FileStabilityTracker, FolderWatcher
+
+__all__ = ["Daemon", "DaemonError", "run_daemon"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEARTBEAT_SECONDS = 300.0
 QUEUE_POLL_SECONDS = 2.0  # idle: how often to look for work queued by other processes
-DAEMON_POOL_MIN_FILES = 2  # a batch this size or larger is decoded in the worker processes
-
-
-class DaemonError(Exception):
-    """The daemon cannot start: nothing to watch, a folder is missing, another daemon
-    already serves this catalogue. The message says what to fix."""
 
 
 def _now() -> str:
@@ -75,125 +82,14 @@ def _watch_roots(cfg: Config) -> list[str]:
     return roots
 
 
-class QueueRunner:
-    """Drains the catalogue's queue with a :class:`daemon.worker.Worker` in small batches
-    (so a stop request waits for at most one batch), and swaps in a new classifier when
-    the active model changes (a promotion by the retrain job, `genred models activate`).
-    Whenever it loads a model, uncorrected tracks last classified by another model are
-    queued again, so the catalogue converges on the model in use."""
-
-    def __init__(self, cfg: Config, engine: Engine) -> None:
-        from classifier.store import ModelStore
-
-        self.cfg = cfg
-        self.engine = engine
-        self.store = ModelStore(cfg.model_store_path)
-        self.batch = 2 * max(1, cfg.worker_count)
-        self._worker: Any = None
-        self._model_path: Path | None = None
-        self._broken: Path | None = None
-        self._cancelled = False
-
-    def _wanted_model(self) -> Path:
-        from classifier.store import ModelNotFound
-
-        try:
-            return self.store.resolve(self.cfg.model) if self.cfg.model else self.store.active()
-        except ModelNotFound as e:
-            if self._model_path is None:
-                raise DaemonError(f"config key 'model': {e}") from e
-            return self._model_path
-
-    def _load(self, wanted: Path) -> Any:
-        """A Classifier with its weights loaded now, so a broken bundle fails here."""
-        from classifier.bundle import BundleError
-        from classifier.predict import Classifier
-
-        try:
-            classifier = Classifier.load(wanted, self.store,
-                                         clips_per_track=self.cfg.clips_per_track)
-            classifier.net  # noqa: B018 - load the weights (torch) now, not mid-queue
-        except BundleError as e:
-            if self._worker is None:
-                raise DaemonError(f"cannot use the model: {e}") from e
-            log.error("cannot switch to the model at %s (%s); keeping %s", wanted, e,
-                      self._worker.classifier.version)
-            self._broken = wanted
-            return None
-        return classifier
-
-    def worker(self) -> Any:
-        """The current Worker, rebuilt when the active model changed (a model that fails
-        to load is reported once and the current one kept)."""
-        from daemon.worker import Worker
-        from storage.catalogue import requeue_for_model
-        from storage.tagging import TagPolicy
-
-        wanted = self._wanted_model()
-        if self._worker is not None and wanted in (self._model_path, self._broken):
-            return self._worker
-        classifier = self._load(wanted)
-        if classifier is None:
-            return self._worker
-        policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing,
-                            split_hard_links=self.cfg.split_hard_links)
-                  if self.cfg.write_tags else None)
-        previous, self._worker = self._worker, Worker(self.engine, classifier, self.cfg,
-                                                      tag_policy=policy)
-        if previous is not None:
-            previous.hand_over_pool(self._worker)
-            previous.close()
-        # The daemon's worker lives long, so its decode processes start once and serve every
-        # later batch: a backlog (2+ files) is decoded on all cores; a lone dropped file is
-        # decoded right here, without waiting for the processes to start.
-        self._worker.pool_min_files = DAEMON_POOL_MIN_FILES
-        self._worker.stop_requested = lambda: self._cancelled
-        self._model_path, self._broken = wanted, None
-        requeue = requeue_for_model(self.engine, classifier.version)
-        log.info("classifying with model %s (%d track(s) from other models queued, "
-                 "%d queued track(s) it had already classified taken off the queue)",
-                 classifier.version, requeue.queued, requeue.unqueued)
-        return self._worker
-
-    def model_version(self) -> str:
-        """The model in use (loading it the first time; never swaps by itself)."""
-        worker = self._worker if self._worker is not None else self.worker()
-        return str(worker.classifier.version)
-
-    def pending_count(self) -> int:
-        from storage.catalogue import count_tracks
-        from storage.schema import PENDING
-
-        return count_tracks(self.engine, PENDING)
-
-    def process_batch(self) -> bool:
-        """Classify up to one batch of pending tracks; False when the queue was empty."""
-        from storage.catalogue import has_pending
-
-        if self._cancelled:
-            return False
-        worker = self.worker()  # first: a model switch requeues tracks for this batch
-        if not has_pending(self.engine):
-            return False
-        summary = worker.process_pending(limit=self.batch)
-        if summary.scanned:
-            log.info("%s", summary.line())
-        return bool(summary.scanned)
-
-    def cancel(self) -> None:
-        self._cancelled = True
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None
-
-
 class Daemon:
-    """One run of `genred run`; :meth:`run` returns the exit code."""
+    """One run of `genred run`; :meth:`run` returns the exit code. ``reload_config``
+    re-reads the config (file, environment, the same command line) on SIGHUP."""
 
-    def __init__(self, cfg: Config, engine: Engine) -> None:
+    def __init__(self, cfg: Config, engine: Engine,
+                 reload_config: Callable[[], Config] | None = None) -> None:
         from daemon.scheduler import cron_trigger
+        from storage.db import sqlite_path
 
         try:
             cron_trigger(cfg.retrain.schedule)
@@ -204,31 +100,68 @@ class Daemon:
         self.roots = _watch_roots(cfg)
         self.watcher = FolderWatcher(self.roots, control_dirs=[cfg.model_store_path])
         self.tracker = FileStabilityTracker(cfg.settle_seconds)
-        self.reconciler = Reconciler(engine, self.roots, self.tracker)
+        self.reconciler = Reconciler(engine, self.watcher.roots, self.tracker)
         self.worker = QueueRunner(cfg, engine)
+        self.worker.heartbeat = self._beat_watchdog
         self.stopping = threading.Event()
+        self.reload_config = reload_config
+        self._reload_asked = threading.Event()
+        self._poke = threading.Event()  # ends a back-off pause early (stop, reload)
+        db_file = sqlite_path(cfg.db_url)
+        self._faults = FaultGuard(lambda e: describe(e, db_file, cfg.busy_timeout_seconds))
+        self._unapplied: deque[Change] = deque()  # watcher events not yet in the catalogue
+        self._to_rescan: list[str] = []  # watched folders that came back
         self._pinger: sdnotify.WatchdogPinger | None = None
-        self._scheduler: Any = None
-        self._next_rescan = time.monotonic() + cfg.rescan_hours * 3600
+        self.scheduler: Any = None
+        self._next_rescan = 0.0  # the start-up scan: the first pass of the loop
+        self._rescan_why = "start"
         self._next_heartbeat = 0.0
         self._last_status = ""
         self._lock: IO[str] | None = None
+        self.started = False  # READY=1 sent: from then on a stop finishes the work in hand
 
-    # -- life cycle --------------------------------------------------------------------
-    def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
+    # -- requests from the signal thread (never from a signal handler) --------------------
+    def request_stop(self, signum: int) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
         self.stopping.set()
         self.worker.cancel()
         self.watcher.wake()
+        self._poke.set()
 
+    def request_reload(self) -> None:
+        log.info("SIGHUP: reloading the config")
+        self._reload_asked.set()
+        self.watcher.wake()
+        self._poke.set()
+
+    # -- life cycle --------------------------------------------------------------------
     def run(self) -> int:
-        self._claim()
+        self._retrying(self._claim)
+        if self.stopping.is_set():  # stopped while waiting for the catalogue
+            if self._lock is not None:
+                self._lock.close()
+            return 0
         try:
             self._start()
             self._loop()
         finally:
             self._shutdown()
         return 0
+
+    def _retrying(self, step: Callable[[], T]) -> T | None:
+        """``step()``, tried again with back-off while it fails on a fault (None if a stop
+        came first). A DaemonError or ConfigError is no fault: it ends the run."""
+        while not self.stopping.is_set():
+            try:
+                result = step()
+            except (DaemonError, ConfigError):
+                raise
+            except Exception as e:
+                self._pause(self._faults.failed(e))
+                continue
+            self._faults.succeeded()
+            return result
+        return None
 
     def _claim(self) -> None:
         """One daemon per catalogue: an flock next to a SQLite catalogue (released by the
@@ -239,67 +172,76 @@ class Daemon:
         other = running_pid(self.engine)
         busy = other is not None and other != os.getpid()
         db_file = sqlite_path(self.cfg.db_url)
-        if db_file is not None and not busy:
+        if db_file is not None and not busy and self._lock is None:
             self._lock = (db_file.parent / f"{db_file.name}.daemon-lock").open("a")
             try:
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                self._lock.close()
+                self._lock = None
                 busy = True
         if busy:
             raise DaemonError(f"another genred daemon (pid {other or 'unknown'}) already "
                               f"serves {self.cfg.db_url}; stop it first")
-        import json
-
         for key, value in ((PID_KEY, str(os.getpid())), (HOST_KEY, socket.gethostname()),
                            (STARTED_KEY, _now()), (HEARTBEAT_KEY, _now()),
-                           (WATCH_KEY, json.dumps(self.roots))):
+                           (WATCH_KEY, json.dumps(self.watcher.roots))):
             set_state(self.engine, key, value)
 
     def _start(self) -> None:
         from daemon.retrain import mark_interrupted
 
-        mark_interrupted(self.engine, self.cfg.model_store_path)
+        self._retrying(lambda: mark_interrupted(self.engine, self.cfg.model_store_path))
         try:
             self.watcher.start()  # first watch, then walk: nothing slips between the two
         except OSError as e:
             raise DaemonError(
                 f"cannot watch {', '.join(self.roots)}: {e} (a large library may need a "
                 "higher fs.inotify.max_user_watches, see sysctl)") from e
-        self._start_scheduler()
+        self._retrying(self._start_scheduler)
         timeout = sdnotify.watchdog_seconds()
         if timeout:
             self._pinger = sdnotify.WatchdogPinger(timeout)
             self._pinger.start()
         # Ready once watching: the walk of a large library may take minutes, and must not
         # run into systemd's start timeout (it beats the watchdog as it goes).
-        sdnotify.notify("READY=1\n" + self._status_line())
+        if self.stopping.is_set():
+            return
+        status = self._retrying(self.status_line)
+        sdnotify.notify("READY=1\n" + (status or ""))
         log.info("ready: watching %d folder(s)", len(self.roots))
-        self._rescan("start")
+        self.started = True
 
     def _start_scheduler(self) -> None:
         from daemon import scheduler
-        from daemon.retrain import retrain
+        from daemon.retrain_child import retrain_in_child
 
-        def job() -> None:
-            outcome = retrain(self.engine, self.cfg, trigger="schedule")
+        def job() -> None:  # in a child process: the daemon keeps its cores and its memory
+            outcome = retrain_in_child(self.engine, self.cfg, trigger="schedule")
             log.info("scheduled retrain %s", outcome.summary())
             if outcome.requeued:
                 self.watcher.wake()
 
         scheduler.register(scheduler.RETRAIN_JOB, job)
-        self._scheduler = scheduler.start_scheduler(self.cfg.db_url, self.cfg.retrain.schedule)
+        self.scheduler = scheduler.start_scheduler(
+            self.cfg.db_url, self.cfg.retrain.schedule,
+            busy_timeout=self.cfg.busy_timeout_seconds)
 
     def _shutdown(self) -> None:
         from storage.catalogue import set_state
 
         sdnotify.notify("STOPPING=1")
         self.watcher.stop()
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
         if self._pinger is not None:
             self._pinger.stop()
         self.worker.close()
-        set_state(self.engine, PID_KEY, "")
+        if self._faults.current is None:  # else: it could wait out a lock; status checks
+            try:                            # the pid anyway
+                set_state(self.engine, PID_KEY, "")
+            except Exception as e:
+                log.warning("could not clear the daemon's pid in the catalogue: %s", e)
         if self._lock is not None:
             self._lock.close()
         log.info("stopped")
@@ -307,21 +249,56 @@ class Daemon:
     # -- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self.stopping.is_set():
-            self._beat()
-            self._handle_changes(block=False)
-            self._enqueue_settled()
-            if time.monotonic() >= self._next_rescan:
-                self._rescan("periodic")
-            if self.worker.process_batch():
-                continue  # more may be pending: handle events, then the next batch
-            self._notify_status()
-            self._handle_changes(block=True)
+            try:
+                self._pass()
+            except (DaemonError, ConfigError):
+                raise
+            except Exception as e:
+                delay = self._faults.failed(e)
+                sdnotify.notify(f"STATUS={self._faults.status()}: {describe_short(e)}")
+                self._last_status = ""
+                self._pause(delay)
+                continue
+            self._faults.succeeded()
+
+    def _pass(self) -> None:
+        """One turn of the loop; any exception is a fault (the caller backs off)."""
+        if self._reload_asked.is_set():
+            self._reload()
+            self._reload_asked.clear()
+        self._beat()
+        self._check_roots()
+        self._handle_changes(block=False)
+        self._enqueue_settled()
+        self._rescan_due()
+        if self.worker.process_batch():
+            return  # more may be pending: handle events, then the next batch
+        self._notify_status()
+        self._handle_changes(block=True)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (a back-off), feeding the watchdog: waiting is not stuck."""
+        end = time.monotonic() + seconds
+        while not self.stopping.is_set():
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            self._beat_watchdog()
+            step = remaining if self._pinger is None else min(remaining,
+                                                              self._pinger.timeout / 3)
+            if self._poke.wait(step):
+                self._poke.clear()
+                if self._reload_asked.is_set():
+                    return
+
+    def _beat_watchdog(self) -> None:
+        if self._pinger is not None:
+            self._pinger.beat()
 
     def _beat(self) -> None:
         from storage.catalogue import set_state
 
-        if self._pinger is not None:
-            self._pinger.beat()
+        self._beat_watchdog()
         now = time.monotonic()
         if now >= self._next_heartbeat:
             set_state(self.engine, HEARTBEAT_KEY, _now())
@@ -330,31 +307,64 @@ class Daemon:
     def _wait_timeout(self) -> float:
         now = time.monotonic()
         deadlines = [self._next_rescan, self._next_heartbeat, now + QUEUE_POLL_SECONDS]
-        due = self.tracker.next_due()
-        if due is not None:
-            deadlines.append(due + 0.05)
+        for due in (self.tracker.next_due(), self.worker.next_deferred()):
+            if due is not None:
+                deadlines.append(due + 0.05)
         if self._pinger is not None:
             deadlines.append(now + self._pinger.timeout / 3)
         return max(0.0, min(deadlines) - now)
 
     def _handle_changes(self, block: bool) -> None:
-        if block and not self.stopping.is_set():
+        """Apply watcher events in order; one that fails stays first in line."""
+        if block and not self._unapplied and not self.stopping.is_set() and not (
+                self._reload_asked.is_set()):
             change = self.watcher.get(timeout=self._wait_timeout())
             if change is not None:
-                self.reconciler.apply(change)
-        for change in self.watcher.drain():
+                self._unapplied.append(change)
+        self._unapplied.extend(self.watcher.drain())
+        while self._unapplied:
+            self._apply(self._unapplied[0])
+            self._unapplied.popleft()
+
+    def _apply(self, change: Change) -> None:
+        from sqlalchemy.exc import IntegrityError
+
+        try:
             self.reconciler.apply(change)
+        except IntegrityError as e:  # this row: the next rescan tries it again
+            log.error("the catalogue refused %s of %s (%s); the next rescan tries again",
+                      change.kind, change.path, e.orig)
 
     def _enqueue_settled(self) -> None:
-        for path in self.tracker.settled():
-            self.reconciler.enqueue_if_changed(path)
+        settled = self.tracker.settled()
+        for n, path in enumerate(settled):
+            try:
+                self.reconciler.enqueue_if_changed(path)
+            except Exception:
+                for later in settled[n:]:  # not lost: they settle again after the fault
+                    self.tracker.touch(later)
+                raise
 
-    def _rescan(self, why: str) -> None:
+    def _check_roots(self) -> None:
+        gone, back = self.watcher.check_roots()
+        for root in gone:
+            self.tracker.discard_under(root)
+        self._to_rescan += [r for r in back if r not in self._to_rescan]
+
+    def _rescan_due(self) -> None:
+        if time.monotonic() >= self._next_rescan:
+            self._rescan(self._rescan_why, self.watcher.attached())
+            self._next_rescan = time.monotonic() + self.cfg.rescan_hours * 3600
+            self._rescan_why = "periodic"
+        while self._to_rescan:
+            self._rescan("returned folder", [self._to_rescan[0]])
+            self._to_rescan.pop(0)
+
+    def _rescan(self, why: str, roots: list[str]) -> None:
         from storage.catalogue import set_state
 
-        counts = self.reconciler.rescan(self.cfg.settle_seconds, self._keep_walking)
+        counts = self.reconciler.rescan(self.cfg.settle_seconds, self._keep_walking, roots)
         set_state(self.engine, LAST_SCAN_KEY, _now())
-        self._next_rescan = time.monotonic() + self.cfg.rescan_hours * 3600
         log.info("%s scan: %s", why, ", ".join(f"{k} {v}" for k, v in counts.items()))
 
     def _keep_walking(self) -> bool:
@@ -362,30 +372,78 @@ class Daemon:
         return not self.stopping.is_set()
 
     def _notify_status(self) -> None:
-        line = self._status_line()
+        line = self.status_line()
         if line != self._last_status:
             sdnotify.notify(line)
             self._last_status = line
 
-    def _status_line(self) -> str:
+    def status_line(self) -> str:
         return (f"STATUS={self.worker.pending_count()} pending; "
                 f"model {self.worker.model_version()}")
 
+    # -- SIGHUP --------------------------------------------------------------------------
+    def _reload(self) -> None:
+        from daemon.reload import reload_daemon
 
-def run_daemon(cfg: Config) -> int:
+        reload_daemon(self)
+
+    def status_changed(self) -> None:
+        """Send the STATUS line on the next idle turn even if it reads the same."""
+        self._last_status = ""
+
+    def rescan_soon(self, root: str) -> None:
+        """Walk ``root`` (a folder now watched) on the next pass."""
+        if root not in self._to_rescan:
+            self._to_rescan.append(root)
+
+    def rescan_within(self, hours: float) -> None:
+        """The periodic rescan comes no later than ``hours`` from now."""
+        self._next_rescan = min(self._next_rescan, time.monotonic() + hours * 3600)
+
+
+def describe_short(exc: BaseException) -> str:
+    """A fault in a few words for systemd's STATUS line."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0][:120] if text else type(exc).__name__
+
+
+class _Relay:
+    """Signal callbacks that reach the daemon once it exists (a stop before that is kept)."""
+
+    def __init__(self) -> None:
+        self.daemon: Daemon | None = None
+        self.stop_signal: int | None = None
+
+    def stop(self, signum: int) -> None:
+        if self.daemon is None:
+            self.stop_signal = signum
+        else:
+            self.daemon.request_stop(signum)
+
+    def reload(self) -> None:
+        if self.daemon is not None:
+            self.daemon.request_reload()
+
+    def started(self) -> bool:
+        return self.daemon is not None and self.daemon.started
+
+    def attach(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        if self.stop_signal is not None:
+            daemon.request_stop(self.stop_signal)
+
+
+def run_daemon(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """`genred run`: open the catalogue, run until SIGTERM/SIGINT, return the exit code."""
+    from daemon.signals import SignalInbox
     from storage.db import open_catalogue
 
-    engine = open_catalogue(cfg.db_url)
-    daemon = Daemon(cfg, engine)
-    previous: dict[signal.Signals, Any] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, daemon.request_stop)
-    try:
+    relay = _Relay()
+    with SignalInbox(relay.stop, relay.reload, relay.started):
+        engine = open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
+        daemon = Daemon(cfg, engine, reload_config)
+        relay.attach(daemon)
         code = daemon.run()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     _abandon_retrain(engine, code)
     engine.dispose()
     return code
@@ -396,9 +454,11 @@ def _abandon_retrain(engine: Engine, code: int) -> None:
     until it finishes (minutes): record it as interrupted and exit now. The model store is
     untouched (a candidate is only promoted by a finished run)."""
     from daemon.retrain import in_progress, mark_interrupted
+    from daemon.retrain_child import stop_child
 
     if not in_progress():
         return
+    stop_child()  # the child records its run as interrupted and exits
     log.warning("stopping in the middle of a retrain; it will run again at the next "
                 "scheduled time")
     mark_interrupted(engine)

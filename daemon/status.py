@@ -68,6 +68,8 @@ def read_status(engine: Engine, cfg: Config) -> dict[str, Any]:
                    "heartbeat": get_state(engine, HEARTBEAT_KEY),
                    "watch": json.loads(get_state(engine, WATCH_KEY) or "[]")},
         "queue": int(counts.get("pending", 0)),
+        # Pending work with no daemon to do it: `genred status` says so.
+        "queue_waits_for_daemon": pid is None and int(counts.get("pending", 0)) > 0,
         "tracks": counts,
         "last_scan": get_state(engine, LAST_SCAN_KEY),
         "active_model": model,
@@ -77,17 +79,10 @@ def read_status(engine: Engine, cfg: Config) -> dict[str, Any]:
 
 
 def _last_retrain(engine: Engine) -> dict[str, Any] | None:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
+    from storage.training_runs import run_record
 
-    from storage.schema import TrainingRun
-
-    with Session(engine) as s:
-        run = s.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(1)).first()
-        if run is None:
-            return None
-        return {"decision": run.decision, "reason": run.reason, "trigger": run.trigger,
-                "started_at": run.started_at.isoformat() if run.started_at else None,
-                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-                "base_model": run.base_model, "new_model": run.new_model,
-                "old_accuracy": run.old_accuracy, "new_accuracy": run.new_accuracy}
+    run = run_record(engine)
+    if run is None:
+        return None
+    return {k: run[k] for k in ("decision", "reason", "trigger", "started_at", "finished_at",
+                                "base_model", "new_model", "old_accuracy", "new_accuracy")}

@@ -13,9 +13,11 @@ Three small pieces, each testable alone:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
 
 log = logging.getLogger(__name__)
 
@@ -231,22 +234,39 @@ class _WakeHandler(FileSystemEventHandler):
             self._inbox.put(Change("wake", path))
 
 
+def _identity(folder: str) -> tuple[int, int] | None:
+    """(device, inode) of ``folder`` when it is a directory, else None."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 class FolderWatcher:
     """Recursive watchdog observer over ``roots``; changes arrive on :attr:`inbox`.
 
     ``control_dirs`` (e.g. the model store) are watched non-recursively and only wake the
-    run loop: another genred command activating a model is noticed at once."""
+    run loop: another genred command activating a model is noticed at once.
+
+    A watched folder that is deleted, renamed or unmounted silently ends its inotify watch
+    (or, renamed, keeps reporting the old path). :meth:`check_roots` notices it (the path
+    is gone, is another directory, or its watch thread ended), drops the watch, and
+    re-attaches when a directory is back at that path."""
 
     def __init__(self, roots: Iterable[str | Path], control_dirs: Iterable[Path] = ()) -> None:
         self.roots = [str(Path(r).expanduser().resolve()) for r in roots]
         self.control_dirs = [Path(d) for d in control_dirs]
         self.inbox: queue.Queue[Change] = queue.Queue()
         self._observer = Observer()
+        self._handler = _Handler(self.inbox)
+        self._watches: dict[str, tuple[ObservedWatch, tuple[int, int] | None]] = {}
+        self.detached: set[str] = set()
 
     def start(self) -> None:
-        handler = _Handler(self.inbox)
+        """Watch every root; raises OSError when one cannot be watched."""
         for root in self.roots:
-            self._observer.schedule(handler, root, recursive=True, event_filter=_EVENTS)
+            self._attach(root)
         for folder in self.control_dirs:
             folder.mkdir(parents=True, exist_ok=True)
             self._observer.schedule(_WakeHandler(self.inbox), str(folder), recursive=False,
@@ -254,6 +274,71 @@ class FolderWatcher:
                                                   FileModifiedEvent, FileClosedEvent])
         self._observer.start()
         log.info("watching %s", ", ".join(self.roots))
+
+    def _attach(self, root: str) -> None:
+        identity = _identity(root)
+        watch = self._observer.schedule(self._handler, root, recursive=True,
+                                        event_filter=_EVENTS)
+        self._watches[root] = (watch, identity)
+        self.detached.discard(root)
+
+    def _detach(self, root: str) -> None:
+        watch, _ = self._watches.pop(root, (None, None))
+        if watch is not None:
+            with contextlib.suppress(KeyError, OSError):
+                self._observer.unschedule(watch)
+        self.detached.add(root)
+
+    def _watching(self, root: str) -> bool:
+        """The watch on ``root`` still sees that very folder."""
+        watch, identity = self._watches[root]
+        if identity is None or _identity(root) != identity:
+            return False
+        return all(e.is_alive() for e in self._observer.emitters if e.watch == watch)
+
+    def attached(self) -> list[str]:
+        return [r for r in self.roots if r not in self.detached]
+
+    def check_roots(self) -> tuple[list[str], list[str]]:
+        """(roots that stopped being watched now, roots watched again now); cheap (a stat
+        per root), called by the run loop on every pass."""
+        gone: list[str] = []
+        back: list[str] = []
+        for root in self.roots:
+            if root not in self.detached and not self._watching(root):
+                self._detach(root)
+                log.warning("watched folder %s was deleted, renamed or unmounted: not "
+                            "watching it, its tracks are left as they are; watching resumes "
+                            "when it is back", root)
+                gone.append(root)
+            elif root in self.detached and _identity(root) is not None:
+                try:
+                    self._attach(root)
+                except OSError as e:
+                    log.debug("cannot watch %s yet: %s", root, e)
+                    continue
+                log.warning("watched folder %s is back: watching it again", root)
+                back.append(root)
+        return gone, back
+
+    def set_roots(self, roots: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Watch ``roots`` from now on (a config reload); returns (added, removed). A new
+        root that does not exist yet is attached once it does (see check_roots)."""
+        wanted = [str(Path(r).expanduser().resolve()) for r in roots]
+        added = [r for r in wanted if r not in self.roots]
+        removed = [r for r in self.roots if r not in wanted]
+        for root in removed:
+            self._detach(root)
+            self.detached.discard(root)
+        self.roots = wanted
+        for root in added:
+            try:
+                self._attach(root)
+            except OSError as e:
+                self.detached.add(root)  # check_roots attaches it once it exists
+                log.warning("cannot watch %s yet (%s): watching it once it is there",
+                            root, e.strerror or e)
+        return added, removed
 
     def stop(self) -> None:
         if self._observer.is_alive():

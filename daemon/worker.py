@@ -64,6 +64,7 @@ NOT_AUDIO_EXTENSIONS = frozenset(
     """.split()  # noqa: SIM905
 )
 MAX_CRASH_RETRIES = 1
+WAIT_BEAT_SECONDS = 1.0  # while decodes run, how often the worker says it is alive
 POOL_MIN_FILES = 16  # fewer files than this are decoded in this process
 # Files handed to the decode processes ahead of their results (~1.3 MB of features each):
 # enough that they keep working while this process loads torch (a second) or writes.
@@ -84,6 +85,10 @@ class Summary:
     moved: int = 0
     retried: int = 0  # files decoded again after a decode process died
     tags: dict[str, int] = field(default_factory=dict)
+    # Tracks the catalogue refused to record (an integrity error on the row): left as they
+    # were (pending), for the caller to try again later.
+    deferred: list[str] = field(default_factory=list)
+    done_paths: list[str] = field(default_factory=list)  # classified or recorded as errors
 
     def line(self) -> str:
         text = (
@@ -93,6 +98,7 @@ class Summary:
         extra = [f"{self.missing} missing"] if self.missing else []
         extra += [f"{self.moved} moved"] if self.moved else []
         extra += [f"{self.retried} retried after a decoder crash"] if self.retried else []
+        extra += [f"{len(self.deferred)} refused by the catalogue"] if self.deferred else []
         extra += [f"tags {k} {v}" for k, v in sorted(self.tags.items())]
         return text + (f" ({', '.join(extra)})" if extra else "")
 
@@ -244,7 +250,10 @@ class Worker:
         self.pool_min_files = POOL_MIN_FILES
         # Polled between files: True stops taking new files (the daemon on SIGTERM).
         self.stop_requested: Callable[[], bool] = lambda: False
+        # Called between files and while waiting for decodes: the daemon's watchdog beat.
+        self.heartbeat: Callable[[], None] = lambda: None
         self._known: dict[str, catalogue.FileState] | None = None  # during scan()
+        self._refused: set[str] = set()  # paths whose integrity error was logged
         self._gone_now: set[str] = set()  # marked missing by this scan (moves are found later)
         self.register_model()
 
@@ -304,10 +313,13 @@ class Worker:
         finally:
             self._known = None
 
-    def process_pending(self, limit: int | None = None) -> Summary:
-        """Classify the tracks waiting in the queue."""
-        paths = catalogue.pending_paths(self.engine, limit)
-        return self.process([Path(p) for p in paths], force=True)
+    def process_pending(self, limit: int | None = None,
+                        exclude: Iterable[str] = ()) -> Summary:
+        """Classify the tracks waiting in the queue (but those in ``exclude``)."""
+        skip = set(exclude)
+        paths = catalogue.pending_paths(self.engine, None if limit is None else limit + len(skip))
+        wanted = [Path(p) for p in paths if p not in skip][:limit]
+        return self.process(wanted, force=True)
 
     def process(
         self, paths: Iterable[str | Path], force: bool = False, summary: Summary | None = None
@@ -320,19 +332,28 @@ class Worker:
         self._model_ready = False
         in_flight: dict[Future[Decoded], tuple[str, int, float, int]] = {}
         ahead = IN_FLIGHT_PER_WORKER * self.workers if self._parallel else 1
-        for path in paths:
-            if self.stop_requested():
-                break  # the rest stay as they are (queued files stay pending)
-            job = self._queue(Path(path), force, summary)
-            if job is not None:
-                self._submit(in_flight, job)
-            while len(in_flight) >= ahead:
-                self._collect(in_flight, summary, FIRST_COMPLETED)
-        while in_flight:
-            if self.stop_requested():
-                self._unsubmit_waiting(in_flight)
-            if in_flight:
-                self._collect(in_flight, summary, FIRST_COMPLETED)
+        try:
+            for path in paths:
+                if self.stop_requested():
+                    break  # the rest stay as they are (queued files stay pending)
+                self.heartbeat()
+                job = self._queue(Path(path), force, summary)
+                if job is not None:
+                    self._submit(in_flight, job)
+                while len(in_flight) >= ahead:
+                    self._collect(in_flight, summary, FIRST_COMPLETED)
+            while in_flight:
+                if self.stop_requested():
+                    self._unsubmit_waiting(in_flight)
+                if in_flight:
+                    self._collect(in_flight, summary, FIRST_COMPLETED)
+        except BaseException:
+            # A fault (the catalogue locked, a full disk) ends this pass: files not
+            # recorded stay pending; decodes still running are let go, not waited for.
+            self._unsubmit_waiting(in_flight)
+            for future in in_flight:
+                self._owner.pop(future, None)
+            raise
         return summary
 
     def _unsubmit_waiting(self, in_flight: dict[Future[Decoded], Any]) -> None:
@@ -432,7 +453,11 @@ class Worker:
             if self._parallel:
                 _one_torch_thread()
             self._model_ready = True
-        done, _ = wait(list(in_flight), return_when=when)
+        while True:
+            done, _ = wait(list(in_flight), timeout=WAIT_BEAT_SECONDS, return_when=when)
+            if done:
+                break
+            self.heartbeat()  # long decodes (a big file): working, not stuck
         for future in done:
             job = in_flight.pop(future)
             try:
@@ -447,9 +472,30 @@ class Worker:
             finally:
                 self._owner.pop(future, None)
             self._record(decoded, job, summary)
+            self.heartbeat()
             self._tick()
 
     def _record(self, decoded: Decoded, job: tuple[str, int, float, int], summary: Summary) -> None:
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            self._record_one(decoded, job, summary)
+        except IntegrityError as e:
+            # This row, not the catalogue: leave the track as it is and go on.
+            path = job[0]
+            if path not in self._refused:
+                log.error("the catalogue refused to record %s (%s); it stays queued and is "
+                          "tried again later — check the catalogue's triggers/constraints",
+                          path, e.orig)
+            self._refused.add(path)
+            summary.deferred.append(path)
+            return
+        if job[0] in self._refused:
+            self._refused.discard(job[0])
+        summary.done_paths.append(job[0])
+
+    def _record_one(self, decoded: Decoded, job: tuple[str, int, float, int],
+                    summary: Summary) -> None:
         path, size, mtime = job[0], job[1], job[2]
         if decoded.error is not None or decoded.info is None or decoded.features is None:
             if not os.path.exists(path):
@@ -484,7 +530,13 @@ class Worker:
     def _write_tags(self, path: str, summary: Summary) -> None:
         if self.tag_policy is None:
             return
-        outcome = write_track(self.engine, path, self.tag_policy)
+        try:
+            outcome = write_track(self.engine, path, self.tag_policy)
+        except OSError as e:  # a full or failing music disk: this file's tag, not the run
+            log.warning("could not write the genre tag of %s: %s; it is classified, and "
+                        "`genred tags write` writes it once the disk is fixed", path, e)
+            summary.tags["failed"] = summary.tags.get("failed", 0) + 1
+            return
         summary.tags[outcome.action] = summary.tags.get(outcome.action, 0) + 1
         if self.on_tag is not None:
             self.on_tag(outcome)

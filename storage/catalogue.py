@@ -297,11 +297,10 @@ def record_prediction(engine: Engine, path: str | os.PathLike[str], prediction: 
         track = get_or_create_track(s, canonical(path))
         s.execute(update(Prediction).where(Prediction.track_id == track.id, Prediction.current)
                   .values(current=False))
+        genre, confidence, probabilities = _shown(s, prediction)
         s.add(Prediction(
-            track_id=track.id, model_version=prediction.model, genre=prediction.genre,
-            confidence=float(prediction.confidence),
-            probabilities={k: float(v) for k, v in prediction.probabilities.items()},
-            current=True,
+            track_id=track.id, model_version=prediction.model, genre=genre,
+            confidence=confidence, probabilities=probabilities, current=True,
         ))
         track.status, track.error = OK, None
         track.fingerprint = fingerprint or track.fingerprint
@@ -309,6 +308,16 @@ def record_prediction(engine: Engine, path: str | os.PathLike[str], prediction: 
         track.size, track.mtime = size, mtime
         track.last_seen = utcnow()
         return track.id
+
+
+def _shown(s: Session, prediction: PredictionLike) -> tuple[str, float, dict[str, float]]:
+    """The prediction under the names `genred genres rename|merge` gave its genres."""
+    from storage.genres import merge_probabilities
+    from storage.vocabulary import renames_in
+
+    probabilities = {k: float(v) for k, v in prediction.probabilities.items()}
+    return merge_probabilities(prediction.genre, float(prediction.confidence), probabilities,
+                               renames_in(s))
 
 
 def record_error(engine: Engine, path: str | os.PathLike[str], reason: str,

@@ -16,7 +16,7 @@ import csv
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from sqlalchemy import Engine, func, select
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from storage.catalogue import canonical, get_or_create_track, track_at, under
 from storage.db import reading, writing
-from storage.schema import TAG, USER, Correction, Track
+from storage.schema import TAG, USER, Correction, TagBackup, Track
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,17 @@ def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[tuple[str, str]],
     that is not UTF-8, longer than MAX_CSV_LINE_BYTES, or whose genre is not a genre name
     (storage.genres.check_name) is skipped with its problem; the other lines count.
     Raises OSError when the file cannot be read."""
+    rows, problems = read_label_csv_lines(path)
+    return [(p, g) for _, p, g in rows], problems
+
+
+def read_label_csv_lines(path: str | os.PathLike[str]
+                         ) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """As :func:`read_label_csv`, each row with its line number."""
     from storage.genres import GenreNameError, check_name
 
     base = os.path.dirname(os.path.abspath(path))
-    pairs: list[tuple[str, str]] = []
+    rows: list[tuple[int, str, str]] = []
     problems: list[str] = []
     with open(path, "rb") as fh:
         lines = _CsvLines(fh, problems)
@@ -158,8 +165,8 @@ def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[tuple[str, str]],
             except GenreNameError as e:
                 problems.append(f"line {n}: {e}")
                 continue
-            pairs.append((os.path.join(base, os.path.expanduser(cells[0])), genre))
-    return pairs, problems
+            rows.append((n, os.path.join(base, os.path.expanduser(cells[0])), genre))
+    return rows, problems
 
 
 class _CsvLines:
@@ -195,32 +202,129 @@ class _CsvLines:
 
 # import_tag_label outcomes
 TAG_IMPORTED = "imported"
+TAG_WOULD_IMPORT = "would import"
 TAG_SAME = "unchanged"
 TAG_KEPT_USER = "kept user correction"
 TAG_NONE = "without a genre tag"
+TAG_PLACEHOLDER = "with a placeholder genre (skipped)"
 TAG_UNUSABLE = "with a genre tag that is not a genre name (control characters, too long)"
 TAG_OURS = "tagged by genred's model (not a label)"
 TAG_UNREADABLE = "unreadable"
 
 
-def import_tag_label(engine: Engine, path: str | os.PathLike[str],
-                     aliases: Mapping[str, str] | None = None) -> str:
-    """Record the genre tag of the file at ``path`` as its label (source ``tag``). A genre
-    genred wrote from a prediction is not a label: the model would learn from itself."""
-    from storage import tags
-    from storage.genres import tag_label
+@dataclass(frozen=True)
+class TagImport:
+    """How `import-tags` reads genre tags: the known genres (matched case-insensitively,
+    first spelling), the config's aliases and its ``ignore_genres``."""
 
+    known: list[str] = field(default_factory=list)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    ignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TagResult:
+    outcome: str
+    genre: str | None = None
+    new_genre: bool = False  # a genre neither known nor an alias
+
+
+def tag_genre(values: list[str], options: TagImport) -> tuple[str | None, bool]:
+    """(the label a file's genre tag values stand for, whether it is a new genre); (None,
+    False) when every value is empty or a placeholder. The first real value counts; a
+    value that is a known genre or alias ("Hip Hop/Rap") counts whole, else a multi-genre
+    value ("Rock; Pop", "Rock/Pop") gives its first genre; an ID3 numeric code gives its
+    genre's name."""
+    from storage.genres import id3_code_genre, is_placeholder, resolve, spelled, split_values
+
+    def known(name: str) -> str | None:
+        return resolve(id3_code_genre(name) or name, options.known, options.aliases)
+
+    for value in values:
+        if is_placeholder(value, options.ignore):
+            continue
+        whole = known(value)
+        if whole is not None:
+            return whole, False
+        parts = [p for p in split_values(value) if not is_placeholder(p, options.ignore)]
+        for part in parts:
+            genre = known(part)
+            if genre is not None:
+                return genre, False
+        if parts:
+            return spelled(id3_code_genre(parts[0]) or parts[0]), True
+    return None, False
+
+
+def _edited_since_written(s: Session, path: str, kind: str, genres: list[str]) -> bool:
+    """True when genred wrote this file's genre and the file now says something else
+    (edited in another tagger): the provenance keys genred wrote may still be there."""
+    from storage import tags
+
+    track = track_at(s, canonical(path))
+    if track is None:
+        return False
+    backup = s.scalars(select(TagBackup).where(TagBackup.track_id == track.id,
+                                               TagBackup.restored.is_(False))
+                       .order_by(TagBackup.id.desc())).first()
+    if backup is None or not backup.written:
+        return False
+    return tags.genre_of(kind, dict(backup.written)) != genres
+
+
+def import_tag_label(engine: Engine, path: str | os.PathLike[str],
+                     options: TagImport | None = None, pretend: bool = False) -> TagResult:
+    """Record the genre tag of the file at ``path`` as its label (source ``tag``); with
+    ``pretend`` only say what would happen. A genre genred wrote from a prediction is not
+    a label (the model would learn from itself) — unless the file's genre was changed since
+    genred wrote it: then the user set it, whatever provenance keys are still on the file."""
+    from storage import tags
+
+    options = options or TagImport()
     try:
         kind, values = tags.read_values(path)
         genres = tags.read_genres(path)
     except tags.TagError as e:
         log.debug("no tags read: %s", e)
-        return TAG_UNREADABLE
+        return TagResult(TAG_UNREADABLE)
     provenance = tags.provenance(kind, values)
     if provenance is not None and provenance != tags.USER_PROVENANCE:
-        return TAG_OURS
-    label = tag_label(genres, aliases)
+        with Session(reading(engine)) as s:
+            if not _edited_since_written(s, str(path), kind, tags.genre_of(kind, values)):
+                return TagResult(TAG_OURS)
+    if not genres:
+        return TagResult(TAG_NONE)
+    usable = [g for g in genres if _is_name(g)]
+    if not usable:
+        return TagResult(TAG_UNUSABLE)
+    label, new = tag_genre(usable, options)
     if label is None:
-        return TAG_UNUSABLE if any(g.strip() for g in genres) else TAG_NONE
+        return TagResult(TAG_PLACEHOLDER)
+    if pretend:
+        current = corrected_source(engine, path)
+        if current is not None and current[0] == label:
+            return TagResult(TAG_SAME, label)
+        if current is not None and current[1] == USER:
+            return TagResult(TAG_KEPT_USER, current[0])
+        return TagResult(TAG_WOULD_IMPORT, label, new)
     result = add_label(engine, path, label, TAG)
-    return {ADDED: TAG_IMPORTED, SAME: TAG_SAME, KEPT_USER: TAG_KEPT_USER}[result.outcome]
+    outcome = {ADDED: TAG_IMPORTED, SAME: TAG_SAME, KEPT_USER: TAG_KEPT_USER}[result.outcome]
+    return TagResult(outcome, result.genre, new and result.outcome == ADDED)
+
+
+def _is_name(value: str) -> bool:
+    from storage.genres import GenreNameError, check_name
+
+    try:
+        check_name(value)
+    except GenreNameError:
+        return False
+    return True
+
+
+def corrected_source(engine: Engine, path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(genre, source) of the track's active label, or None."""
+    with Session(reading(engine)) as s:
+        track = track_at(s, canonical(path))
+        active = active_label(s, track.id) if track is not None else None
+        return (active.genre, active.source) if active else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,11 +52,18 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return cfg
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        _set_pragmas(dbapi_conn, busy_timeout_ms)
+
+    return on_connect
+
+
+def _set_pragmas(dbapi_conn: Any, busy_timeout_ms: int) -> None:
     # WAL lets queries read while the daemon writes; the busy timeout makes a second
     # writer wait instead of failing with "database is locked".
     cursor = dbapi_conn.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA synchronous = NORMAL")
@@ -111,13 +118,16 @@ def _migration_lock(db_file: Path | None) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def create(url: str) -> Engine:
+def create(url: str, busy_timeout: float | None = None) -> Engine:
     """An engine for ``url`` with the SQLite pragmas set on every connection, no migration.
     Its driver errors that are faults of the catalogue (locked, full, read-only, damaged,
-    I/O) are raised as :class:`CatalogueFault` types. Raises CatalogueURLError."""
+    I/O) are raised as :class:`CatalogueFault` types. Raises CatalogueURLError.
+    ``busy_timeout``: seconds a write waits for another process's write transaction before
+    failing with "database is locked" (default ``BUSY_TIMEOUT_MS``)."""
+    timeout_ms = BUSY_TIMEOUT_MS if busy_timeout is None else max(1, round(busy_timeout * 1000))
     try:
         parsed = make_url(url)
-        engine = create_engine(parsed, connect_args=_connect_args(url))
+        engine = create_engine(parsed, connect_args=_connect_args(url, timeout_ms))
     except (ArgumentError, ValueError) as e:
         raise CatalogueURLError(f"catalogue URL {url!r} is not valid: {_first_line(e)}") from e
     except ImportError as e:
@@ -125,10 +135,10 @@ def create(url: str) -> Engine:
                                 f"installed: {_first_line(e)}") from e
     if engine.dialect.name == "sqlite":
         db_file = sqlite_path(url)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(timeout_ms))
         event.listen(engine, "begin", _sqlite_begin)
         event.listen(engine, "handle_error",
-                     lambda ctx: translate(ctx, db_file, BUSY_TIMEOUT_MS / 1000))
+                     lambda ctx: translate(ctx, db_file, timeout_ms / 1000))
     return engine
 
 
@@ -136,18 +146,19 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def _connect_args(url: str) -> dict[str, Any]:
+def _connect_args(url: str, timeout_ms: int) -> dict[str, Any]:
     if make_url(url).get_backend_name() == "sqlite":
-        return {"timeout": BUSY_TIMEOUT_MS / 1000}
+        return {"timeout": timeout_ms / 1000}
     return {}
 
 
-def open_catalogue(url: str) -> Engine:
-    """The catalogue at ``url``, created or upgraded to the current schema.
+def open_catalogue(url: str, busy_timeout: float | None = None) -> Engine:
+    """The catalogue at ``url``, created or upgraded to the current schema (``busy_timeout``:
+    see :func:`create`).
 
     Raises CatalogueURLError for a URL that cannot be used, CatalogueFault when the database
     cannot be read or written, CatalogueError when its folder cannot be made."""
-    engine = create(url)
+    engine = create(url, busy_timeout)
     db_file = sqlite_path(url)
     if db_file is not None:
         _check_location(db_file)

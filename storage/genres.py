@@ -3,9 +3,12 @@
 Labels reach the catalogue from three places — user corrections, genre tags already in the
 files, and model labels — and each spells genres its own way ("hip-hop", "Hip Hop", "RAP").
 ``normalise`` folds them through a case-insensitive alias map so that a correction, a tag
-and a prediction for the same genre compare equal. Names not in the map are accepted (a
-genre the model does not know yet joins its label set at the next retrain) and title-cased,
-keeping short all-caps words such as "EDM"-like acronyms the user typed as they are.
+and a prediction for the same genre compare equal. ``normalise`` title-cases a name not in
+the map (used where any name is a filter, e.g. ``query --genre``). Labels go through
+``resolve`` instead: a known genre (the model's, or one a label already uses) matched
+case-insensitively in its first spelling, then the alias map, else None — the command then
+refuses the name with ``suggestions`` or, when the user asked for a new genre, keeps it as
+``spelled`` ("IDM", "SynSwing"). ``is_placeholder`` tells tag values that are no genre.
 
 Examples::
 
@@ -22,7 +25,7 @@ Examples::
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 # Keys are folded (lower case, single spaces, "&" -> "and"); values are canonical names.
 ALIASES: dict[str, str] = {
@@ -142,6 +145,11 @@ def normalise(name: str, extra: Mapping[str, str] | None = None) -> str:
     return _title(name)
 
 
+def split_values(value: str) -> list[str]:
+    """The genres of a multi-genre tag value ("Rock; Pop", "Rock/Pop"), trimmed."""
+    return [p.strip() for p in _SEPARATORS.split(value) if p.strip()]
+
+
 def tag_label(values: list[str], extra: Mapping[str, str] | None = None) -> str | None:
     """The label a file's genre tag values stand for, or None when they are empty.
 
@@ -161,3 +169,100 @@ def tag_label(values: list[str], extra: Mapping[str, str] | None = None) -> str 
             except GenreNameError:
                 continue
     return None
+
+
+def merge_probabilities(genre: str, confidence: float, probabilities: dict[str, float],
+                        renames: Mapping[str, str]) -> tuple[str, float, dict[str, float]]:
+    """A prediction shown under the renamed genres: probabilities of names renamed to the
+    same genre are added up; the genre is the most probable one after that, and the
+    confidence its probability. Without renames, the prediction as it was."""
+    if not renames:
+        return genre, confidence, probabilities
+    merged: dict[str, float] = {}
+    for name, p in probabilities.items():
+        shown = renames.get(name, name)
+        merged[shown] = merged.get(shown, 0.0) + float(p)
+    if not merged:
+        return renames.get(genre, genre), confidence, merged
+    top = max(merged, key=lambda g: merged[g])
+    return top, merged[top], merged
+
+
+# Genre tag values that are not genres (folded); `import-tags` skips them, and so do the
+# config's ``ignore_genres``.
+PLACEHOLDERS = frozenset(fold(x) for x in (
+    "other", "others", "unknown", "unknown genre", "genre", "the genre", "genres", "misc",
+    "miscellaneous", "none", "no genre", "n/a", "na", "undefined", "unclassified",
+    "untitled", "various", "default", "-", "--", "?", "??", "???", "(none)", "blank",
+    "general", "tbd", "to do", "todo", "not set",
+))
+_ID3_CODE = re.compile(r"^\(?(\d{1,3})\)?$")
+
+
+def id3_code_genre(value: str) -> str | None:
+    """The genre an ID3v1 numeric code ("17", "(17)") stands for; "" for a number that
+    maps to no genre (e.g. 255); None when ``value`` is not such a code."""
+    match = _ID3_CODE.match(value.strip())
+    if match is None:
+        return None
+    from mutagen._constants import GENRES
+
+    code = int(match.group(1))
+    return GENRES[code] if code < len(GENRES) else ""
+
+
+def is_placeholder(value: str, ignore: Iterable[str] = ()) -> bool:
+    """True for a tag value that is no genre: empty, a numeric code mapping to nothing, a
+    known placeholder ("Other", "Unknown", "Genre", "the genre", "misc"), or one of
+    ``ignore`` (the config's ``ignore_genres``), compared folded."""
+    key = fold(value)
+    if not key or key in PLACEHOLDERS or key in {fold(x) for x in ignore}:
+        return True
+    return id3_code_genre(value) == ""
+
+
+def spelled(name: str) -> str:
+    """A new genre as the user wrote it: trimmed, inner runs of spaces made one, the case
+    and punctuation kept ("IDM", "SynSwing", "Drum & Bass"). Raises GenreNameError for a
+    name :func:`check_name` refuses."""
+    return check_name(name)
+
+
+def resolve(name: str, known: Iterable[str], extra: Mapping[str, str] | None = None,
+            aliases: bool = True) -> str | None:
+    """The genre ``name`` means: a known genre matched case-insensitively (its first
+    spelling), else (with ``aliases``) an alias's genre, else None (an unknown genre).
+    Known genres win over the built-in aliases: a genre the user created ("IDM") is not
+    folded into another."""
+    key = fold(name)
+    if not key:
+        raise ValueError("empty genre name")
+    known = list(known)
+    for genre in known:
+        if fold(genre) == key:
+            return genre
+    if not aliases:
+        return None
+    table = alias_map(extra) if extra else _FOLDED
+    if key in table:
+        target = table[key]
+        for genre in known:  # the alias's genre in the spelling the catalogue uses
+            if fold(genre) == fold(target):
+                return genre
+        return target
+    return None
+
+
+def suggestions(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The known genres closest to ``name`` (for "did you mean Jazz?"), best first."""
+    import difflib
+
+    names = {fold(g): g for g in known}
+    close = difflib.get_close_matches(fold(name), list(names), n=n, cutoff=0.5)
+    aliases = [a for a in difflib.get_close_matches(fold(name), list(_FOLDED), n=n, cutoff=0.75)]
+    out = [names[k] for k in close]
+    for alias in aliases:
+        target = _FOLDED[alias]
+        if target not in out:
+            out.append(target)
+    return out[:n]

@@ -37,7 +37,7 @@ from sqlalchemy import (
     select,
     union,
 )
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from storage.catalogue import canonical
 from storage.db import reading
@@ -250,3 +250,17 @@ def stats(engine: Engine) -> dict[str, Any]:
                                          .where(sub.c.corrected_genre.is_not(None))) or 0),
             "label_sources": counts(sub.c.correction_source),
         }
+
+
+def predicted_genres(engine: Engine, paths: list[str]) -> dict[str, str | None]:
+    """path -> the genre of its current prediction (None: none), for the given paths."""
+    out: dict[str, str | None] = dict.fromkeys(paths)
+    with Session(reading(engine)) as s:
+        for start in range(0, len(paths), 500):
+            chunk = paths[start:start + 500]
+            rows = s.execute(
+                select(Track.path, Prediction.genre)
+                .join(Prediction, (Prediction.track_id == Track.id) & Prediction.current)
+                .where(Track.path.in_(chunk))).all()
+            out.update({p: g for p, g in rows})
+    return out

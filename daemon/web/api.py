@@ -243,14 +243,19 @@ def _check_range(header: str | None, size: int) -> None:
 # --- vocabulary, models, retrain, status ---------------------------------------------
 
 def list_genres(request: Request) -> JSONResponse:
+    from storage.genres import fold
+    from storage.vocabulary import counts
+
     ctx = context(request)
     vocab = labels.vocabulary(ctx.engine, ctx.cfg)
-    model = {g.lower() for g in vocab.model}
+    model = {fold(g) for g in vocab.model}
+    used = counts(ctx.engine)
     rows = []
     for name in vocab.names():
-        counts = next((c for g, c in vocab.used.items() if g.lower() == name.lower()),
-                      {"predicted": 0, "labels": 0})
-        rows.append({"name": name, "in_model": name.lower() in model, **counts})
+        c = used.get(fold(name))
+        rows.append({"name": name, "in_model": fold(name) in model,
+                     "tracks": c.tracks if c else 0, "predicted": c.predictions if c else 0,
+                     "labels": c.labels if c else 0})
     return JSONResponse({"genres": rows, "model_labels": vocab.model})
 
 

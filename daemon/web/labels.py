@@ -2,16 +2,14 @@
 ``genred correct`` (``storage.genres.normalise`` + ``storage.corrections.add_label``, and
 the tag policy when ``write_tags`` is on).
 
-The vocabulary rule of issue 10, as the page applies it: a genre that is neither known
-(the active model's labels, genres the catalogue's predictions and labels use) nor an
-alias is refused with the closest known names, unless the request says ``new_genre``; a
-known genre is stored in its known spelling whatever the case typed; a new one keeps the
-user's spelling.
+The vocabulary rule of issue 10 is `genred correct`'s own (``daemon.cli_genres``): a
+genre that is neither known (the model's genres, the labels' genres) nor an alias is
+refused with the closest known names, unless the request says ``new_genre``; a known genre
+is stored in its first spelling whatever the case typed; a new one keeps the user's.
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -34,49 +32,36 @@ class BadGenre(ValueError):
 
 @dataclass(frozen=True)
 class Vocabulary:
-    model: list[str]  # the active model's labels
-    used: dict[str, dict[str, int]]  # genre -> {"predicted": n, "labels": n}
+    model: list[str]  # the active (or pinned) model's labels
+    known: list[str]  # what `genred correct` accepts: the model's genres, then the labels'
 
     def names(self) -> list[str]:
-        seen: dict[str, str] = {}
-        for name in [*self.model, *self.used]:
-            seen.setdefault(name.lower(), name)
-        return sorted(seen.values(), key=str.lower)
+        return sorted(self.known, key=str.lower)
 
 
 def vocabulary(engine: Engine, cfg: Config) -> Vocabulary:
-    from classifier.bundle import BundleError, read_meta
-    from classifier.store import ModelNotFound, ModelStore
-    from storage.review import genre_vocabulary
+    from daemon.cli_genres import known_genres, model_labels
 
-    store = ModelStore(cfg.model_store_path)
-    try:
-        labels = read_meta(store.resolve(cfg.model) if cfg.model else store.active()).labels
-    except (BundleError, ModelNotFound):
-        labels = []
-    return Vocabulary(list(labels), genre_vocabulary(engine))
+    return Vocabulary(model_labels(cfg), known_genres(engine, cfg))
 
 
 def resolve_genre(engine: Engine, cfg: Config, text: object, new_genre: bool) -> str:
-    """The genre to store for what the user sent; GenreRefused / BadGenre otherwise."""
-    from storage.genres import GenreNameError, alias_map, check_name, fold, normalise
+    """The genre to store for what the user sent, by the rules of `genred correct`
+    (``daemon.cli_genres.choose``: a known genre in its first spelling, an alias's
+    genre, or with ``new_genre`` a new one spelt as given); GenreRefused / BadGenre."""
+    from daemon.cli_genres import choose, known_genres
+    from storage.genres import GenreNameError, check_name
 
     if not isinstance(text, str):
         raise BadGenre("genre must be a string")
     try:
         typed = check_name(text)  # the rule every genre entering genred passes
-    except GenreNameError as e:
+        choice = choose([typed], known_genres(engine, cfg), new_genre, cfg)
+    except (GenreNameError, ValueError) as e:
         raise BadGenre(str(e)) from e
-    known = {name.lower(): name for name in vocabulary(engine, cfg).names()}
-    if typed.lower() in known:
-        return known[typed.lower()]
-    if fold(typed) in alias_map(cfg.aliases):
-        canonical = normalise(typed, cfg.aliases)
-        return known.get(canonical.lower(), canonical)
-    if new_genre:
-        return typed
-    close = difflib.get_close_matches(typed.lower(), list(known), n=3, cutoff=0.6)
-    raise GenreRefused(typed, [known[c] for c in close])
+    if typed in choice.unknown:
+        raise GenreRefused(typed, choice.unknown[typed])
+    return choice.genres[typed]
 
 
 def label_tracks(engine: Engine, cfg: Config, paths: list[str], genre: str) -> int:

@@ -23,16 +23,12 @@ def _find(ctx: WebContext, version: str) -> Any | None:
     return next((v for v in _versions(ctx) if v.version == version), None)
 
 
-def _used_genres(ctx: WebContext) -> dict[str, dict[str, int]]:
-    from storage.review import genre_vocabulary
+def lacking_uses(ctx: WebContext, labels: list[str]) -> list[tuple[str, str]]:
+    """(genre, what uses it) the catalogue has that ``labels`` lack: the check `genred
+    models activate` warns with."""
+    from daemon.cli_service import _genres_lacking
 
-    return genre_vocabulary(ctx.engine)
-
-
-def lacking(labels: list[str], used: dict[str, dict[str, int]]) -> list[str]:
-    """Genres the catalogue's labels or predictions use that ``labels`` lack."""
-    have = {g.lower() for g in labels}
-    return sorted((g for g in used if g.lower() not in have), key=str.lower)
+    return _genres_lacking(ctx.engine, labels)
 
 
 def overview(ctx: WebContext) -> dict[str, Any]:
@@ -42,7 +38,6 @@ def overview(ctx: WebContext) -> dict[str, Any]:
 
     store = ModelStore(ctx.cfg.model_store_path)
     active = store.active()
-    used = _used_genres(ctx)
     counts = predicted_counts(ctx.engine)
     versions = []
     for info in store.versions():
@@ -54,7 +49,7 @@ def overview(ctx: WebContext) -> dict[str, Any]:
             "metrics": metrics, "per_genre": per_genre(info.path, metrics),
             "predicted_tracks": counts.get(info.version, 0),
             "images": [n for n in IMAGES if (info.path / n).is_file()],
-            "lacks": lacking(info.labels, used),
+            "lacks": [g for g, _ in lacking_uses(ctx, info.labels)],
         })
     versions.sort(key=lambda v: (not v["active"], str(v["created_at"])), reverse=False)
     waiting = labels_since(ctx.engine, last_trained_correction(ctx.engine))
@@ -106,10 +101,11 @@ def activate(ctx: WebContext, version: str) -> dict[str, Any] | None:
                    parent=meta.parent, active=True)
     ModelStore(ctx.cfg.model_store_path).activate(str(info.path))
     warnings = []
-    missing = lacking(meta.labels, _used_genres(ctx))
+    missing = lacking_uses(ctx, meta.labels)
     if missing:
-        warnings.append(f"{meta.version} does not know {', '.join(missing)}: tracks labelled "
-                        "or predicted so will be classified as something else")
+        warnings.append(f"{meta.version} lacks genres your catalogue uses: "
+                        + ", ".join(f"{g} ({n})" for g, n in missing)
+                        + "; their labels stay, but this model never predicts them")
     if ctx.cfg.model:
         warnings.append(f"config 'model' pins {ctx.cfg.model}; the daemon uses that until "
                         "you unset it")

@@ -65,3 +65,19 @@ def test_a_codec_ffmpeg_cannot_decode_is_named_as_such_not_as_python_internals(
     assert "NoneType" not in caught.value.reason and "attribute" not in caught.value.reason
     with pytest.raises(UnreadableAudio, match="codec"):
         audio.probe(path)
+
+
+def test_decoding_a_whole_file_longer_than_the_search_budget_reads_all_of_it(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    seconds = 1.2 * SEARCH_BUDGET_BYTES / (2 * 22050)  # 16-bit mono: past the budget
+    t = np.arange(int(seconds * 22050)) / 22050
+    path = tmp_path / "long.wav"
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 22050,
+             subtype="PCM_16")
+    assert path.stat().st_size > SEARCH_BUDGET_BYTES
+    decoded = audio.decode_all(path)
+    assert abs(decoded.seconds - seconds) < 0.1, (decoded.seconds, seconds)

@@ -110,7 +110,7 @@ class Daemon:
     """A `genred run` subprocess with a NOTIFY_SOCKET the test listens on."""
 
     def __init__(self, library: Library, *extra: str, settle: float = 1.0,
-                 new_session: bool = False) -> None:
+                 new_session: bool = False, watch: bool = True) -> None:
         self.library = library
         self.address = f"genred-test-{uuid.uuid4().hex}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -118,7 +118,8 @@ class Daemon:
         self.messages: list[str] = []
         self.log = library.root / f"daemon-{self.address[-6:]}.log"
         env = {**library.env, "NOTIFY_SOCKET": "@" + self.address}
-        args = [str(GENRED), "--db", str(library.db), "run", "--watch", str(library.music),
+        args = [str(GENRED), "--db", str(library.db), "run",
+                *(["--watch", str(library.music)] if watch else []),
                 "--settle-seconds", str(settle), "--clips-per-track", "1", "--workers", "2",
                 *extra]
         with self.log.open("w") as out:
@@ -147,7 +148,25 @@ class Daemon:
         return self
 
     def output(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_log(self, text: str, timeout: float = 60, after: int = 0) -> int:
+        """Wait for ``text`` in the daemon's log past offset ``after``; returns the offset
+        just past it (to wait for the next occurrence)."""
+        def found() -> int:
+            at = self.output().find(text, after)
+            return at + len(text) if at >= 0 else 0
+
+        def seen() -> int:
+            if self.proc.poll() is not None and not found():
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) before "
+                                     f"logging {text!r}:\n{self.output()}")
+            return found()
+
+        return wait_for(seen, timeout, f"{text!r} in the daemon's log")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def terminate(self, timeout: float = 10) -> tuple[int, float]:
         """SIGTERM; returns (exit code, seconds it took)."""

@@ -181,10 +181,11 @@ def test_a_genre_with_an_escape_sequence_from_a_real_genred_is_one_line(
 def test_a_genre_is_trimmed_and_a_query_for_a_bad_name_is_a_usage_error(
     env: dict[str, str], song: Path,
 ) -> None:
-    assert genred(env, "correct", song, "  sea   shanty \n").returncode == 0
+    # A new genre (issue 10: --new-genre) keeps the user's spelling, trimmed.
+    assert genred(env, "correct", song, "  sea   shanty \n", "--new-genre").returncode == 0
     proc = genred(env, "query", "--format", "json")
     (row,) = json.loads(proc.stdout)
-    assert row["corrected_genre"] == "Sea Shanty"
+    assert row["corrected_genre"] == "sea shanty"
     _usage_error(genred(env, "query", "--genre", "\x1b]0;owned\x07"), "genre name")
 
 

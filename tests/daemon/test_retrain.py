@@ -34,7 +34,8 @@ from storage.schema import ERROR, PENDING, ModelVersion, Prediction, Track, Trai
 from tests.audiogen import make_track
 from tests.storage.modelkit import tiny_bundle
 
-pytestmark = pytest.mark.slow
+# Cross-validation trains up to four candidates per run: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 GENRE_OF_STYLE = {"Drone": "Drone", "Pulse": "Pulse", "Chirp": "Chirp", "Noise": "Polka"}
 SONGS_PER_STYLE = 6
@@ -184,7 +185,7 @@ def test_the_base_models_own_training_collection_is_found_through_its_parents(
 ) -> None:
     import json
 
-    import daemon.retrain
+    import daemon.retrain_data
     from daemon.retrain import original_training_data
 
     collection = tmp_path / "collection"
@@ -201,7 +202,7 @@ def test_the_base_models_own_training_collection_is_found_through_its_parents(
         meta = json.loads((bundle / "model.json").read_text())
         meta.update(parent=parent, training=training)
         (bundle / "model.json").write_text(json.dumps(meta))
-    monkeypatch.setattr(daemon.retrain, "ORIGINAL_SONGS_PER_GENRE", 2)
+    monkeypatch.setattr(daemon.retrain_data, "ORIGINAL_SONGS_PER_GENRE", 2)
     pairs = original_training_data(store, store / "second")
     assert sorted(g for _, g in pairs) == ["Jazz", "Jazz", "Rock", "Rock"]
     assert all(Path(p).parent.name == g for p, g in pairs)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -50,10 +52,10 @@ def test_first_start_schedules_the_next_cron_time_without_running(tmp_path: Path
     calls, _ = _record_calls("t-first")
     scheduler = sched.start_scheduler(url, "0 3 * * *", job_name="t-first")
     try:
-        time.sleep(0.5)
-        assert calls == []
         job = scheduler.get_job("t-first")
         assert job.next_run_time.hour == 3 and job.next_run_time.minute == 0
+        assert job.next_run_time > datetime.now(UTC)  # so nothing is due now
+        assert calls == []
     finally:
         scheduler.shutdown()
     engine = open_catalogue(url)
@@ -74,19 +76,77 @@ def test_missed_run_is_caught_up_exactly_once_at_start(tmp_path: Path) -> None:
     calls, done = _record_calls("t-missed")
     second = sched.start_scheduler(url, "0 3 * * *", job_name="t-missed")
     try:
-        assert done.wait(10), "the missed run was not caught up"
-        time.sleep(1.5)
+        assert done.wait(60), "the missed run was not caught up"
+        # Once the stored next run is in the future, the scheduler has handled the missed
+        # nights: coalesced into the one run, or there would be more calls by now.
+        _until(lambda: _stored_next_run(url, "t-missed") > datetime.now(UTC),
+               "the next run to move to the future")
+        second.shutdown()  # waits for running jobs
         assert len(calls) == 1  # coalesced: three missed nights, one run
-        assert second.get_job("t-missed").next_run_time > datetime.now(UTC)
     finally:
-        second.shutdown()
+        if second.running:
+            second.shutdown()
 
     again = sched.start_scheduler(url, "0 3 * * *", job_name="t-missed")
     try:
-        time.sleep(1.0)
+        assert again.get_job("t-missed").next_run_time > datetime.now(UTC)  # nothing due
         assert len(calls) == 1  # a restart after the catch-up runs nothing more
     finally:
         again.shutdown()
+
+
+def _stored_next_run(url: str, job: str) -> datetime:
+    engine = open_catalogue(url)
+    try:
+        when = sched.next_run(engine, job)
+    finally:
+        engine.dispose()
+    assert when is not None
+    return when
+
+
+def _until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_an_edited_row_never_names_the_code_that_runs(tmp_path: Path, caplog: Any) -> None:
+    url = _url(tmp_path)
+    calls, done = _record_calls("t-edited")
+    sched.start_scheduler(url, "0 3 * * *", job_name="t-edited").shutdown()
+    pwned = tmp_path / "pwned"
+    past = datetime.now(UTC) - timedelta(hours=1)
+    engine = open_catalogue(url)
+    with engine.begin() as c:  # what anyone with write access to the catalogue could do
+        raw = c.execute(text("SELECT job_state FROM apscheduler_jobs")).scalar()
+        state = json.loads(raw)
+        state.update(func="os:system", args=[f"touch {pwned}"], kwargs={"x": 1},
+                     next_run_time=past.isoformat())
+        c.execute(text("UPDATE apscheduler_jobs SET job_state = :s, next_run_time = :t"),
+                  {"s": json.dumps(state).encode(), "t": past.timestamp()})
+        c.execute(text("INSERT INTO apscheduler_jobs (id, next_run_time, job_state) "
+                       "VALUES ('evil', :t, :s)"),
+                  {"t": past.timestamp(), "s": json.dumps({**state, "id": "evil"}).encode()})
+    engine.dispose()
+    with caplog.at_level("WARNING", logger="daemon.scheduler"):
+        scheduler = sched.start_scheduler(url, "0 3 * * *", job_name="t-edited")
+        try:
+            assert done.wait(60), "the job did not run on its schedule"
+            assert scheduler.get_job("evil") is None
+        finally:
+            scheduler.shutdown()
+    assert len(calls) == 1 and not pwned.exists()
+    assert "names code to run (func='os:system'" in caplog.text
+    assert "'evil' ignored and deleted" in caplog.text
+    engine = open_catalogue(url)
+    with engine.connect() as c:
+        rows = c.execute(text("SELECT id, job_state FROM apscheduler_jobs")).all()
+    engine.dispose()
+    assert [r[0] for r in rows] == ["t-edited"]
+    assert set(json.loads(rows[0][1])) == {"version", "id", "trigger", "next_run_time"}
 
 
 def test_changed_schedule_is_applied(tmp_path: Path) -> None:

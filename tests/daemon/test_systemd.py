@@ -82,6 +82,11 @@ def test_system_unit_is_notify_hardened_and_stateful() -> None:
     assert "User" in d or d.get("DynamicUser") == ["yes"]
 
 
+def test_both_units_reload_with_sighup() -> None:
+    for unit in (SYSTEM_UNIT, USER_UNIT):
+        assert _directives(unit)["ExecReload"] == ["/bin/kill -HUP $MAINPID"], unit
+
+
 def test_every_hardening_line_has_a_comment() -> None:
     lines = SYSTEM_UNIT.read_text().splitlines()
     hardening = ("Protect", "Restrict", "NoNewPrivileges", "PrivateTmp", "MemoryDeny",

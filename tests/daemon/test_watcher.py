@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from daemon.watcher import Change, FileStabilityTracker, FolderWatcher, is_junk
+
+T = TypeVar("T")
 
 
 class FakeClock:
@@ -173,5 +177,71 @@ def test_control_dir_wakes_only_on_finished_files(tmp_path: Path) -> None:
         assert watcher.get(timeout=0.5) is None
         os.replace(tmp, store / "ACTIVE")
         assert watcher.get(timeout=2) == Change("wake", str(store / "ACTIVE"))
+    finally:
+        watcher.stop()
+
+
+def _until(condition: Callable[[], T], what: str, deadline: float = 10.0) -> T:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_deleted_and_recreated_root_is_noticed_and_watched_again(tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    watcher = FolderWatcher([music])
+    watcher.start()
+    try:
+        assert watcher.check_roots() == ([], [])
+        music.rmdir()
+        gone = _until(lambda: watcher.check_roots()[0], "the deleted root to be noticed")
+        assert gone == [str(music)] and watcher.attached() == []
+        assert watcher.check_roots() == ([], [])  # once
+        music.mkdir()
+        assert watcher.check_roots() == ([], [str(music)])
+        song = music / "new.flac"
+        song.write_bytes(b"audio")
+        _collect(watcher, Change("changed", str(song)))
+    finally:
+        watcher.stop()
+
+
+def test_a_renamed_root_is_dropped_not_followed_under_its_old_name(tmp_path: Path) -> None:
+    music, away = tmp_path / "music", tmp_path / "away"
+    music.mkdir()
+    watcher = FolderWatcher([music])
+    watcher.start()
+    try:
+        music.rename(away)  # inotify follows the inode and would report music/… paths
+        assert watcher.check_roots() == ([str(music)], [])
+        away.rename(music)
+        assert watcher.check_roots() == ([], [str(music)])
+        song = music / "back.flac"
+        song.write_bytes(b"audio")
+        _collect(watcher, Change("changed", str(song)))
+    finally:
+        watcher.stop()
+
+
+def test_set_roots_adds_and_drops_watched_folders(tmp_path: Path) -> None:
+    one, two, later = tmp_path / "one", tmp_path / "two", tmp_path / "later"
+    one.mkdir()
+    two.mkdir()
+    watcher = FolderWatcher([one])
+    watcher.start()
+    try:
+        added, removed = watcher.set_roots([str(two), str(later)])
+        assert added == [str(two), str(later)] and removed == [str(one)]
+        assert watcher.attached() == [str(two)]  # `later` is watched once it exists
+        later.mkdir()
+        assert watcher.check_roots() == ([], [str(later)])
+        song = two / "a.flac"
+        song.write_bytes(b"audio")
+        _collect(watcher, Change("changed", str(song)))
     finally:
         watcher.stop()

@@ -82,10 +82,10 @@ def test_import_tag_label_takes_the_files_genre_through_the_aliases(
     from storage import tags
 
     song = make_track(tmp_path / "a.flac", "Drone", 3.0)
-    assert corrections.import_tag_label(engine, song) == corrections.TAG_NONE
+    assert corrections.import_tag_label(engine, song).outcome == corrections.TAG_NONE
     tags.update(song, {"genre": ["Hip-Hop"]})
-    assert corrections.import_tag_label(engine, song) == corrections.TAG_IMPORTED
-    assert corrections.import_tag_label(engine, song) == corrections.TAG_SAME
+    assert corrections.import_tag_label(engine, song).outcome == corrections.TAG_IMPORTED
+    assert corrections.import_tag_label(engine, song).outcome == corrections.TAG_SAME
     assert corrections.corrected_genre(engine, song) == "Rap"
     assert corrections.history(engine, song) == [("Rap", TAG, True)]
 
@@ -97,8 +97,8 @@ def test_a_genre_genred_wrote_from_a_prediction_is_not_imported(
 
     song = make_track(tmp_path / "a.mp3", "Drone", 3.0)
     tags.update(song, tags.genre_values("id3", "Jazz", "model-v1", 0.6))
-    assert corrections.import_tag_label(engine, song) == corrections.TAG_OURS
+    assert corrections.import_tag_label(engine, song).outcome == corrections.TAG_OURS
     assert corrections.corrected_genre(engine, song) is None
     (tmp_path / "not.mp3").write_text("not audio")
-    assert corrections.import_tag_label(engine, tmp_path / "not.mp3") == \
+    assert corrections.import_tag_label(engine, tmp_path / "not.mp3").outcome == \
         corrections.TAG_UNREADABLE

@@ -55,7 +55,8 @@ def test_an_unknown_genre_is_refused_with_a_suggestion_unless_it_is_new(
     assert reply.status == 200
     assert library.row("Album B/02 b.flac")["corrected_genre"] == "SynSwing"
     genres = request(f"{server}/api/genres").json()["genres"]
-    assert {"name": "SynSwing", "in_model": False, "predicted": 0, "labels": 1} in genres
+    assert {"name": "SynSwing", "in_model": False, "tracks": 1, "predicted": 0,
+            "labels": 1} in genres
 
 
 @pytest.mark.parametrize("body, status", [
@@ -218,7 +219,7 @@ def test_activating_a_model_warns_what_it_lacks(library: WebLibrary, server: str
         "content-type"] == "image/png"
     reply = request(f"{server}/api/models/{starter['version']}/activate", "POST")
     assert reply.status == 200, reply.body
-    assert any("does not know" in w for w in reply.json()["warnings"])
+    assert any("lacks genres your catalogue uses" in w for w in reply.json()["warnings"])
     shown = library.lib.genred("models", "list", "--format", "json")
     active = [m["version"] for m in json.loads(shown.stdout) if m["active"]]
     assert active == [starter["version"]]

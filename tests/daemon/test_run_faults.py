@@ -1,0 +1,195 @@
+"""`genred run` outlives its faults: a real lock on the catalogue held past the busy
+timeout, a real full file system (a small tmpfs), a row the catalogue refuses, a model
+that vanished, watched folders deleted or renamed. Each is logged once, the daemon keeps
+running, and the work is done exactly once when the fault clears."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.audiogen import make_track
+from tests.daemon.daemon_helpers import Daemon, Library, wait_for
+
+pytestmark = pytest.mark.slow
+
+SECONDS = 20.0
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Library:
+    lib = Library.create(tmp_path)
+    lib.env["GENRED_BUSY_TIMEOUT_SECONDS"] = "0.5"  # a lock "held too long" quickly
+    return lib
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.cleanup()
+
+
+def _start(library: Library, daemons: list[Daemon], *extra: str) -> Daemon:
+    daemon = Daemon(library, *extra)
+    daemons.append(daemon)
+    daemon.ready()
+    daemon.wait_log("start scan:")
+    return daemon
+
+
+def _ok_with_one_prediction(library: Library, song: Path) -> bool:
+    return library.status_of(song) == "ok" and len(library.predictions(song)) == 1
+
+
+def test_a_lock_held_past_the_busy_timeout_is_waited_out_and_nothing_is_lost(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    daemon = _start(library, daemons)
+    holder = sqlite3.connect(library.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another program's write transaction, held
+    try:
+        song = make_track(library.music / "while-locked.flac", "Pulse", SECONDS, seed=1)
+        daemon.wait_log("is locked by another program for longer than "
+                        "busy_timeout_seconds (0.5 s)")
+        daemon.wait_log("Retrying with back-off")
+        assert daemon.alive()
+        assert library.track(song) is None or library.status_of(song) == "pending"
+    finally:
+        holder.rollback()
+        holder.close()
+    daemon.wait_log("resumed: catalogue locked cleared")
+    wait_for(lambda: _ok_with_one_prediction(library, song), 60,
+             "the file dropped while the catalogue was locked")
+    assert daemon.output().count("is locked by another program") == 1  # logged once
+    assert "Traceback" not in daemon.output()
+    assert daemon.terminate()[0] == 0
+
+
+@contextlib.contextmanager
+def _small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(where)], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        pytest.skip("no mount command: cannot make a small full file system")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Write a file until the file system is full; returns it."""
+    filler = folder / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_catalogue_disk_is_waited_out_and_nothing_is_lost(
+    library: Library, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    with _small_tmpfs(tmp_path / "small", "8m") as small:
+        library = dataclasses.replace(library, db=small / "catalogue.db")
+        daemon = _start(library, daemons)
+        with sqlite3.connect(library.db) as conn:  # the WAL starts empty: writes need room
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        filler = _fill(small)
+        song = make_track(library.music / "while-full.flac", "Drone", SECONDS, seed=2)
+        daemon.wait_log("is full")
+        assert daemon.alive()
+        filler.unlink()
+        daemon.wait_log("resumed: disk full cleared")
+        wait_for(lambda: _ok_with_one_prediction(library, song), 60,
+                 "the file dropped while the disk was full")
+        assert daemon.output().count("free some space there") == 1  # logged once
+        assert daemon.terminate()[0] == 0
+
+
+def test_a_row_the_catalogue_refuses_holds_up_nothing_and_records_once_allowed(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    daemon = _start(library, daemons)
+    with sqlite3.connect(library.db) as conn:  # a constraint of someone else's making
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON predictions WHEN "
+                     "(SELECT path FROM tracks WHERE id = NEW.track_id) LIKE '%refused%' "
+                     "BEGIN SELECT RAISE(ABORT, 'not this one'); END")
+    refused = make_track(library.music / "refused.flac", "Chirp", SECONDS, seed=3)
+    fine = make_track(library.music / "fine.flac", "Noise", SECONDS, seed=4)
+    wait_for(lambda: _ok_with_one_prediction(library, fine), 60, "the other file")
+    daemon.wait_log("the catalogue refused to record")
+    assert library.status_of(refused) == "pending" and not library.predictions(refused)
+    with sqlite3.connect(library.db) as conn:
+        conn.execute("DROP TRIGGER refuse")
+    wait_for(lambda: _ok_with_one_prediction(library, refused), 90,
+             "the refused file, once the catalogue takes it")
+    assert daemon.output().count("the catalogue refused to record") == 1
+    daemon.wait_log("after all: the catalogue accepts it again")
+    assert daemon.terminate()[0] == 0
+
+
+def test_a_model_that_vanished_keeps_the_daemon_on_the_one_it_has(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    daemon = _start(library, daemons)
+    shutil.rmtree(library.store / "tiny-v1")  # e.g. a clean-up script, a full reinstall
+    song = make_track(library.music / "after.flac", "Pulse", SECONDS, seed=5)
+    wait_for(lambda: _ok_with_one_prediction(library, song), 60, "the next file")
+    assert library.predictions(song)[0][0] == "tiny-v1"
+    daemon.wait_log("keeping the model in use")
+    assert daemon.output().count("keeping the model in use") == 1  # logged once
+    assert daemon.alive() and daemon.terminate()[0] == 0
+
+
+def test_a_watched_folder_deleted_and_recreated_is_watched_again(
+    library: Library, daemons: list[Daemon]
+) -> None:
+    daemon = _start(library, daemons)
+    shutil.rmtree(library.music)
+    daemon.wait_log("was deleted, renamed or unmounted")
+    (library.music / "new").mkdir(parents=True)
+    daemon.wait_log("is back: watching it again")
+    song = make_track(library.music / "new" / "after.flac", "Chirp", SECONDS, seed=6)
+    wait_for(lambda: _ok_with_one_prediction(library, song), 60,
+             "a file dropped into the re-created folder")
+    assert daemon.terminate()[0] == 0
+
+
+def test_a_watched_folder_renamed_away_and_back_loses_nothing(
+    library: Library, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    before = make_track(library.music / "before.flac", "Drone", SECONDS, seed=7)
+    daemon = _start(library, daemons)
+    wait_for(lambda: _ok_with_one_prediction(library, before), 60, "the first file")
+    away = tmp_path / "music-away"
+    library.music.rename(away)
+    daemon.wait_log("was deleted, renamed or unmounted")
+    meanwhile = make_track(away / "meanwhile.flac", "Noise", SECONDS, seed=8)
+    assert library.status_of(before) == "ok"  # a folder away is not a deleted library
+    away.rename(library.music)
+    at = daemon.wait_log("is back: watching it again")
+    daemon.wait_log("returned folder scan:", after=at)
+    song = library.music / meanwhile.name
+    wait_for(lambda: _ok_with_one_prediction(library, song), 60,
+             "the file added while the folder was away")
+    assert library.track(meanwhile) is None  # never catalogued at the path it was away at
+    assert len(library.predictions(before)) == 1  # unchanged: not classified again
+    assert daemon.terminate()[0] == 0
