@@ -74,6 +74,11 @@ def _register_run(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
                      help="never write tags (overrides the config)")
     run.add_argument("--retrain-schedule", dest="cfg_retrain_schedule", default=None,
                      metavar="CRON", help="cron line for the retrain job (default '0 3 * * *')")
+    run.add_argument("--web", action="store_true",
+                     help="also serve the review page (see `genred web`)")
+    from daemon.cli_web import web_flags
+
+    web_flags(run, prefix="web-")
     run.set_defaults(handler=run_cmd)
 
 
@@ -128,10 +133,19 @@ def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.cfg_watch and not require_existing(args.cfg_watch):
         return EXIT_USAGE
+    web = None
     try:
+        if getattr(args, "web", False):
+            from daemon.web.server import Background
+
+            web = Background(cfg)  # ConfigError (no token off loopback) ends here
+            web.start()
         return run_daemon(cfg, config_loader(args))
     except (DaemonError, CatalogueError) as e:
         return _fail(str(e))
+    finally:
+        if web is not None:
+            web.stop()
 
 
 def status_cmd(args: argparse.Namespace, cfg: Config) -> int:

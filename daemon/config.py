@@ -88,6 +88,10 @@ class Config:
     overwrite_existing: bool = False
     split_hard_links: bool = False  # tag a hard-linked file anyway (its other names keep the old)
     log_level: str = "INFO"
+    # genred web / run --web: where to listen; any address but loopback needs web_token
+    web_host: str = "127.0.0.1"
+    web_port: int = 8337
+    web_token: str = ""  # or GENRED_WEB_TOKEN; `config show` prints it masked
     # Seconds a catalogue write waits for another program's write transaction before it
     # counts as a fault ("database is locked"; the daemon then retries with back-off).
     busy_timeout_seconds: float = 30.0
@@ -141,6 +145,8 @@ class Config:
         out: dict[str, Any] = {}
         for name in _TOP_KEYS:
             value = resolved.get(name, getattr(self, name))
+            if name == "web_token" and value:
+                value = "(set, hidden)"
             out[name] = list(value) if isinstance(value, tuple) else value
         out["retrain"] = {f.name: getattr(self.retrain, f.name) for f in fields(self.retrain)}
         aliases = alias_map(self.aliases)
@@ -169,6 +175,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "busy_timeout_seconds": (0.01, 3600, "seconds"),
     "retrain.min_new_labels": (0, 1_000_000, "labels"),
     "retrain.epochs": (1, 100_000, "epochs; early stopping ends most runs far sooner"),
+    "web_port": (0, 65_535, "a TCP port; 0 = any free one"),
     "retrain.min_songs_per_genre": (1, 1_000_000, "labelled songs a new genre needs"),
     "retrain.min_holdout_songs": (1, 1_000_000, "held-out songs; fewer: cross-validation"),
     "retrain.threads": (0, 1024, "torch threads of the retrain; 0 = all cores but one"),
@@ -273,7 +280,8 @@ def _validate(cfg: Config) -> Config:
         why = in_bounds(key, value)
         if why is not None:
             raise fail(key, why)
-    for key in ("db", "model", "model_store", "cache", "watch", "retrain.schedule"):
+    for key in ("db", "model", "model_store", "cache", "watch", "retrain.schedule",
+                "web_host", "web_token"):
         section, _, name = key.rpartition(".")
         value = getattr(cfg.retrain if section else cfg, name)
         if any("\x00" in v for v in (value if isinstance(value, tuple) else (value,))):

@@ -21,7 +21,7 @@ pending track has no confidence, genre, model or duration) last in both directio
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,9 +65,11 @@ class TrackFilter:
     limit: int | None = None
     sort: str = "path"
     descending: bool = False
+    offset: int | None = None  # skip this many rows first (pages of the web API)
+    ids: tuple[int, ...] | None = None  # only these track ids (the web page's rows)
 
 
-def _base() -> Select[*tuple[Any, ...]]:
+def _base(with_id: bool = False) -> Select[*tuple[Any, ...]]:
     pred = aliased(Prediction, name="p")
     corr = aliased(Correction, name="c")
     newest_active = (
@@ -85,6 +87,8 @@ def _base() -> Select[*tuple[Any, ...]]:
             # Probabilities go out as the stored JSON text: no decode/encode per row.
             literal_column("p.probabilities").label("probabilities"),
             Track.size, Track.mtime, literal_column("tracks.last_seen").label("last_seen"),
+            # Not in COLUMNS (the CLI's output): the web API's handle on a track.
+            *([Track.id.label("id")] if with_id else []),
         )
         .select_from(Track)
         .outerjoin(pred, and_(pred.track_id == Track.id, pred.current))
@@ -104,9 +108,10 @@ def _genre_filter(effective: Any, genre: str | tuple[str, ...]) -> list[Any]:
     return [Track.id.in_(candidates), func.lower(effective).in_(names)]
 
 
-def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
-    """The one SELECT for filter ``f`` (columns named as in ``COLUMNS``)."""
-    query = _base()
+def build(f: TrackFilter, with_id: bool = False) -> Select[*tuple[Any, ...]]:
+    """The one SELECT for filter ``f`` (columns named as in ``COLUMNS``, plus ``id``
+    when asked)."""
+    query = _base(with_id)
     cols = query.selected_columns
     if f.genre is not None:
         query = query.where(*_genre_filter(cols.genre, f.genre))
@@ -123,6 +128,8 @@ def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
         query = query.where(in_folder(Track.path, canonical(f.path)))
     if f.model is not None:
         query = query.where(cols.model == f.model)
+    if f.ids is not None:
+        query = query.where(Track.id.in_(f.ids))
     key = {"path": Track.path, "genre": cols.genre, "confidence": cols.confidence,
            "mtime": Track.mtime, "status": Track.status, "model": cols.model,
            "seen": cols.last_seen, "duration": Track.duration}[f.sort]
@@ -132,7 +139,16 @@ def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
     query = query.order_by(*order)
     if f.limit is not None:
         query = query.limit(f.limit)
+    if f.offset:
+        query = query.offset(f.offset)
     return query
+
+
+def count(engine: Engine, f: TrackFilter) -> int:
+    """How many tracks ``f`` matches, ignoring its limit and offset."""
+    sub = build(replace(f, limit=None, offset=None, sort="path")).subquery()
+    with reading(engine).connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(sub)) or 0)
 
 
 def iso_utc(moment: datetime | str | None) -> str | None:
@@ -167,10 +183,12 @@ def _row(mapping: Any) -> dict[str, Any]:
     return row
 
 
-def query_tracks(engine: Engine, f: TrackFilter) -> list[dict[str, Any]]:
-    """Rows for ``f`` as dicts with the keys in ``COLUMNS`` (probabilities decoded)."""
+def query_tracks(engine: Engine, f: TrackFilter,
+                 with_id: bool = False) -> list[dict[str, Any]]:
+    """Rows for ``f`` as dicts with the keys in ``COLUMNS`` (probabilities decoded), and
+    the track's ``id`` when asked (the web API's handle on a track)."""
     with reading(engine).connect() as conn:
-        return [_row(r) for r in conn.execute(build(f)).mappings()]
+        return [_row(r) for r in conn.execute(build(f, with_id)).mappings()]
 
 
 def _sqlite_value(sub: Any, name: str) -> Any:
