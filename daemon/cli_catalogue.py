@@ -418,8 +418,8 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
         except OSError as e:
             print(f"genred: cannot read {shown(args.from_csv)}: {e.strerror}", file=sys.stderr)
             return EXIT_USAGE
-        for problem in problems:
-            print(f"skipped {shown(problem)}")
+        for problem in problems:  # built by storage; a genre in it is already escaped
+            print(f"skipped {problem}")
         skipped += len(problems)
     else:
         rows = [(0, args.path, args.genre)]
