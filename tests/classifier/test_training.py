@@ -92,7 +92,10 @@ def test_second_training_run_reads_the_feature_cache_and_reproduces_the_model(
     assert again.decoded == 0
     assert again.cache_misses == 0
     assert again.cache_hits == len(dataset.scan(synth_library))
-    assert audio.stats.frames == frames_before
+    # No clip window is decoded again: the only audio read is the fingerprint of each
+    # training song that the bundle records (a 50 ms read, one or two frames per song).
+    songs = len(dataset.scan(synth_library))
+    assert audio.stats.frames - frames_before <= 2 * songs
     twin = training.train(synth_library, tmp_path / "twin", seed=0, clips_per_song=2,
                           epochs=1, cache_dir=synth_cache, progress=False)
     # the same seed and data reproduce the same weights, byte for byte
