@@ -20,11 +20,14 @@ pending track has no confidence, genre, model or duration) last in both directio
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
+    ColumnElement,
     Engine,
     Integer,
     Select,
@@ -37,6 +40,7 @@ from sqlalchemy import (
     select,
     union,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 
 from storage.catalogue import canonical
@@ -96,15 +100,77 @@ def _glob(pattern: str) -> str:
 
 
 def _genre_filter(effective: Any, genre: str | tuple[str, ...]) -> list[Any]:
-    """Candidates from the NOCASE genre indexes (current predictions, active corrections),
-    then the exact effective-genre test: index-driven instead of a scan of every track."""
-    names = sorted({n.lower() for n in ((genre,) if isinstance(genre, str) else genre)})
-    nocase = [n.collate("NOCASE") for n in (Prediction.genre, Correction.genre)]
+    """Candidates from the ``lower(genre)`` indexes (current predictions, active
+    corrections), then the exact effective-genre test: index-driven instead of a scan of
+    every track. ``lower()`` folds ASCII letters on both backends (SQLite's own, and
+    PostgreSQL's under the columns' "C" collation), so both answer alike."""
+    names = sorted({_ascii_lower(n) for n in ((genre,) if isinstance(genre, str) else genre)})
     candidates = union(
-        select(Prediction.track_id).where(Prediction.current, nocase[0].in_(names)),
-        select(Correction.track_id).where(Correction.active, nocase[1].in_(names)),
+        select(Prediction.track_id).where(Prediction.current,
+                                          func.lower(Prediction.genre).in_(names)),
+        select(Correction.track_id).where(Correction.active,
+                                          func.lower(Correction.genre).in_(names)),
     )
     return [Track.id.in_(candidates), func.lower(effective).in_(names)]
+
+
+def _ascii_lower(name: str) -> str:
+    return "".join(c.lower() if c.isascii() else c for c in name)
+
+
+class PathGlob(ColumnElement[bool]):
+    """``column GLOB pattern`` on SQLite; the same glob as a regular expression elsewhere
+    (PostgreSQL has no GLOB): ``*`` any run, ``?`` one character, ``[...]`` a set."""
+
+    inherit_cache = True
+
+    def __init__(self, column: Any, pattern: str) -> None:
+        self.column, self.pattern = column, pattern
+        self.type = Boolean()
+
+
+@compiles(PathGlob)
+def _glob_default(element: PathGlob, compiler: Any, **kw: Any) -> str:
+    regex = literal(_glob_regex(element.pattern))
+    return f"{compiler.process(element.column, **kw)} ~ {compiler.process(regex, **kw)}"
+
+
+@compiles(PathGlob, "sqlite")
+def _glob_sqlite(element: PathGlob, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.column.op("GLOB")(literal(element.pattern)), **kw)
+
+
+def _glob_regex(pattern: str) -> str:
+    """SQLite's GLOB as a POSIX regular expression (anchored, case-sensitive)."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[" and _set_end(pattern, i) > 0:
+            end = _set_end(pattern, i)
+            body = pattern[i + 1:end]
+            negate = body.startswith("^")
+            body = (body[1:] if negate else body).replace("\\", "\\\\")
+            out.append("[" + ("^" if negate else "") + body + "]")
+            i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out) + "$"
+
+
+def _set_end(pattern: str, start: int) -> int:
+    """Index of the ``]`` closing the set opened at ``start`` (a ``]`` first in the set is
+    a member), or -1: an unclosed ``[`` is an ordinary character."""
+    i = start + 1
+    if pattern[i:i + 1] == "^":
+        i += 1
+    if pattern[i:i + 1] == "]":
+        i += 1
+    return pattern.find("]", i)
 
 
 def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
@@ -123,7 +189,7 @@ def build(f: TrackFilter) -> Select[*tuple[Any, ...]]:
     if f.status is not None:
         query = query.where(Track.status == f.status)
     if f.path_glob:
-        query = query.where(Track.path.op("GLOB")(_glob(f.path_glob)))
+        query = query.where(PathGlob(Track.path, _glob(f.path_glob)))
     if f.model is not None:
         query = query.where(cols.model == f.model)
     key = {"path": Track.path, "genre": cols.genre, "confidence": cols.confidence,
