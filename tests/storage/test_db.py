@@ -52,8 +52,8 @@ def test_head_constant_is_the_newest_migration(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:.*expression-based index")
-def test_migrations_build_exactly_the_models_schema(catalogue_url: str) -> None:
-    engine = open_catalogue(catalogue_url)
+def test_migrations_build_exactly_the_models_schema(blank_catalogue_url: str) -> None:
+    engine = open_catalogue(blank_catalogue_url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         names = _index_names(conn)
@@ -64,9 +64,9 @@ def test_migrations_build_exactly_the_models_schema(catalogue_url: str) -> None:
 
 
 def test_catalogue_from_the_first_migration_upgrades_without_losing_a_row(
-    catalogue_url: str,
+    blank_catalogue_url: str,
 ) -> None:
-    url = catalogue_url
+    url = blank_catalogue_url
     old = create(url)
     upgrade(old, "0001")  # what the first genred release created
     rows = {
@@ -114,8 +114,9 @@ def test_catalogue_from_the_first_migration_upgrades_without_losing_a_row(
         "/m/a.mp3", "Jazz", "Blues")
 
 
-def test_processes_opening_a_fresh_catalogue_at_once_all_succeed(catalogue_url: str) -> None:
-    url = catalogue_url
+def test_processes_opening_a_fresh_catalogue_at_once_all_succeed(
+        blank_catalogue_url: str) -> None:
+    url = blank_catalogue_url
     code = ("import sys; from storage.db import open_catalogue; from storage import catalogue; "
             "e = open_catalogue(sys.argv[1]); catalogue.mark_pending(e, sys.argv[2])")
     procs = [subprocess.Popen([sys.executable, "-c", code, url, f"/m/{i}.mp3"],
