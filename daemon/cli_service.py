@@ -70,6 +70,9 @@ def _register_run(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
                      help="never write tags (overrides the config)")
     run.add_argument("--retrain-schedule", dest="cfg_retrain_schedule", default=None,
                      metavar="CRON", help="cron line for the retrain job (default '0 3 * * *')")
+    run.add_argument("--no-classify", dest="classify", action="store_false",
+                     help="leave the queue to `genred worker` processes (default: this "
+                     "daemon classifies too)")
     run.set_defaults(handler=run_cmd)
 
 
@@ -122,7 +125,7 @@ def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
     from storage.db import CatalogueError
 
     try:
-        return run_daemon(cfg)
+        return run_daemon(cfg, classify=args.classify)
     except (DaemonError, CatalogueError) as e:
         return _fail(str(e))
 
@@ -155,7 +158,20 @@ def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
         ("next retrain", status["next_retrain"]),
         ("catalogue", cfg.db_url),
     ])
+    _print_workers(status["workers"])
     return 0
+
+
+def _print_workers(workers: list[dict[str, Any]]) -> None:
+    if not workers:
+        return
+    print(f"\n{'WORKER':>6}  {'KIND':<6}  {'HOST':<20} {'PID':>7}  {'HEARTBEAT':<25} "
+          f"{'DONE':>6}  MODEL")
+    for w in workers:
+        beat = f"{w['heartbeat']} ({w['heartbeat_age']:.0f} s ago)"
+        state = "" if w["alive"] else "  (lost: no heartbeat within its lease)"
+        print(f"{w['id']:>6}  {w['kind']:<6}  {w['host']:<20} {w['pid']:>7}  {beat:<25} "
+              f"{w['tracks_done']:>6}  {w['model'] or '-'}{state}")
 
 
 def retrain_cmd(args: argparse.Namespace, cfg: Config) -> int:
@@ -348,7 +364,7 @@ def _config_toml(cfg: Config, data: dict[str, Any]) -> Iterator[str]:
     yield (f"# effective config: defaults < {cfg.source if cfg.source != 'defaults' else 'no file'}"
            " < GENRED_* environment < flags")
     for key, value in data.items():
-        if key in ("retrain", "aliases", "origins", "source"):
+        if key in ("retrain", "aliases", "paths", "origins", "source"):
             continue
         note = _origin_note(key, origins[key])
         if key == "model" and value is None:
@@ -362,6 +378,10 @@ def _config_toml(cfg: Config, data: dict[str, Any]) -> Iterator[str]:
     for key, value in data["retrain"].items():
         setting = f"retrain.{key}"
         yield f"{key} = {_toml_value(value)}  # {_origin_note(setting, origins[setting])}"
+    if data["paths"]:
+        yield "\n[paths]  # catalogue prefix = this host's prefix"
+        for key, value in data["paths"].items():
+            yield f"{json.dumps(key)} = {json.dumps(value)}"
     user = sum(1 for k in data["aliases"] if origins[f"aliases.{k}"] != "default")
     yield (f"\n[aliases]  # {len(data['aliases'])}: the built-in ones and yours, {user} of "
            "them set by the config; names match case-insensitively")

@@ -18,6 +18,9 @@ Example ``config.toml`` (every key optional)::
 
     [aliases]                   # extra genre aliases, merged over the built-in map
     "nu jazz" = "Jazz"
+
+    [paths]                     # a worker host: the catalogue's prefix = this host's
+    "/srv/music" = "/mnt/nas/music"
 """
 
 from __future__ import annotations
@@ -81,8 +84,13 @@ class Config:
     tag_threshold: float = 0.5
     overwrite_existing: bool = False
     log_level: str = "INFO"
+    # How long a worker's claim on a track lasts without a heartbeat (workers beat every
+    # quarter of it): a worker killed or cut off loses its tracks after this long.
+    lease_seconds: float = 60.0
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    # Catalogue path prefix -> this host's (hosts mounting the library elsewhere).
+    paths: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"  # which file was read, for `genred config show`
     # Setting ("settle_seconds", "retrain.epochs", "aliases.nu jazz") -> FILE, ENV or FLAG,
     # for those not left at their default.
@@ -125,6 +133,7 @@ class Config:
         out["retrain"] = {f.name: getattr(self.retrain, f.name) for f in fields(self.retrain)}
         aliases = alias_map(self.aliases)
         out["aliases"] = dict(sorted(aliases.items()))
+        out["paths"] = dict(self.paths)
         settings = [*_TOP_KEYS, *(f"retrain.{k}" for k in _RETRAIN_KEYS),
                     *(f"aliases.{k}" for k in out["aliases"])]
         out["origins"] = {key: self.origin(key) for key in settings}
@@ -133,7 +142,7 @@ class Config:
 
 
 _TOP_KEYS = {f.name: f for f in fields(Config)
-             if f.name not in ("retrain", "aliases", "source", "origins")}
+             if f.name not in ("retrain", "aliases", "paths", "source", "origins")}
 _RETRAIN_KEYS = {f.name: f for f in fields(RetrainConfig)}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -191,6 +200,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("config key 'rescan_hours': must be > 0 (e.g. 6)")
     if cfg.retrain.epochs < 1:
         raise ConfigError("config key 'retrain.epochs': must be >= 1")
+    if cfg.lease_seconds < 2:
+        raise ConfigError("config key 'lease_seconds': must be >= 2 (e.g. 60)")
     if cfg.retrain.min_new_labels < 0:
         raise ConfigError("config key 'retrain.min_new_labels': must be >= 0")
     return replace(cfg, log_level=cfg.log_level.upper())
@@ -202,6 +213,7 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Co
     top: dict[str, Any] = {}
     retrain: dict[str, Any] = {}
     aliases = dict(cfg.aliases)
+    paths = dict(cfg.paths)
     origins = dict(cfg.origins)
     for key, value in values.items():
         if key == "retrain":
@@ -220,13 +232,30 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Co
                 raise ConfigError(f"{origin}: 'aliases' must be a table of name = \"Genre\"")
             aliases.update(value)
             origins.update({f"aliases.{fold(name)}": kind for name in value})
+        elif key == "paths":
+            paths.update(_path_table(origin, value))
         elif key in _TOP_KEYS:
             top[key] = _coerce(key, value, getattr(cfg, key))
             origins[key] = kind
         else:
             raise ConfigError(f"{origin}: unknown config key '{key}'")
     return replace(cfg, **top, retrain=replace(cfg.retrain, **retrain), aliases=aliases,
+                   paths=paths,
                    origins=origins)
+
+
+def _path_table(origin: str, value: Any) -> dict[str, str]:
+    """``[paths]``: absolute catalogue prefix = absolute local prefix."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{origin}: 'paths' must be a table of \"/catalogue/prefix\" = "
+                          "\"/local/prefix\"")
+    for key, local in value.items():
+        if not (key.startswith("/") and local.startswith("/")):
+            raise ConfigError(f"config key 'paths.{key}': both prefixes must be absolute "
+                              f"(got {key!r} = {local!r})")
+    return {os.path.normpath(k): os.path.normpath(v) for k, v in value.items()}
 
 
 def config_file(explicit: str | None = None) -> Path | None:

@@ -18,7 +18,6 @@ the catalogue's files instead would wake the daemon on its own writes.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -28,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -76,23 +75,32 @@ def _watch_roots(cfg: Config) -> list[str]:
 
 
 class QueueRunner:
-    """Drains the catalogue's queue with a :class:`daemon.worker.Worker` in small batches
-    (so a stop request waits for at most one batch), and swaps in a new classifier when
-    the active model changes (a promotion by the retrain job, `genred models activate`).
-    Whenever it loads a model, uncorrected tracks last classified by another model are
-    queued again, so the catalogue converges on the model in use."""
+    """Drains the catalogue's queue with a :class:`daemon.queue_worker.ClaimingWorker` in
+    small batches (so a stop request waits for at most one batch), claiming each batch so
+    `genred worker` processes on other hosts can share the queue, and swaps in a new
+    classifier when the active model changes (a promotion by the retrain job, `genred
+    models activate`). Whenever it loads a model, uncorrected tracks last classified by
+    another model are queued again, so the catalogue converges on the model in use.
+    With ``classify=False`` (`genred run --no-classify`) it only follows the active model
+    (registering it, storing its bundle for worker hosts, requeueing) and leaves the queue
+    to the workers."""
 
-    def __init__(self, cfg: Config, engine: Engine) -> None:
+    kind = "daemon"  # as listed by `genred status`
+
+    def __init__(self, cfg: Config, engine: Engine, classify: bool = True) -> None:
         from classifier.store import ModelStore
 
         self.cfg = cfg
         self.engine = engine
+        self.classify = classify
         self.store = ModelStore(cfg.model_store_path)
         self.batch = 2 * max(1, cfg.worker_count)
+        self._claimant: Any = None
         self._worker: Any = None
         self._model_path: Path | None = None
         self._broken: Path | None = None
         self._cancelled = False
+        self._version = ""
 
     def _wanted_model(self) -> Path:
         from classifier.store import ModelNotFound
@@ -122,23 +130,33 @@ class QueueRunner:
             return None
         return classifier
 
+    def _new_worker(self, classifier: Any) -> Any:
+        from daemon.queue_worker import Claimant, ClaimingWorker
+
+        if self._claimant is None:
+            self._claimant = Claimant(self.engine, self.cfg, self.kind)
+        # No tags written here: the daemon's tag pass (daemon/tagpass.py) writes them for
+        # every new prediction, whichever host classified it.
+        return ClaimingWorker(self.engine, classifier, self.cfg, claimant=self._claimant)
+
+    def _after_load(self, version: str) -> None:
+        from storage.catalogue import requeue_for_model
+
+        requeue = requeue_for_model(self.engine, version)
+        log.info("classifying with model %s (%d track(s) from other models queued, "
+                 "%d queued track(s) it had already classified taken off the queue)",
+                 version, requeue.queued, requeue.unqueued)
+
     def worker(self) -> Any:
         """The current Worker, rebuilt when the active model changed (a model that fails
         to load is reported once and the current one kept)."""
-        from daemon.worker import Worker
-        from storage.catalogue import requeue_for_model
-        from storage.tagging import TagPolicy
-
         wanted = self._wanted_model()
         if self._worker is not None and wanted in (self._model_path, self._broken):
             return self._worker
         classifier = self._load(wanted)
         if classifier is None:
             return self._worker
-        policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing)
-                  if self.cfg.write_tags else None)
-        previous, self._worker = self._worker, Worker(self.engine, classifier, self.cfg,
-                                                      tag_policy=policy)
+        previous, self._worker = self._worker, self._new_worker(classifier)
         if previous is not None:
             previous.hand_over_pool(self._worker)
             previous.close()
@@ -148,14 +166,33 @@ class QueueRunner:
         self._worker.pool_min_files = DAEMON_POOL_MIN_FILES
         self._worker.stop_requested = lambda: self._cancelled
         self._model_path, self._broken = wanted, None
-        requeue = requeue_for_model(self.engine, classifier.version)
-        log.info("classifying with model %s (%d track(s) from other models queued, "
-                 "%d queued track(s) it had already classified taken off the queue)",
-                 classifier.version, requeue.queued, requeue.unqueued)
+        self._after_load(classifier.version)
         return self._worker
+
+    def follow_model(self) -> str:
+        """``classify=False``: notice a change of the active model without loading it."""
+        from classifier.bundle import BundleError, read_meta
+        from daemon.shared_models import share_bundle
+        from storage.catalogue import register_model
+
+        wanted = self._wanted_model()
+        if wanted != self._model_path:
+            try:
+                meta = read_meta(wanted)
+            except BundleError as e:
+                raise DaemonError(f"cannot use the model: {e}") from e
+            register_model(self.engine, meta.version, wanted, meta.labels, metrics=meta.metrics,
+                           parent=meta.parent, active=not self.cfg.model)
+            if not self.cfg.model:
+                share_bundle(self.engine, meta.version, wanted)
+            self._after_load(meta.version)
+            self._model_path, self._version = wanted, meta.version
+        return self._version
 
     def model_version(self) -> str:
         """The model in use (loading it the first time; never swaps by itself)."""
+        if not self.classify:
+            return self._version if self._model_path is not None else self.follow_model()
         worker = self._worker if self._worker is not None else self.worker()
         return str(worker.classifier.version)
 
@@ -170,6 +207,9 @@ class QueueRunner:
         from storage.catalogue import has_pending
 
         if self._cancelled:
+            return False
+        if not self.classify:
+            self.follow_model()
             return False
         worker = self.worker()  # first: a model switch requeues tracks for this batch
         if not has_pending(self.engine):
@@ -186,13 +226,17 @@ class QueueRunner:
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+        if self._claimant is not None:
+            self._claimant.stop()
+            self._claimant = None
 
 
 class Daemon:
     """One run of `genred run`; :meth:`run` returns the exit code."""
 
-    def __init__(self, cfg: Config, engine: Engine) -> None:
+    def __init__(self, cfg: Config, engine: Engine, classify: bool = True) -> None:
         from daemon.scheduler import cron_trigger
+        from daemon.tagpass import TagPass
 
         try:
             cron_trigger(cfg.retrain.schedule)
@@ -204,14 +248,15 @@ class Daemon:
         self.watcher = FolderWatcher(self.roots, control_dirs=[cfg.model_store_path])
         self.tracker = FileStabilityTracker(cfg.settle_seconds)
         self.reconciler = Reconciler(engine, self.roots, self.tracker)
-        self.worker = QueueRunner(cfg, engine)
+        self.worker = QueueRunner(cfg, engine, classify)
+        self.tags = TagPass(cfg, engine)
         self.stopping = threading.Event()
         self._pinger: sdnotify.WatchdogPinger | None = None
         self._scheduler: Any = None
         self._next_rescan = time.monotonic() + cfg.rescan_hours * 3600
         self._next_heartbeat = 0.0
         self._last_status = ""
-        self._lock: IO[str] | None = None
+        self._lock: Any = None
 
     # -- life cycle --------------------------------------------------------------------
     def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
@@ -230,23 +275,22 @@ class Daemon:
         return 0
 
     def _claim(self) -> None:
-        """One daemon per catalogue: an flock next to a SQLite catalogue (released by the
-        kernel however the process ends), and the pid recorded in the catalogue."""
-        from storage.catalogue import set_state
-        from storage.db import sqlite_path
+        """One daemon per catalogue: a lock on the catalogue (an advisory lock on
+        PostgreSQL, whichever host holds it; an flock next to a SQLite catalogue; released
+        however the process ends), and the pid and host recorded in the catalogue."""
+        from storage.catalogue import get_state, set_state
+        from storage.db import try_lock
 
         other = running_pid(self.engine)
         busy = other is not None and other != os.getpid()
-        db_file = sqlite_path(self.cfg.db_url)
-        if db_file is not None and not busy:
-            self._lock = (db_file.parent / f"{db_file.name}.daemon-lock").open("a")
-            try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                busy = True
+        if not busy:
+            self._lock = try_lock(self.engine, "daemon")
+            busy = self._lock is None
         if busy:
-            raise DaemonError(f"another genred daemon (pid {other or 'unknown'}) already "
-                              f"serves {self.cfg.db_url}; stop it first")
+            pid = other or get_state(self.engine, PID_KEY) or "unknown"
+            host = get_state(self.engine, HOST_KEY) or "an unknown host"
+            raise DaemonError(f"another genred daemon (pid {pid} on {host}) already serves "
+                              f"{self.cfg.db_url}; stop it first")
         import json
 
         for key, value in ((PID_KEY, str(os.getpid())), (HOST_KEY, socket.gethostname()),
@@ -258,6 +302,7 @@ class Daemon:
         from daemon.retrain import mark_interrupted
 
         mark_interrupted(self.engine, self.cfg.model_store_path)
+        self.tags.start()
         try:
             self.watcher.start()  # first watch, then walk: nothing slips between the two
         except OSError as e:
@@ -300,7 +345,7 @@ class Daemon:
         self.worker.close()
         set_state(self.engine, PID_KEY, "")
         if self._lock is not None:
-            self._lock.close()
+            self._lock.release()
         log.info("stopped")
 
     # -- the loop ------------------------------------------------------------------------
@@ -311,7 +356,9 @@ class Daemon:
             self._enqueue_settled()
             if time.monotonic() >= self._next_rescan:
                 self._rescan("periodic")
-            if self.worker.process_batch():
+            worked = self.worker.process_batch()
+            self.tags.run()
+            if worked:
                 continue  # more may be pending: handle events, then the next batch
             self._notify_status()
             self._handle_changes(block=True)
@@ -371,12 +418,12 @@ class Daemon:
                 f"model {self.worker.model_version()}")
 
 
-def run_daemon(cfg: Config) -> int:
+def run_daemon(cfg: Config, classify: bool = True) -> int:
     """`genred run`: open the catalogue, run until SIGTERM/SIGINT, return the exit code."""
     from storage.db import open_catalogue
 
     engine = open_catalogue(cfg.db_url)
-    daemon = Daemon(cfg, engine)
+    daemon = Daemon(cfg, engine, classify)
     previous: dict[signal.Signals, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, daemon.request_stop)

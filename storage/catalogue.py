@@ -481,6 +481,12 @@ def active_model(engine: Engine) -> str | None:
         return s.scalars(select(ModelVersion.version).where(ModelVersion.active)).first()
 
 
+def model_path(engine: Engine, version: str) -> str | None:
+    """Where the host that registered ``version`` keeps its bundle, or None."""
+    with Session(reading(engine)) as s:
+        return s.scalar(select(ModelVersion.path).where(ModelVersion.version == version))
+
+
 def count_tracks(engine: Engine, status: str | None = None) -> int:
     with Session(reading(engine)) as s:
         query = select(func.count(Track.id))

@@ -234,3 +234,13 @@ def claimed_count(engine: Engine) -> int:
         return int(s.scalar(select(func.count(Track.id))
                             .where(Track.claimed_by.is_not(None),
                                    Track.status == PENDING)) or 0)
+
+
+def release(engine: Engine, held: Claim, worker_id: int) -> bool:
+    """Give a claimed track back untouched (the worker is stopping before it got to it)."""
+    with Session(writing(engine)) as s, s.begin():
+        track = _held(s, held, worker_id)
+        if track is None:
+            return False
+        release_claim(track)
+        return True
