@@ -308,6 +308,7 @@ def _per_genre(path: Any, metrics: dict[str, Any]) -> dict[str, Any]:
 def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
     from classifier.bundle import BundleError, read_meta
     from classifier.store import ModelNotFound, ModelStore
+    from daemon.shared_models import share_bundle
     from storage.catalogue import register_model, requeue_for_model
     from storage.db import CatalogueError
 
@@ -321,6 +322,7 @@ def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
             requeue = requeue_for_model(engine, meta.version)
             register_model(engine, meta.version, path, meta.labels, metrics=meta.metrics,
                            parent=meta.parent, active=True)
+            share_bundle(engine, meta.version, path)  # for worker hosts without the store
             store.activate(args.version)
     except (ModelNotFound, BundleError, CatalogueError) as e:
         return _fail(str(e))

@@ -92,17 +92,19 @@ def heartbeat(engine: Engine, worker_id: int, lease_seconds: float,
               model_version: str | None = None) -> int:
     """This worker is alive: its leases run ``lease_seconds`` from now. Returns how many
     tracks it holds."""
+    # Tracks first, then the workers row: the order ``finish`` locks them in (the other
+    # order deadlocks this thread against the worker's own recording).
     with Session(writing(engine)) as s, s.begin():
         now = db_now(s)
-        values: dict[str, object] = {"heartbeat_at": now}
-        if model_version is not None:
-            values["model_version"] = model_version
-        s.execute(update(WorkerHost).where(WorkerHost.id == worker_id).values(**values))
         result = s.execute(
             update(Track).where(Track.claimed_by == worker_id, Track.status == PENDING)
             .values(lease_until=now + timedelta(seconds=lease_seconds),
                     updated_at=Track.updated_at)  # not a change of the track: keep its place
             .execution_options(synchronize_session=False))
+        values: dict[str, object] = {"heartbeat_at": now}
+        if model_version is not None:
+            values["model_version"] = model_version
+        s.execute(update(WorkerHost).where(WorkerHost.id == worker_id).values(**values))
         return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -110,11 +112,11 @@ def stop_worker(engine: Engine, worker_id: int) -> None:
     """This worker stops: the tracks it holds go back to the queue at once."""
     with Session(writing(engine)) as s, s.begin():
         now = db_now(s)
-        s.execute(update(WorkerHost).where(WorkerHost.id == worker_id)
-                  .values(stopped_at=now, heartbeat_at=now))
         s.execute(update(Track).where(Track.claimed_by == worker_id)
                   .values(claimed_by=None, lease_until=None, updated_at=Track.updated_at)
                   .execution_options(synchronize_session=False))
+        s.execute(update(WorkerHost).where(WorkerHost.id == worker_id)
+                  .values(stopped_at=now, heartbeat_at=now))
 
 
 def claim(engine: Engine, worker_id: int, n: int, lease_seconds: float,
