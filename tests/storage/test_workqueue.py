@@ -68,7 +68,7 @@ def test_a_worker_that_stops_beating_loses_its_tracks_to_another(engine: Engine)
 
 
 def test_a_heartbeat_keeps_the_lease(engine: Engine) -> None:
-    (path,) = _queue(engine, 1)
+    _queue(engine, 1)
     busy, other = workqueue.register_worker(engine), workqueue.register_worker(engine)
     workqueue.claim(engine, busy, 1, 30.0)
     assert workqueue.heartbeat(engine, busy, 30.0, "v1") == 1
@@ -103,8 +103,9 @@ def test_the_schema_refuses_a_second_current_prediction(engine: Engine) -> None:
         conn.execute(Prediction.__table__.insert().values(
             track_id=track.id, model_version="v2", genre="Rock", confidence=0.5,
             probabilities={}, current=True))
+    # the normal way: the old one stops being current first
     catalogue.record_prediction(engine, "/music/a.flac", Guess("Rock"), fingerprint=None,
-                                size=1, mtime=1.0)  # the normal way: the old one stops being current
+                                size=1, mtime=1.0)
     assert _predictions(engine, "/music/a.flac") == [("Jazz", False), ("Rock", True)]
 
 
