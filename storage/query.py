@@ -272,7 +272,7 @@ def query_json(engine: Engine, f: TrackFilter) -> str:
     JSON itself (100,000-track catalogues answer a genre filter in tens of ms); other
     databases go through Python."""
     if engine.dialect.name != "sqlite":
-        return json.dumps(query_tracks(engine, f), ensure_ascii=False)
+        return json.dumps(query_tracks(engine, f), ensure_ascii=False, separators=(",", ":"))
     sub = build(f).subquery()
     with reading(engine).connect() as conn:
         rows = conn.execute(select(_json_object(sub))).scalars()
@@ -284,9 +284,9 @@ def stats(engine: Engine) -> dict[str, Any]:
     corrections per source, and the totals."""
     sub = _base().subquery()
     with reading(engine).connect() as conn:
-        def counts(column: Any) -> dict[str, int]:
+        def counts(column: Any) -> dict[str, int]:  # ties: no value first, on any database
             rows = conn.execute(select(column, func.count()).group_by(column)
-                                .order_by(func.count().desc(), column))
+                                .order_by(func.count().desc(), column.is_not(None), column))
             return {str(k) if k is not None else "(none)": int(n) for k, n in rows}
 
         return {
