@@ -3,6 +3,7 @@ processes, a real server (a database per test), real audio, kill -9."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -177,3 +178,41 @@ def test_a_worker_that_cannot_read_a_file_puts_it_back(
     assert track.status == "pending" and "not readable on" in track.error
     assert workers.stop_all() == [0]
     assert os.path.exists(real)
+
+
+def test_a_daemon_that_does_not_classify_leaves_the_queue_to_workers_and_tags_their_files(
+        library: Library, engine: Engine, workers: Workers, postgres_catalogue_url: str,
+) -> None:
+    from storage import tags
+    from tests.daemon.daemon_helpers import Daemon
+
+    url = postgres_catalogue_url
+    _activate(library, url, "tiny-v1")
+    library.env["GENRED_TAG_THRESHOLD"] = "0"  # the tiny model is never sure of anything
+    daemon = Daemon(library, "--no-classify", "--write-tags", db=url)
+    try:
+        daemon.ready()
+        second = subprocess.run([str(GENRED), "--db", url, "run", "--watch",
+                                 str(library.music)], env=library.env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert second.returncode == 1 and "another genred daemon" in second.stderr
+        song = make_track(library.music / "dropped.flac", "Pulse", 8.0, seed=3)
+        wait_for(lambda: (t := catalogue.get_track(engine, song)) and t.status == "pending",
+                 60, "the daemon to queue the dropped file")
+        workers.start()
+        wait_for(lambda: catalogue.get_track(engine, song).status == "ok",  # type: ignore[union-attr]
+                 180, "a worker to classify it")
+        genre = catalogue.get_track(engine, song).genre  # type: ignore[union-attr]
+        wait_for(lambda: tags.read_genres(song) == [genre], 60,
+                 f"the daemon to tag it {genre}:\n{daemon.output()}")
+        status = json.loads(subprocess.run(
+            [str(GENRED), "--db", url, "status", "--format", "json"], env=library.env,
+            capture_output=True, text=True, timeout=120, check=True).stdout)
+        assert status["daemon"]["running"]
+        assert [(w["kind"], w["tracks_done"], w["alive"]) for w in status["workers"]] == [
+            ("worker", 1, True)]
+        code, _ = daemon.terminate(timeout=30)
+        assert code == 0
+    finally:
+        daemon.cleanup()
+    assert workers.stop_all() == [0]
