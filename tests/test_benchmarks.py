@@ -154,3 +154,13 @@ def test_bench_train_times_epochs_and_retrain(bench_cache: Path, model: Path) ->
     figures = run_bench("bench_train", bench_cache, model, "--tracks", "8")
     assert number(figures, "pooled_seconds_per_epoch_per_1000_clips") > 0
     assert "retrain_seconds" in figures
+
+
+def test_bench_workers_measures_workers_scan_and_the_queue(
+        bench_cache: Path, model: Path, postgres_url: str) -> None:
+    admin = postgres_url  # a database on a server that answers (skips or fails otherwise)
+    figures = run_bench("bench_workers", bench_cache, model, "--tracks", "3", "--pg", admin,
+                        "--claimers", "2", timeout=900)
+    for name in ("scan_tracks_per_second", "workers_1_tracks_per_second",
+                 "workers_2_tracks_per_second", "queue_tracks_per_second"):
+        assert float(figures[name]) > 0, name
