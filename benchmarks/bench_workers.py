@@ -167,14 +167,18 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--pg", default=DEFAULT_PG, metavar="URL",
                         help=f"a PostgreSQL database to create the benchmark's in "
                              f"(default {DEFAULT_PG})")
-    parser.add_argument("--claim-rows", type=int, default=100_000)
+    parser.add_argument("--claim-rows", type=int, default=None,
+                        help="pending rows for the queue figure (default 100000; 2000 quick)")
     parser.add_argument("--claimers", type=int, default=8)
-    parser.add_argument("--claim-seconds", type=float, default=15.0)
+    parser.add_argument("--claim-seconds", type=float, default=None,
+                        help="how long the claimers run (default 15; 2 quick)")
     parser.add_argument("--claim-batch", type=int, default=4,
                         help="tracks per claim (`genred worker` claims 2 x its decoders)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.claim_rows, args.claim_seconds = min(args.claim_rows, 2000), 2.0
+    if args.claim_rows is None:
+        args.claim_rows = 2000 if args.quick else 100_000
+    if args.claim_seconds is None:
+        args.claim_seconds = 2.0 if args.quick else 15.0
     report = common.Report("workers", {"tracks": args.tracks, "quick": args.quick,
                                        "claim_rows": args.claim_rows,
                                        "claimers": args.claimers,
