@@ -17,6 +17,7 @@ feature the model learns (e.g. "short files are Classical").
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -38,6 +39,10 @@ EDGE_MAX_SECONDS = 15.0
 MAX_PACKETS_PER_WINDOW = 40_000
 FINGERPRINT_PACKETS = 2_000
 FINGERPRINT_BYTES = 1 << 20  # lossless packets are big: ~9 s of CD-quality FLAC
+# At most this many bytes are read in a row without finding an audio packet (beyond an
+# ID3v2 tag at the start, whose size its header gives): a 4 GB file of zeros named .mp3
+# made FFmpeg read all of it while probing (49 s, 2.3 GB per decode process).
+SEARCH_BUDGET_BYTES = 32 << 20
 
 
 class UnreadableAudio(Exception):
@@ -48,6 +53,11 @@ class UnreadableAudio(Exception):
         self.path = str(path)
         self.reason = " ".join(str(reason).split()) or "unreadable"
         super().__init__(f"{self.path}: {self.reason}")
+
+
+class _NoAudioInBudget(UnreadableAudio):
+    """The search budget ran out with no audio found: no other decoder is tried (libsndfile
+    would read on through the whole file too)."""
 
 
 @dataclass(frozen=True)
@@ -113,19 +123,90 @@ def _short_name(fmt_name: str) -> str:
     return {"mov": "mp4", "matroska": "mkv"}.get(first, first)
 
 
+class _BoundedFile(io.RawIOBase):
+    """The file, for FFmpeg, with a bound on how much of it may be read while no audio is
+    found: once ``budget`` bytes have been read since the start (or since the last
+    :meth:`found_audio`), reads return end-of-file and FFmpeg gives up as on a short file."""
+
+    def __init__(self, path: Path, budget: int) -> None:
+        super().__init__()
+        self._file = path.open("rb")
+        self.name = str(path)
+        self.budget = budget
+        self.searched = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.searched >= self.budget
+
+    def found_audio(self) -> None:
+        self.searched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.exhausted:
+            return 0
+        n = self._file.readinto(buffer)
+        self.searched += n or 0
+        return n or 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _id3v2_size(path: Path) -> int:
+    """Bytes of the ID3v2 tag at the start of ``path`` (0 when none): cover art may make it
+    large, and FFmpeg reads it whole before the audio."""
+    with path.open("rb") as fh:
+        head = fh.read(10)
+    if len(head) < 10 or not head.startswith(b"ID3") or any(b & 0x80 for b in head[6:10]):
+        return 0
+    size = 0
+    for b in head[6:10]:  # "syncsafe": 7 bits a byte
+        size = (size << 7) | b
+    return size + 10
+
+
+def _search_budget(path: Path) -> int:
+    return SEARCH_BUDGET_BYTES + _id3v2_size(path)
+
+
 @contextmanager
-def _open_av(path: Path) -> Iterator[tuple[Any, Any, AudioInfo]]:
-    """Open with PyAV; yields (container, audio stream, info). PyAV errors propagate."""
+def _open_av(path: Path) -> Iterator[tuple[Any, Any, AudioInfo, _BoundedFile]]:
+    """Open with PyAV; yields (container, audio stream, info, the bounded file: tell it
+    when audio is found). PyAV errors propagate; a
+    file in which no audio is found within the search budget raises UnreadableAudio."""
     import av
     import av.logging
 
     av.logging.set_level(None)  # FFmpeg's own chatter on stderr; errors reach us as raises
-    container = av.open(str(path), metadata_errors="ignore")
+    source = _BoundedFile(path, _search_budget(path))
+    try:
+        container: Any = av.open(source, metadata_errors="ignore")
+    except BaseException:
+        source.close()
+        raise
     try:
         if not container.streams.audio:
             raise UnreadableAudio(path, "no audio stream")
         stream = container.streams.audio[0]
         ctx = stream.codec_context
+        if ctx is None:  # FFmpeg knows the container but has no decoder for this codec
+            raise UnreadableAudio(path, "its audio codec is not one FFmpeg can decode")
+        if not ctx.sample_rate or not ctx.channels:
+            raise _no_audio_found(path, source)
         duration = 0.0
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
@@ -138,9 +219,17 @@ def _open_av(path: Path) -> Iterator[tuple[Any, Any, AudioInfo]]:
             sample_rate=int(ctx.sample_rate or 0),
             channels=int(ctx.channels or 0),
         )
-        yield container, stream, info
+        yield container, stream, info, source
     finally:
         container.close()
+        source.close()
+
+
+def _no_audio_found(path: Path, source: _BoundedFile) -> UnreadableAudio:
+    if source.exhausted:
+        return _NoAudioInBudget(path, f"no audio found in its first {source.budget >> 20} MiB "
+                                "(not an audio file, or corrupt)")
+    return UnreadableAudio(path, "no audio found (not an audio file, or corrupt)")
 
 
 def _resampler(sr: int) -> Any:
@@ -156,7 +245,8 @@ def _frames_to_array(frames: list[Any]) -> np.ndarray:
 
 
 def _decode_window(
-    container: Any, stream: Any, start: float, seconds: float, sr: int, fresh: bool
+    container: Any, stream: Any, start: float, seconds: float, sr: int, fresh: bool,
+    source: _BoundedFile,
 ) -> np.ndarray:
     """Seek to ``start`` (seconds from the stream's first sample) and decode ``seconds`` of
     audio (fewer at the end of the track). ``fresh``: nothing was read since opening."""
@@ -172,7 +262,9 @@ def _decode_window(
     for n_packets, packet in enumerate(container.demux(stream), start=1):
         stats.packets += 1
         if n_packets > MAX_PACKETS_PER_WINDOW:
-            raise UnreadableAudio(container.name, "decoder made no progress (packet cap hit)")
+            raise UnreadableAudio(source.name, "decoder made no progress (packet cap hit)")
+        if packet.size:
+            source.found_audio()
         for frame in packet.decode():
             stats.frames += 1
             t = float(frame.time) if frame.time is not None else None
@@ -214,20 +306,22 @@ class Track:
     fingerprint: str | None = None
 
 
-def _packet_digest(path: Path, container: Any, stream: Any, info: AudioInfo) -> str:
+def _packet_digest(path: Path, container: Any, stream: Any, info: AudioInfo,
+                   source: _BoundedFile) -> str:
     """The fingerprint of an open file: reads (does not decode) its first packets."""
     digest = hashlib.sha256()
     digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}".encode())
     n = size = 0
     for packet in container.demux(stream):
         if packet.size:
+            source.found_audio()
             digest.update(memoryview(packet))
             n += 1
             size += packet.size
         if n >= FINGERPRINT_PACKETS or size >= FINGERPRINT_BYTES:
             break
     if n == 0:
-        raise UnreadableAudio(path, "no audio packets")
+        raise _no_audio_found(path, source)
     digest.update(f"|{round(info.duration, 1)}".encode())
     return digest.hexdigest()
 
@@ -235,16 +329,17 @@ def _packet_digest(path: Path, container: Any, stream: Any, info: AudioInfo) -> 
 def _av_track(path: Path, n_clips: int, starts: list[float] | None, seconds: float, sr: int,
               want_fingerprint: bool) -> Track:
     n = round(seconds * sr)
-    with _open_av(path) as (container, stream, info):
+    with _open_av(path) as (container, stream, info, source):
         if starts is None:
             starts = clip_starts(info.duration, n_clips, seconds)
-        digest = _packet_digest(path, container, stream, info) if want_fingerprint else None
+        digest = (_packet_digest(path, container, stream, info, source) if want_fingerprint
+                  else None)
         clips = []
         for i, start in enumerate(starts):
             fresh = i == 0 and digest is None  # nothing read since opening
-            y = _decode_window(container, stream, start, seconds, sr, fresh=fresh)
+            y = _decode_window(container, stream, start, seconds, sr, fresh, source)
             if y.size < n and start > 0:  # near the end / duration overstated: read from 0
-                y = _decode_window(container, stream, 0.0, seconds, sr, fresh=False)
+                y = _decode_window(container, stream, 0.0, seconds, sr, False, source)
             clips.append(_finish(path, y, n))
     return Track(info, clips, digest)
 
@@ -292,6 +387,8 @@ def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds
     _check_file(path)
     try:
         return _av_track(path, n_clips, starts, seconds, sr, want_fingerprint)
+    except _NoAudioInBudget:
+        raise
     except UnreadableAudio as e:
         first = e.reason
     except Exception as e:  # any FFmpeg/PyAV failure: try soundfile next
@@ -306,7 +403,14 @@ def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds
 
 
 def _reason(e: BaseException) -> str:
-    """A one-line human reason from a PyAV/FFmpeg error."""
+    """A one-line human reason from a PyAV/FFmpeg error. Only FFmpeg's and the operating
+    system's own words reach the user; any other exception is an internal failure on odd
+    data, whose text ("'NoneType' object has no attribute ...") would mean nothing."""
+    import av
+
+    if not isinstance(e, av.FFmpegError | OSError):
+        log.debug("decoder failure", exc_info=e)
+        return "cannot decode (the decoder failed on this file's data: corrupt or unusual)"
     text = getattr(e, "strerror", None) or str(e) or type(e).__name__
     text = str(text).split(":")[0] if "Errno" in str(text) else str(text)
     if "Invalid data found" in text:
@@ -319,7 +423,7 @@ def probe(path: str | Path) -> AudioInfo:
     path = Path(path)
     _check_file(path)
     try:
-        with _open_av(path) as (_, _, info):
+        with _open_av(path) as (_, _, info, _):
             return info
     except UnreadableAudio:
         raise
@@ -376,3 +480,38 @@ def fingerprint(path: str | Path) -> str:
     digest = read_track(path, 1, clip_seconds=0.05, starts=[0.0], fingerprint=True).fingerprint
     assert digest is not None
     return digest
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """What decoding a whole file gives, for checking that a tag edit kept the audio:
+    ``digest`` is the sha256 of every decoded sample (native rate, layout and sample
+    format, no resampling), ``seconds`` how much audio decoded and ``header_seconds`` what
+    the container claims (0.0 when it does not say)."""
+
+    digest: str
+    seconds: float
+    header_seconds: float
+
+
+def decode_all(path: str | Path) -> DecodedAudio:
+    """Decode every sample of ``path`` with PyAV (no soundfile fallback: the point is to
+    compare two files with the very same decoder). Raises UnreadableAudio."""
+    path = Path(path)
+    _check_file(path)
+    digest = hashlib.sha256()
+    samples = 0
+    try:
+        with _open_av(path) as (container, stream, info, source):
+            digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}|".encode())
+            for frame in container.decode(stream):
+                if not samples:
+                    source.found_audio()  # past the search budget: read the whole file
+                digest.update(frame.to_ndarray().tobytes())
+                samples += frame.samples
+    except UnreadableAudio:
+        raise
+    except Exception as e:  # any FFmpeg/PyAV failure
+        raise UnreadableAudio(path, _reason(e)) from e
+    rate = info.sample_rate or 1
+    return DecodedAudio(digest.hexdigest(), samples / rate, info.duration)

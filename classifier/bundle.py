@@ -39,7 +39,13 @@ class BundleError(Exception):
 
 class ModelMismatch(BundleError):
     """A bundle does not fit what it is used with: its feature parameters, labels or
-    weights do not match (e.g. features computed with other settings, a damaged file)."""
+    weights do not match (e.g. features computed with other settings, a damaged file), or
+    its model.json holds values out of bounds (classifier/modeljson.py)."""
+
+
+class ModelBroken(BundleError):
+    """A bundle loads but cannot give answers: NaN or infinite weights, or outputs that
+    are not finite numbers. No prediction of it may be recorded."""
 
 
 def new_version_id() -> str:
@@ -75,6 +81,13 @@ class BundleMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: Path) -> BundleMeta:
+        """Raises ModelMismatch for a model.json out of modeljson's bounds."""
+        from classifier.modeljson import SchemaError, check_meta
+
+        try:
+            check_meta(data)
+        except SchemaError as e:
+            raise ModelMismatch(f"{where / META_FILE}: {e}") from e
         try:
             labels = data["labels"]
             if not labels or not all(isinstance(x, str) for x in labels):
@@ -105,8 +118,16 @@ def read_meta(path: str | Path) -> BundleMeta:
     path = Path(path)
     if not is_bundle(path):
         raise BundleError(f"{path}: not a model bundle (needs {META_FILE} and {WEIGHTS_FILE})")
+    from classifier.modeljson import MAX_META_BYTES
+
     try:
-        data = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        with (path / META_FILE).open("rb") as fh:
+            raw = fh.read(MAX_META_BYTES + 1)
+        if len(raw) > MAX_META_BYTES:
+            raise BundleError(f"{path / META_FILE}: larger than {MAX_META_BYTES >> 20} MiB")
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError as e:
+        raise BundleError(f"{path / META_FILE}: unreadable (values nested too deeply)") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path / META_FILE}: unreadable ({e})") from e
     if not isinstance(data, dict):
@@ -126,6 +147,7 @@ def load(
     from safetensors.torch import load_file
 
     from classifier import model as cnn
+    from classifier import modeljson
 
     path = Path(path)
     meta = read_meta(path)
@@ -136,23 +158,34 @@ def load(
         )
     if expect_labels is not None and list(expect_labels) != meta.labels:
         raise ModelMismatch(f"{path}: labels {meta.labels} differ from {list(expect_labels)}")
+    where = f"{path}: {meta.arch} with {len(meta.labels)} labels"
     try:
-        net = cnn.build(
-            meta.arch, len(meta.labels), meta.params.n_mels, meta.params.frames, **meta.arch_kwargs
-        )
-    except (TypeError, ValueError) as e:
-        raise ModelMismatch(f"{path}: cannot build architecture {meta.arch!r}: {e}") from e
+        modeljson.check_arch(meta.arch, meta.arch_kwargs)
+        expected = modeljson.shapes_on_meta(meta.arch, len(meta.labels), meta.params.n_mels,
+                                            meta.params.frames, meta.arch_kwargs)
+    except (modeljson.SchemaError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelMismatch(f"{path / META_FILE}: cannot build architecture {meta.arch!r}: "
+                            f"{e}") from e
     try:
+        differs = modeljson.compare_shapes(expected, modeljson.header_shapes(
+            path / WEIGHTS_FILE), len(meta.labels))
+        if differs is not None:
+            raise ModelMismatch(f"{path}: the weights do not fit model.json: {differs}")
         state = load_file(str(path / WEIGHTS_FILE))
     except (OSError, SafetensorError) as e:
         raise BundleError(f"{path / WEIGHTS_FILE}: unreadable ({e})") from e
+    net = cnn.build(meta.arch, len(meta.labels), meta.params.n_mels, meta.params.frames,
+                    **modeljson.build_kwargs(meta.arch_kwargs))
     try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
+    except RuntimeError as e:  # dtypes: the shapes were compared above
         first = str(e).splitlines()[0]
-        raise ModelMismatch(
-            f"{path}: weights do not fit {meta.arch} with {len(meta.labels)} labels ({first})"
-        ) from e
+        raise ModelMismatch(f"{where}: the weights do not fit ({first})") from e
+    broken = modeljson.first_non_finite(net)
+    if broken is not None:
+        raise ModelBroken(f"{path}: the weights hold NaN or infinite values (layer "
+                          f"{broken!r}); the model is damaged: activate another one "
+                          "(genred models activate) or retrain")
     net.eval()
     return meta, net
 

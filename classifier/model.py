@@ -17,6 +17,7 @@ training can grow the genre set by adding rows to it.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +25,30 @@ from torch import nn
 
 ARCHS = ("pooled", "paper")
 DEFAULT_ARCH = "pooled"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values one architecture option may take in a model.json: a number from ``low``
+    to ``high`` (a whole one when ``kind`` is int), or with ``length`` a list of that many."""
+
+    kind: type
+    low: float
+    high: float
+    length: int | None = None
+
+
+# What a bundle's arch_kwargs may hold, per architecture: classifier/bundle.py refuses a
+# model.json outside these before it builds anything (``hidden: 2e9`` would allocate
+# gigabytes, ``channels: -5`` crash). A new architecture adds its entry here.
+ARCH_OPTIONS: dict[str, dict[str, Bound]] = {
+    "pooled": {"channels": Bound(int, 1, 1024), "hidden": Bound(int, 1, 8192),
+               "dropout": Bound(float, 0.0, 0.99)},
+    "paper": {"channels": Bound(int, 1, 512, length=2), "hidden": Bound(int, 1, 4096),
+              "dropout": Bound(float, 0.0, 0.99)},
+}
+# No architecture, whatever its options, may have more weights than this (400 MB).
+MAX_PARAMETERS = 100_000_000
 
 
 class PaperCNN(nn.Module):

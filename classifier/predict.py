@@ -16,7 +16,7 @@ import numpy as np
 
 from classifier import audio
 from classifier.audio import AudioInfo
-from classifier.bundle import BundleMeta, read_meta
+from classifier.bundle import BundleMeta, ModelBroken, read_meta
 from classifier.features import FeatureParams, log_mel
 from classifier.store import STARTER_DIR, ModelStore
 
@@ -108,14 +108,21 @@ class Classifier:
         return track_features(path, self.params, self.clips_per_track)
 
     def probabilities(self, feats: np.ndarray) -> np.ndarray:
-        """(K, n_labels) softmax probabilities for K clips' log-mels."""
+        """(K, n_labels) softmax probabilities for K clips' log-mels. Raises ModelBroken
+        when the model's outputs are not finite numbers (damaged weights that loaded): a
+        NaN confidence is neither JSON nor a value the catalogue can hold."""
         import torch
 
         if feats.ndim != 3 or feats.shape[1] != self.params.n_mels:
             raise ValueError(f"expected (K, {self.params.n_mels}, frames), got {feats.shape}")
         with torch.inference_mode():
             logits = self.net(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)))
-            return torch.softmax(logits, dim=1).numpy().astype(np.float64)
+            probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+        if not np.isfinite(probs).all():
+            raise ModelBroken(f"{self.path}: the model gives outputs that are not numbers "
+                              "(NaN or infinite); it is damaged: activate another one "
+                              "(genred models activate) or retrain")
+        return probs
 
     def predict_features(self, info: AudioInfo, feats: np.ndarray) -> Prediction:
         """Average the clips' probabilities into one whole-track Prediction."""

@@ -13,14 +13,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from daemon import cli_catalogue, cli_classify, cli_hosts, cli_service
-from daemon.config import Config, ConfigError, load
+from daemon.config import Config, ConfigError, load, setting_name
+from storage.genres import GenreNameError
 
 log = logging.getLogger(__name__)
 
 # A handler takes the parsed arguments and the effective config; returns the exit code.
 Handler = Callable[[argparse.Namespace, Config], int]
 
-EXIT_USAGE = 2
+EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -50,14 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _db_override(value: str | None) -> str | None:
-    if value is None or "://" in value:
-        return value
-    from pathlib import Path
-
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
-
-
 def setup_logging(level: str) -> None:
     """stderr, no timestamps when journald adds its own (it sets JOURNAL_STREAM)."""
     import os
@@ -77,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A verb's flag that overrides a config key uses dest="cfg_<key>" (e.g. cfg_workers,
     # cfg_retrain_schedule); None means "not given".
     overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}
-    overrides["db"] = _db_override(getattr(args, "db", None))
+    overrides["db"] = getattr(args, "db", None)
     overrides["log_level"] = getattr(args, "log_level", None)
     try:
         cfg = load(getattr(args, "config", None), overrides)
@@ -88,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, cfg)
-    except ConfigError as e:
+    except (ConfigError, GenreNameError) as e:
         print(f"genred: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -101,6 +94,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as e:
+        code = _catalogue_fault(e, cfg)
+        if code is None:
+            raise
+        return code
+
+
+def _catalogue_fault(error: Exception, cfg: Config) -> int | None:
+    """Print the one-line message of a catalogue fault and give the exit status (2 for a
+    URL that cannot be used, else 1), or None when ``error`` is not one. The storage layer
+    raises its own types (storage/faults.py); a driver error it could not classify (another
+    database's, say) still gets one line: its first, the full traceback at DEBUG."""
+    if "storage.faults" not in sys.modules:  # nothing opened a catalogue: not ours
+        return None
+    from sqlalchemy.exc import DBAPIError
+
+    from storage.faults import CatalogueError, CatalogueURLError
+
+    if isinstance(error, CatalogueURLError):
+        print(f"genred: {setting_name(cfg, 'db')}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(error, CatalogueError):
+        message = str(error)
+    elif isinstance(error, DBAPIError):
+        log.debug("catalogue error", exc_info=error)
+        first = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
+        message = f"the catalogue {cfg.db_url} failed: {first}"
+    else:
+        return None
+    print(f"genred: {message}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.config import Config
+from daemon.config import Config, flag_type
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _tag_policy_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tag-threshold", dest="cfg_tag_threshold", type=float, default=None,
+    p.add_argument("--tag-threshold", dest="cfg_tag_threshold", type=flag_type("tag_threshold"),
+                   default=None,
                    metavar="P", help="write a predicted genre only at this confidence or more "
                    "(config tag_threshold, default 0.5); corrections are always written")
     p.add_argument("--overwrite-existing", dest="cfg_overwrite_existing", action="store_const",
@@ -70,11 +71,13 @@ def _register_scan(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
                        description="Classify every audio file under PATH (recursively; by "
                        "extension and by content) and record it. Unchanged files are skipped.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
-    p.add_argument("--workers", dest="cfg_workers", type=int, default=None, metavar="N",
+    p.add_argument("--workers", dest="cfg_workers", type=flag_type("workers"), default=None,
+                   metavar="N",
                    help="decode processes (default: all cores)")
     p.add_argument("--model", dest="cfg_model", default=None, metavar="M",
                    help="bundle directory or version id (default: the active model)")
-    p.add_argument("--clips", dest="cfg_clips_per_track", type=int, default=None, metavar="K",
+    p.add_argument("--clips", dest="cfg_clips_per_track", type=flag_type("clips_per_track"),
+                   default=None, metavar="K",
                    help="clips per track (default 3)")
     p.add_argument("--write-tags", dest="cfg_write_tags", action="store_const", const=True,
                    default=None, help="write genre tags as files are classified (write_tags)")
@@ -123,13 +126,17 @@ def _probability(text: str) -> float:
     return value
 
 
+MAX_LIMIT = 1_000_000_000
+
+
 def _count(text: str) -> int:
     try:
-        value = int(text)
+        value = int(text) if len(text) <= 20 else -1
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, not {text}")
+    if not 0 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 0 to {MAX_LIMIT:,}, not {text[:40]}")
     return value
 
 
@@ -180,19 +187,17 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 # --- shared ----------------------------------------------------------------------------
 
 def _open(cfg: Config) -> Engine | None:
-    from storage.db import CatalogueError, open_catalogue
+    """The catalogue; its faults (CatalogueError) reach the CLI entry, which prints them."""
+    from storage.db import open_catalogue
 
-    try:
-        return open_catalogue(cfg.db_url)
-    except CatalogueError as e:
-        print(f"genred: {e}", file=sys.stderr)
-        return None
+    return open_catalogue(cfg.db_url)
 
 
 def _policy(args: argparse.Namespace, cfg: Config) -> Any:
     from storage.tagging import TagPolicy
 
-    return TagPolicy(cfg.tag_threshold, cfg.overwrite_existing, getattr(args, "pretend", False))
+    return TagPolicy(cfg.tag_threshold, cfg.overwrite_existing, getattr(args, "pretend", False),
+                     split_hard_links=cfg.split_hard_links)
 
 
 def _print_outcome(outcome: TagOutcome) -> None:
@@ -373,12 +378,15 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     from storage.corrections import ADDED, add_label, read_label_csv
     from storage.genres import normalise
 
-    if bool(args.from_csv) == bool(args.path and args.genre) or (args.path and not args.genre):
+    pair = args.path is not None and args.genre is not None  # "" is a (bad) genre: checked
+    if bool(args.from_csv) == pair or (args.path and args.genre is None):
         print("genred: give PATH GENRE, or --from-csv FILE", file=sys.stderr)
         return EXIT_USAGE
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
+    if args.genre is not None:
+        normalise(args.genre, cfg.aliases)  # a name that cannot be a genre: usage error
     if args.from_csv:
         try:
             pairs, problems = read_label_csv(args.from_csv)
@@ -477,7 +485,8 @@ def _tags_restore(args: argparse.Namespace, cfg: Config) -> int:
                     backed_up_paths(engine, folder)})
     counts: dict[str, int] = {}
     for path in paths:
-        outcome = restore_track(engine, path, pretend=args.pretend)
+        outcome = restore_track(engine, path, pretend=args.pretend,
+                                split_hard_links=cfg.split_hard_links)
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
         _print_outcome(outcome)
     print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to restore")

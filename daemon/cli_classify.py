@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from daemon.config import Config
+from daemon.config import Config, flag_type
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,29 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     _register_train(sub, common)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+def _positive(text: str, most: int = 1000) -> int:
+    try:
+        value = int(text) if len(text) <= 20 else 0
+    except ValueError:
+        value = 0
+    if not 1 <= value <= most:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {most}, not "
+                                         f"{text[:40]}")
+    return value
+
+
+def _epochs(text: str) -> int:
+    return _positive(text, 100_000)  # early stopping ends most runs far sooner
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text) if len(text) <= 12 else -1
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {2**32 - 1}, not "
+                                         f"{text[:40]}")
     return value
 
 
@@ -63,7 +82,8 @@ def _register_classify(sub: argparse._SubParsersAction, common: argparse.Argumen
     p.add_argument("paths", nargs="+", metavar="FILE", help="audio files or folders")
     _model_flag(p)
     _format_flag(p)
-    p.add_argument("--clips", dest="cfg_clips_per_track", type=_positive, default=None, metavar="K",
+    p.add_argument("--clips", dest="cfg_clips_per_track",
+                   type=flag_type("clips_per_track"), default=None, metavar="K",
                    help="30 s clips per track, probabilities averaged (default 3)")
     p.set_defaults(handler=_classify)
 
@@ -75,7 +95,8 @@ def _register_evaluate(sub: argparse._SubParsersAction, common: argparse.Argumen
     p.add_argument("data_dir", metavar="DIR", help="one sub-folder per genre")
     _model_flag(p)
     _format_flag(p)
-    p.add_argument("--clips", dest="cfg_clips_per_track", type=_positive, default=None, metavar="K",
+    p.add_argument("--clips", dest="cfg_clips_per_track",
+                   type=flag_type("clips_per_track"), default=None, metavar="K",
                    help="30 s clips per song (default 3)")
     p.add_argument("--cache", dest="cfg_cache", default=None, metavar="DIR",
                    help="feature cache directory (default: the config's cache)")
@@ -90,10 +111,10 @@ def _register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("data_dir", metavar="DIR", help="one sub-folder per genre")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="where the bundle goes (default: a new version in the model store)")
-    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="split and training seed (default 0)")
     p.add_argument("--clips-per-song", type=_positive, default=5, metavar="N",
                    help="random 30 s training clips per song (default 5)")
-    p.add_argument("--epochs", type=_positive, default=40, metavar="N",
+    p.add_argument("--epochs", type=_epochs, default=40, metavar="N",
                    help="at most N epochs; stops early when validation stops improving")
     p.add_argument("--arch", choices=["pooled", "paper"], default=None,
                    help="network: pooled (default) or the paper's")

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from daemon.config import Config
+from daemon.config import Config, flag_type
 
 EXIT_FAILED = 1
 
@@ -21,11 +21,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description="Claim pending tracks from the catalogue (--db, usually PostgreSQL), "
         "classify them with the catalogue's active model and record the results. Run one "
         "per host next to the one `genred run`; stop with SIGTERM/Ctrl-C.")
-    worker.add_argument("--workers", dest="cfg_workers", type=int, default=None, metavar="N",
+    worker.add_argument("--workers", dest="cfg_workers", type=flag_type("workers"), default=None,
+                        metavar="N",
                         help="decoding processes (default: all cores)")
-    worker.add_argument("--clips-per-track", dest="cfg_clips_per_track", type=int,
+    worker.add_argument("--clips-per-track", dest="cfg_clips_per_track",
+                        type=flag_type("clips_per_track"),
                         default=None, metavar="K", help="30 s clips averaged per track")
-    worker.add_argument("--lease-seconds", dest="cfg_lease_seconds", type=float, default=None,
+    worker.add_argument("--lease-seconds", dest="cfg_lease_seconds",
+                        type=flag_type("lease_seconds"), default=None,
                         metavar="S", help="how long a claim outlives a silent worker "
                         "(default 60)")
     worker.set_defaults(handler=worker_cmd)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from daemon.config import Config
+from daemon.config import Config, flag_type
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -56,11 +56,14 @@ def _register_run(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     run.add_argument("--watch", dest="cfg_watch", action="append", metavar="PATH",
                      default=None, help="folder to watch (repeatable; replaces config watch)")
-    run.add_argument("--settle-seconds", dest="cfg_settle_seconds", type=float, default=None,
+    run.add_argument("--settle-seconds", dest="cfg_settle_seconds",
+                     type=flag_type("settle_seconds"), default=None,
                      metavar="S", help="quiet time before a new file is read (default 5)")
-    run.add_argument("--workers", dest="cfg_workers", type=int, default=None, metavar="N",
+    run.add_argument("--workers", dest="cfg_workers", type=flag_type("workers"), default=None,
+                     metavar="N",
                      help="decoding processes (default: all cores)")
-    run.add_argument("--clips-per-track", dest="cfg_clips_per_track", type=int, default=None,
+    run.add_argument("--clips-per-track", dest="cfg_clips_per_track",
+                     type=flag_type("clips_per_track"), default=None,
                      metavar="K", help="30 s clips averaged per track (default 3)")
     run.add_argument("--model", dest="cfg_model", default=None, metavar="M",
                      help="pin a model bundle or version (default: the active one)")

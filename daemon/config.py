@@ -25,14 +25,15 @@ Example ``config.toml`` (every key optional)::
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from storage.genres import alias_map, fold
+from storage.genres import GenreNameError, alias_map, check_aliases, fold
 
 # Where a value came from, lowest precedence first (``Config.origin``).
 DEFAULT, FILE, ENV, FLAG = "default", "file", "env", "flag"
@@ -83,6 +84,7 @@ class Config:
     write_tags: bool = False
     tag_threshold: float = 0.5
     overwrite_existing: bool = False
+    split_hard_links: bool = False  # tag a hard-linked file anyway (its other names keep the old)
     log_level: str = "INFO"
     # How long a worker's claim on a track lasts without a heartbeat (workers beat every
     # quarter of it): a worker killed or cut off loses its tracks after this long.
@@ -98,7 +100,14 @@ class Config:
 
     @property
     def db_url(self) -> str:
-        return self.db or f"sqlite:///{data_dir() / 'catalogue.db'}"
+        """The catalogue's SQLAlchemy URL. ``db`` (from any source) is a URL when it holds
+        "://", else the path of an SQLite file (``~`` expanded, relative to the current
+        folder)."""
+        if not self.db:
+            return f"sqlite:///{data_dir() / 'catalogue.db'}"
+        if "://" in self.db:
+            return self.db
+        return f"sqlite:///{Path(self.db).expanduser().resolve()}"
 
     @property
     def model_store_path(self) -> Path:
@@ -147,8 +156,61 @@ _RETRAIN_KEYS = {f.name: f for f in fields(RetrainConfig)}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Turn a TOML/env/flag value into the type of the field's default, or name the key."""
+# Numeric settings: (lowest, highest, unit) — finite, and sensible: a rescan every 0.36 ms
+# spins a core, 10**20 clips per track allocates gigabytes before anything fails.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "settle_seconds": (0, 86_400, "seconds"),
+    "rescan_hours": (0.1, 8_760, "hours"),
+    "workers": (0, 256, "processes; 0 = all cores"),
+    "clips_per_track": (1, 32, "clips"),
+    "tag_threshold": (0, 1, "a confidence"),
+    "lease_seconds": (2, 86_400, "seconds a claim outlives its worker's last heartbeat"),
+    "retrain.min_new_labels": (0, 1_000_000, "labels"),
+    "retrain.epochs": (1, 100_000, "epochs; early stopping ends most runs far sooner"),
+}
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def in_bounds(key: str, value: float) -> str | None:
+    """Why ``value`` is not allowed for numeric setting ``key``, or None when it is."""
+    low, high, unit = BOUNDS[key]
+    if not math.isfinite(value) or not low <= value <= high:
+        return f"must be a number from {low:g} to {high:g} ({unit}), not {value!r}"
+    return None
+
+
+def flag_type(key: str) -> Callable[[str], Any]:
+    """An argparse ``type=`` for the flag that sets numeric setting ``key``: the same
+    parsing and BOUNDS as the config, so a bad value is a usage error naming the flag
+    (``argument --clips: must be a number from 1 to 32 (clips), not 1e+20``)."""
+    import argparse
+
+    whole = isinstance(_default_of(key), int)
+
+    def parse(text: str) -> Any:
+        try:
+            value: float = _coerce(key, text, _default_of(key))
+        except ConfigError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if whole else 'a number'}, not {text!r}") from None
+        why = in_bounds(key, value)
+        if why is not None:
+            raise argparse.ArgumentTypeError(why)
+        return value
+
+    parse.__name__ = key
+    return parse
+
+
+def _default_of(key: str) -> Any:
+    section, _, name = key.rpartition(".")
+    return getattr(RetrainConfig() if section else Config(), name)
+
+
+def _coerce(key: str, value: Any, default: Any, name: str | None = None) -> Any:
+    """Turn a TOML/env/flag value into the type of the field's default, or raise a
+    ConfigError naming the setting as ``name`` (default: "config key '<key>'")."""
+    name = name or f"config key '{key}'"
     try:
         if isinstance(default, bool):
             if isinstance(value, bool):
@@ -161,11 +223,18 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(default, int):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected a whole number")
+            if isinstance(value, str):
+                value = value.strip()
+                if not value.lstrip("+-").isdigit() or len(value) > 20:
+                    raise ValueError("expected a whole number")
             return int(value)
         if isinstance(default, float):
             if isinstance(value, bool):
                 raise ValueError("expected a number")
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expected a number") from None
         if isinstance(default, tuple):
             if isinstance(value, str):
                 return tuple(p for p in value.split(os.pathsep) if p)
@@ -176,35 +245,68 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             if not isinstance(value, str):
                 raise ValueError("expected a string")
             return value
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"config key '{key}': {e} (got {value!r})") from e
-    raise ConfigError(f"config key '{key}': unsupported value {value!r}")
+    except (TypeError, ValueError, OverflowError) as e:
+        shown = value if not isinstance(value, str) or len(value) <= 80 else value[:80] + "..."
+        raise ConfigError(f"{name}: {e} (got {shown!r})") from e
+    raise ConfigError(f"{name}: unsupported value {value!r}")
+
+
+def setting_name(cfg: Config, key: str) -> str:
+    """How the user set ``key``, for messages: the variable (``GENRED_WORKERS``), the flag
+    (``--workers``) or the config key (``config key 'workers' in FILE``)."""
+    origin = cfg.origin(key)
+    return f"config key '{key}'" if origin == DEFAULT else _named(key, cfg.source, origin)
 
 
 def _validate(cfg: Config) -> Config:
-    if cfg.settle_seconds < 0:
-        raise ConfigError("config key 'settle_seconds': must be >= 0")
-    if not 0.0 <= cfg.tag_threshold <= 1.0:
-        raise ConfigError("config key 'tag_threshold': must be between 0 and 1")
-    if cfg.workers < 0:
-        raise ConfigError("config key 'workers': must be >= 0 (0 = all cores)")
-    if cfg.clips_per_track < 1:
-        raise ConfigError("config key 'clips_per_track': must be >= 1")
+    def fail(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{setting_name(cfg, key)}: {why}")
+
+    for key in BOUNDS:
+        section, _, name = key.rpartition(".")
+        value = getattr(cfg.retrain if section else cfg, name)
+        why = in_bounds(key, value)
+        if why is not None:
+            raise fail(key, why)
+    for key in ("db", "model", "model_store", "cache", "watch", "retrain.schedule"):
+        section, _, name = key.rpartition(".")
+        value = getattr(cfg.retrain if section else cfg, name)
+        if any("\x00" in v for v in (value if isinstance(value, tuple) else (value,))):
+            raise fail(key, "holds a NUL character (\\0); no path or name can")
     if cfg.log_level.upper() not in _LOG_LEVELS:
-        raise ConfigError(f"config key 'log_level': one of {', '.join(_LOG_LEVELS)}")
+        raise fail("log_level", f"one of {', '.join(_LOG_LEVELS)}")
     if len(cfg.retrain.schedule.split()) != 5:
-        raise ConfigError(
-            "config key 'retrain.schedule': a cron line of 5 fields, e.g. '0 3 * * *'"
-        )
-    if cfg.rescan_hours <= 0:
-        raise ConfigError("config key 'rescan_hours': must be > 0 (e.g. 6)")
-    if cfg.retrain.epochs < 1:
-        raise ConfigError("config key 'retrain.epochs': must be >= 1")
-    if cfg.lease_seconds < 2:
-        raise ConfigError("config key 'lease_seconds': must be >= 2 (e.g. 60)")
-    if cfg.retrain.min_new_labels < 0:
-        raise ConfigError("config key 'retrain.min_new_labels': must be >= 0")
+        raise fail("retrain.schedule", "a cron line of 5 fields, e.g. '0 3 * * *'")
+    if "://" in cfg.db:
+        why = _url_problem(cfg.db)
+        if why is not None:
+            raise fail("db", why)
+    try:
+        check_aliases(cfg.aliases)
+    except GenreNameError as e:
+        raise ConfigError(f"{_aliases_source(cfg)}: {e}") from e
     return replace(cfg, log_level=cfg.log_level.upper())
+
+
+def _aliases_source(cfg: Config) -> str:
+    return f"{cfg.source}: [aliases]" if cfg.source != "defaults" else "[aliases]"
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` is not an SQLAlchemy URL genred could use (its dialect unknown), or None.
+    The database driver itself is checked when the catalogue opens."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+        dialect.create_connect_args(dialect(), parsed)  # e.g. "sqlite://host" is refused
+    except (ArgumentError, ValueError) as e:
+        return f"not a usable catalogue URL ({url!r}): {str(e).splitlines()[0]}"
+    except ImportError as e:
+        return f"catalogue URL {url!r} needs a driver that is not installed ({e})"
+    return None
 
 
 def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Config:
@@ -223,7 +325,8 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Co
                 if rkey not in _RETRAIN_KEYS:
                     raise ConfigError(f"{origin}: unknown config key 'retrain.{rkey}'")
                 default = getattr(cfg.retrain, rkey)
-                retrain[rkey] = _coerce(f"retrain.{rkey}", rvalue, default)
+                retrain[rkey] = _coerce(f"retrain.{rkey}", rvalue, default,
+                                        _named(f"retrain.{rkey}", origin, kind))
                 origins[f"retrain.{rkey}"] = kind
         elif key == "aliases":
             if not isinstance(value, Mapping) or not all(
@@ -235,7 +338,7 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Co
         elif key == "paths":
             paths.update(_path_table(origin, value))
         elif key in _TOP_KEYS:
-            top[key] = _coerce(key, value, getattr(cfg, key))
+            top[key] = _coerce(key, value, getattr(cfg, key), _named(key, origin, kind))
             origins[key] = kind
         else:
             raise ConfigError(f"{origin}: unknown config key '{key}'")
@@ -256,6 +359,14 @@ def _path_table(origin: str, value: Any) -> dict[str, str]:
             raise ConfigError(f"config key 'paths.{key}': both prefixes must be absolute "
                               f"(got {key!r} = {local!r})")
     return {os.path.normpath(k): os.path.normpath(v) for k, v in value.items()}
+
+
+def _named(key: str, origin: str, kind: str) -> str:
+    if kind == ENV:
+        return "GENRED_" + key.upper().replace(".", "_")
+    if kind == FLAG:
+        return "--" + key.split(".")[-1].replace("_", "-")
+    return f"config key '{key}' in {origin}"
 
 
 def config_file(explicit: str | None = None) -> Path | None:
@@ -292,6 +403,29 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def _read_toml(file: Path) -> dict[str, Any]:
+    """The config file's tables; ConfigError for one that is not small UTF-8 TOML."""
+    try:
+        with file.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read: {e.strerror}") from e
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{file}: larger than {MAX_CONFIG_BYTES >> 20} MiB; not a config file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{file}: line {line} is not UTF-8 text (save the file as UTF-8)"
+                          ) from e
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: not valid TOML: {e}") from e
+    except RecursionError as e:
+        raise ConfigError(f"{file}: not valid TOML: values nested too deeply") from e
+
+
 def load(
     path: str | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -302,14 +436,7 @@ def load(
     cfg = Config()
     file = config_file(path)
     if file is not None:
-        try:
-            with file.open("rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{file}: not valid TOML: {e}") from e
-        except OSError as e:
-            raise ConfigError(f"{file}: cannot read: {e.strerror}") from e
-        cfg = _apply(cfg, data, str(file), FILE)
+        cfg = _apply(cfg, _read_toml(file), str(file), FILE)
         cfg = replace(cfg, source=str(file))
     cfg = _apply(cfg, _from_env(os.environ if environ is None else environ), "environment",
                  ENV)

@@ -31,7 +31,8 @@ class TagPass:
         from storage.tagging import TagPolicy
 
         self.engine = engine
-        self.policy = (TagPolicy(cfg.tag_threshold, cfg.overwrite_existing)
+        self.policy = (TagPolicy(cfg.tag_threshold, cfg.overwrite_existing,
+                                 split_hard_links=cfg.split_hard_links)
                        if cfg.write_tags else None)
         self._after: int | None = None
         self._handled: set[int] = set()  # ids in the look-back window already handled

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -125,14 +126,25 @@ def history(engine: Engine, path: str | os.PathLike[str]) -> list[tuple[str, str
         return [(c.genre, c.source, c.active) for c in track.corrections]
 
 
+MAX_CSV_LINE_BYTES = 64 << 10  # a path plus a genre; longer is not a label line
+
+
 def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """(path, genre) rows of a CSV file and the problems of the rows it skipped. A first
-    row ``path,genre`` is a header; relative paths are relative to the CSV's folder."""
+    row ``path,genre`` is a header; relative paths are relative to the CSV's folder. A line
+    that is not UTF-8, longer than MAX_CSV_LINE_BYTES, or whose genre is not a genre name
+    (storage.genres.check_name) is skipped with its problem; the other lines count.
+    Raises OSError when the file cannot be read."""
+    from storage.genres import GenreNameError, check_name
+
     base = os.path.dirname(os.path.abspath(path))
     pairs: list[tuple[str, str]] = []
     problems: list[str] = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        for n, row in enumerate(csv.reader(fh), start=1):
+    with open(path, "rb") as fh:
+        lines = _CsvLines(fh, problems)
+        reader = csv.reader(lines)
+        for row in reader:
+            n = lines.line
             cells = [c.strip() for c in row]
             if not any(cells):
                 continue
@@ -141,8 +153,44 @@ def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[tuple[str, str]],
             if len(cells) < 2 or not cells[0] or not cells[1]:
                 problems.append(f"line {n}: expected path,genre")
                 continue
-            pairs.append((os.path.join(base, os.path.expanduser(cells[0])), cells[1]))
+            try:
+                genre = check_name(cells[1])
+            except GenreNameError as e:
+                problems.append(f"line {n}: {e}")
+                continue
+            pairs.append((os.path.join(base, os.path.expanduser(cells[0])), genre))
     return pairs, problems
+
+
+class _CsvLines:
+    """The text lines of a binary file for csv.reader, skipping (and reporting in
+    ``problems``) those that are not UTF-8 or too long; ``line`` is the current number."""
+
+    def __init__(self, fh: BinaryIO, problems: list[str]) -> None:
+        self.fh, self.problems, self.line = fh, problems, 0
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            raw = self.fh.readline(MAX_CSV_LINE_BYTES + 1)
+            if not raw:
+                raise StopIteration
+            self.line += 1
+            if len(raw) > MAX_CSV_LINE_BYTES and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # the rest of this line
+                    raw = self.fh.readline(MAX_CSV_LINE_BYTES)
+                self.problems.append(f"line {self.line}: longer than "
+                                     f"{MAX_CSV_LINE_BYTES >> 10} KiB")
+                continue
+            if self.line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # the byte-order mark spreadsheet programs write
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.problems.append(f"line {self.line}: not UTF-8 text (save the CSV as "
+                                     "UTF-8)")
 
 
 # import_tag_label outcomes
@@ -150,6 +198,7 @@ TAG_IMPORTED = "imported"
 TAG_SAME = "unchanged"
 TAG_KEPT_USER = "kept user correction"
 TAG_NONE = "without a genre tag"
+TAG_UNUSABLE = "with a genre tag that is not a genre name (control characters, too long)"
 TAG_OURS = "tagged by genred's model (not a label)"
 TAG_UNREADABLE = "unreadable"
 
@@ -172,6 +221,6 @@ def import_tag_label(engine: Engine, path: str | os.PathLike[str],
         return TAG_OURS
     label = tag_label(genres, aliases)
     if label is None:
-        return TAG_NONE
+        return TAG_UNUSABLE if any(g.strip() for g in genres) else TAG_NONE
     result = add_label(engine, path, label, TAG)
     return {ADDED: TAG_IMPORTED, SAME: TAG_SAME, KEPT_USER: TAG_KEPT_USER}[result.outcome]

@@ -17,6 +17,7 @@ advisory lock (``serialise``) where there is no row to lock yet.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
@@ -30,6 +31,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
 
+from storage.faults import (
+    CatalogueError,
+    CatalogueFault,  # noqa: F401 - re-exported: callers import the family from here
+    CatalogueURLError,
+    translate,
+)
+
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
@@ -38,12 +46,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WRITE = "genred_write"  # execution option: BEGIN IMMEDIATE
-HEAD = "h_pg_portable_queue"  # the newest migration in storage/migrations/versions (a test checks)
-
-
-class CatalogueError(Exception):
-    """The catalogue cannot be opened or upgraded (bad URL, unwritable folder, a newer
-    schema than this genred knows, ...); the message says which and where."""
+HEAD = "h_pg_portable_queue"  # the newest migration in migrations/versions (a test checks)
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -52,7 +55,10 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # Alembic's config is a ConfigParser: "%" in a value starts an interpolation, so a
+    # catalogue path holding "%" (URL-quoted ":", "#", "(" ... all become "%xx") is escaped.
+    url = engine.url.render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
@@ -186,17 +192,16 @@ def _migration_lock(db_file: Path | None) -> Iterator[None]:
 def _driver_url(url: str) -> str | URL:
     """``url`` with psycopg 3 as the driver of a plain ``postgresql://`` URL (SQLAlchemy's
     default there is psycopg2, which genred does not install)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return url
+    parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg")
-    return url
+    return parsed
 
 
 def create(url: str) -> Engine:
     """An engine for ``url`` with the SQLite pragmas set on every connection, no migration.
+    Its driver errors that are faults of the catalogue (locked, full, read-only, damaged,
+    I/O) are raised as :class:`CatalogueFault` types. Raises CatalogueURLError.
     On PostgreSQL, connections are checked before use, so a server restart or a network
     cut costs a reconnect instead of an error."""
     try:
@@ -205,13 +210,21 @@ def create(url: str) -> Engine:
             extra["pool_pre_ping"] = True
         engine = create_engine(_driver_url(url), connect_args=_connect_args(url), **extra)
     except (ArgumentError, ValueError) as e:
-        raise CatalogueError(f"catalogue URL {url!r} is not valid: {e}") from e
+        raise CatalogueURLError(f"catalogue URL {url!r} is not valid: {_first_line(e)}") from e
     except ImportError as e:
-        raise CatalogueError(f"catalogue URL {url!r} needs a driver: {e}") from e
+        raise CatalogueURLError(f"catalogue URL {url!r} needs a database driver that is not "
+                                f"installed: {_first_line(e)}") from e
     if engine.dialect.name == "sqlite":
+        db_file = sqlite_path(url)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "handle_error",
+                     lambda ctx: translate(ctx, db_file, BUSY_TIMEOUT_MS / 1000))
     return engine
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _connect_args(url: str) -> dict[str, Any]:
@@ -223,22 +236,48 @@ def _connect_args(url: str) -> dict[str, Any]:
 def open_catalogue(url: str) -> Engine:
     """The catalogue at ``url``, created or upgraded to the current schema.
 
-    Raises CatalogueError when the folder cannot be made or the database cannot be opened."""
+    Raises CatalogueURLError for a URL that cannot be used, CatalogueFault when the database
+    cannot be read or written, CatalogueError when its folder cannot be made."""
+    engine = create(url)
     db_file = sqlite_path(url)
     if db_file is not None:
-        try:
-            db_file.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CatalogueError(f"cannot create {db_file.parent}: {e.strerror}") from e
-    engine = create(url)
+        _check_location(db_file)
     try:
         with _migration_lock(db_file):
             upgrade(engine)
+    except CatalogueError:
+        engine.dispose()
+        raise
     except OSError as e:
-        raise CatalogueError(f"cannot open the catalogue {url}: {e}") from e
+        engine.dispose()
+        raise CatalogueError(_os_problem(db_file or url, e)) from e
     except OperationalError as e:
-        raise CatalogueError(f"cannot open the catalogue {url}: {e.orig}") from e
+        engine.dispose()
+        raise CatalogueError(f"cannot open the catalogue {db_file or url}: {e.orig}") from e
     return engine
+
+
+def _os_problem(where: Path | str, e: OSError) -> str:
+    """The one-line message for an OSError on the catalogue's folder (its lock file)."""
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"the catalogue {where} is read-only for this user ({e.strerror}); make the "
+                "file and its folder writable, or use another --db")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"the disk holding the catalogue {where} is full ({e.strerror}); free some "
+                "space on it (or use another --db) and run again")
+    return f"cannot open the catalogue {where}: {e.strerror or e}"
+
+
+def _check_location(db_file: Path) -> None:
+    """The folder exists (made if need be) and the catalogue path is not a folder."""
+    if db_file.is_dir():
+        raise CatalogueError(f"the catalogue {db_file} is a folder; --db names the "
+                             f"catalogue file (e.g. {db_file / 'catalogue.db'})")
+    try:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CatalogueError(f"cannot create the catalogue's folder {db_file.parent}: "
+                             f"{e.strerror}") from e
 
 
 def current_revision(engine: Engine) -> str | None:

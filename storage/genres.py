@@ -59,8 +59,42 @@ ALIASES: dict[str, str] = {
     "folk": "Folk", "singer-songwriter": "Folk", "world": "World", "latin": "Latin",
 }
 
+MAX_NAME_LENGTH = 64  # characters; the longest built-in alias key has 22
+
 _SPACES = re.compile(r"\s+")
 _SEPARATORS = re.compile(r"\s*[;/,|\x00]\s*")
+
+
+class GenreNameError(ValueError):
+    """A genre name (or alias) is not one: empty, control characters, too long. The
+    message names the value, escaped, and the rule it broke."""
+
+
+def check_name(name: str, what: str = "genre name") -> str:
+    """``name`` trimmed (leading and trailing white space, newlines included, dropped), with
+    runs of spaces made one, when it may be a genre name or an alias: printable text only
+    (no control, format or line-separator characters — they would reach tags and
+    terminals raw), at least one letter or digit, at most MAX_NAME_LENGTH characters.
+    Raises GenreNameError saying which rule failed; ``what`` names the value in the
+    message ("alias", "genre in line 3"). Every place a genre enters genred
+    (corrections, CSV rows, tags taken as labels, config aliases) calls this
+    before :func:`normalise`; normalise calls it too."""
+    if not isinstance(name, str):
+        raise GenreNameError(f"{what} must be text, not {type(name).__name__}")
+    shown = ascii(name) if len(name) <= 80 else ascii(name[:80]) + "..."
+    trimmed = name.strip()
+    bad = sorted({c for c in trimmed if not c.isprintable()})
+    if bad:
+        codes = ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
+        raise GenreNameError(f"{what} {shown} holds control or invisible characters "
+                             f"({codes}); use printable text only")
+    trimmed = _SPACES.sub(" ", trimmed)
+    if not any(c.isalnum() for c in trimmed):
+        raise GenreNameError(f"{what} {shown} is empty or has no letter or digit")
+    if len(trimmed) > MAX_NAME_LENGTH:
+        raise GenreNameError(f"{what} {shown} is {len(trimmed)} characters long; at most "
+                             f"{MAX_NAME_LENGTH}")
+    return trimmed
 
 
 def fold(name: str) -> str:
@@ -80,18 +114,28 @@ def _title(name: str) -> str:
 
 
 def alias_map(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The built-in aliases with ``extra`` (the config's ``[aliases]``) merged over them."""
+    """The built-in aliases with ``extra`` (the config's ``[aliases]``, checked by
+    :func:`check_aliases` when the config is read) merged over them."""
     merged = {fold(key): value for key, value in ALIASES.items()}
     for key, value in (extra or {}).items():
-        merged[fold(key)] = value.strip()
+        merged[fold(key)] = _SPACES.sub(" ", value).strip()
     return merged
 
 
+def check_aliases(extra: Mapping[str, str]) -> None:
+    """Raise GenreNameError for the first alias whose name or genre is not a genre name."""
+    for key, value in extra.items():
+        check_name(key, "alias")
+        check_name(value, f"alias {key!a}: genre")
+
+
 def normalise(name: str, extra: Mapping[str, str] | None = None) -> str:
-    """The canonical spelling of genre ``name``; ValueError for an empty name."""
+    """The canonical spelling of genre ``name``. Raises GenreNameError (a ValueError) for a
+    name :func:`check_name` refuses."""
+    name = check_name(name)
     key = fold(name)
     if not key:
-        raise ValueError("empty genre name")
+        raise GenreNameError(f"genre name {name!a} is empty")
     aliases = alias_map(extra) if extra else _FOLDED
     if key in aliases:
         return aliases[key]
@@ -103,14 +147,17 @@ def tag_label(values: list[str], extra: Mapping[str, str] | None = None) -> str 
 
     The first non-empty value counts. A value that is itself an alias ("Hip Hop/Rap") maps
     whole; otherwise a multi-genre value ("Rock; Pop", "Rock/Pop" — the ID3v2.3 convention)
-    gives its first genre."""
+    gives its first genre. A genre that is not a genre name (control characters, too long,
+    see :func:`check_name`) is skipped: it never becomes a label."""
     aliases = alias_map(extra)
     for value in values:
         if not value.strip():
             continue
         if fold(value) in aliases:
             return aliases[fold(value)]
-        parts = [p for p in _SEPARATORS.split(value) if p.strip()]
-        if parts:
-            return normalise(parts[0], extra)
+        for part in _SEPARATORS.split(value):
+            try:
+                return normalise(part, extra)
+            except GenreNameError:
+                continue
     return None

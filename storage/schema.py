@@ -241,7 +241,9 @@ class TrainingRun(Base):
 class TagBackup(Base):
     """The genre-related tag values a file had before genred first wrote to it
     (``original``), and what genred last wrote (``written``). Restore puts ``original``
-    back only while the file still holds ``written``."""
+    back only while the file still holds ``written`` (or ``pending``). ``pending`` is what a
+    write about to replace the file will leave in it: committed before the rename, cleared
+    (moved to ``written``) after it, so a kill in between loses nothing."""
 
     __tablename__ = "tag_backups"
 
@@ -250,6 +252,7 @@ class TagBackup(Base):
     format: Mapped[str] = mapped_column(String(16))
     original: Mapped[dict[str, Any]] = mapped_column(JSON)
     written: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     restored: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(

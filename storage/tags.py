@@ -18,24 +18,19 @@ ID3 keeps the file's version (a v2.3 tag stays v2.3) and gets exactly one TCON f
 the genre's name, never a numeric code ("(17)" is read as "Rock"). MP4's numeric ``gnre``
 atom is read as its name by mutagen and saved as ``©gen``, so no file gets both.
 
-Writes never touch the file in place: a copy next to it (``.NAME.genred-tmp-*.EXT``) is
-tagged, fsynced and renamed over the original, keeping its permissions (and owner, when run
-as root), then the folder is fsynced. A kill at any moment leaves the old or the new file,
-both complete. Read-only files and files that vanish raise ``TagError``.
+Writes never touch the file in place: ``storage.filewrite.atomic_rewrite`` tags a copy next
+to the file (the one a symlink points to), checks it decodes to the same samples, and renames
+it over the original; a file another program is writing, a hard-linked file and a write that
+would change the audio are refused (``TagRefused``). Read-only files, files that vanish and
+disk faults raise ``TagError``. A genre that is not printable text is never written.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import logging
 import os
-import shutil
-import stat
-import tempfile
-import time
+import unicodedata
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import mutagen
@@ -44,27 +39,25 @@ from mutagen.asf import ASF
 from mutagen.id3 import ID3, TCON, TXXX, ID3FileType
 from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
 
+from storage.filewrite import (  # re-exported: the tag API callers use
+    STALE_SECONDS,
+    TEMP_MARKER,
+    TagError,
+    TagRefused,
+    atomic_rewrite,
+    check_replaceable,
+    is_temp_file,
+    os_reason,
+)
+
+__all__ = ["STALE_SECONDS", "TEMP_MARKER", "TagError", "TagRefused", "atomic_rewrite",
+           "check_replaceable", "is_temp_file"]
+
 log = logging.getLogger(__name__)
 
-TEMP_MARKER = ".genred-tmp"  # in the name of the temporary copies; watchers skip them
-STALE_SECONDS = 600.0  # a temporary copy this old was left by a killed write
 Values = dict[str, list[str]]
 MODEL, CONFIDENCE = "model", "confidence"
 USER_PROVENANCE = "user"  # the provenance value of a genre written from a correction
-
-
-class TagError(Exception):
-    """A file's tags cannot be read or written (unsupported format, unreadable, read-only,
-    vanished, changed under us); ``str(e) == f"{path}: {reason}"``, one line."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path, self.reason = os.fspath(path), " ".join(reason.split())
-        super().__init__(f"{self.path}: {self.reason}")
-
-
-def is_temp_file(path: str | os.PathLike[str]) -> bool:
-    """True for genred's own temporary copies (a watcher should ignore them)."""
-    return TEMP_MARKER in os.path.basename(os.fspath(path))
 
 
 # --- per-format keys -------------------------------------------------------------------
@@ -99,20 +92,23 @@ def kind_of(audio: mutagen.FileType) -> str:
     return ""
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[mutagen.FileType, str]:
+def _open(path: str | os.PathLike[str],
+          shown: str | os.PathLike[str] | None = None) -> tuple[mutagen.FileType, str]:
+    """Open with mutagen; errors name ``shown`` (the user's file when ``path`` is a copy)."""
+    name = path if shown is None else shown
     try:
         audio = mutagen.File(path)
     except FileNotFoundError as e:
-        raise TagError(path, "file vanished") from e
+        raise TagError(name, "file vanished") from e
     except PermissionError as e:
-        raise TagError(path, "permission denied") from e
+        raise TagError(name, "permission denied") from e
     except Exception as e:  # mutagen raises many types on malformed files
-        raise TagError(path, f"cannot read tags: {e}") from e
+        raise TagError(name, f"cannot read tags: {os_reason(e)}") from e
     if audio is None:
-        raise TagError(path, "not a tagged audio format genred knows")
+        raise TagError(name, "not a tagged audio format genred knows")
     kind = kind_of(audio)
     if not kind:
-        raise TagError(path, f"tags not supported for {type(audio).__name__} files")
+        raise TagError(name, f"tags not supported for {type(audio).__name__} files")
     return audio, kind
 
 
@@ -214,10 +210,22 @@ def genre_of(kind: str, values: Values) -> list[str]:
 
 # --- writing ---------------------------------------------------------------------------
 
+_UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})  # controls (NUL, newline, ESC), line breaks
+
+
+def printable(text: str) -> bool:
+    """False for text holding control characters (NUL, newlines, ESC sequences), line or
+    paragraph separators or lone surrogates: such a value never goes into a tag."""
+    return not any(unicodedata.category(c) in _UNPRINTABLE for c in text)
+
+
 def genre_values(kind: str, genre: str, model: str | None,
                  confidence: float | None) -> dict[str, list[str] | None]:
     """The changes that make a file of ``kind`` say ``genre`` with genred's provenance
-    (None = remove the key). A user correction has no model: provenance says "user"."""
+    (None = remove the key). A user correction has no model: provenance says "user".
+    Raises ValueError for a genre or model that is not printable text."""
+    if not genre.strip() or not printable(genre) or not printable(model or ""):
+        raise ValueError(f"not printable text: {genre!r} / {model!r}")
     keys = _KEYS[kind]
     changes: dict[str, list[str] | None] = {
         keys["genre"]: [genre],
@@ -229,19 +237,33 @@ def genre_values(kind: str, genre: str, model: str | None,
     return changes
 
 
-def update(path: str | os.PathLike[str], changes: dict[str, list[str] | None]) -> Values:
-    """Apply ``changes`` (key -> values, None = delete) to the file's tags, atomically.
-    Returns the genre-related values the file holds afterwards."""
+Replacing = Callable[[Values, Values], None]  # (values before, values after) -> None
+
+
+def update(path: str | os.PathLike[str], changes: dict[str, list[str] | None], *,
+           split_hard_links: bool = False, before_replace: Replacing | None = None) -> Values:
+    """Apply ``changes`` (key -> values, None = delete) to the file's tags, atomically (see
+    ``storage.filewrite``). ``before_replace(before, after)`` is called with the values of
+    the very bytes being replaced and of the copy replacing them, after every check and
+    before the rename. Returns the genre-related values the file holds afterwards."""
     result: dict[str, Values] = {}
 
     def mutate(tmp: str) -> None:
-        audio, kind = _open(tmp)
+        audio, kind = _open(tmp, shown=path)
+        result["before"] = _values(audio, kind)
         for key, values in changes.items():
             _set(audio, kind, key, values)
-        _save(audio, kind)
-        result["after"] = _values(*_open(tmp))
+        try:
+            _save(audio, kind)
+        except Exception as e:  # mutagen wraps the OS's errors (a full disk) in its own
+            raise TagError(path, f"cannot save tags: {os_reason(e)}") from e
+        result["after"] = _values(*_open(tmp, shown=path))
 
-    atomic_rewrite(path, mutate)
+    def replacing() -> None:
+        if before_replace is not None:
+            before_replace(result["before"], result["after"])
+
+    atomic_rewrite(path, mutate, split_hard_links=split_hard_links, before_replace=replacing)
     return result["after"]
 
 
@@ -256,81 +278,3 @@ def _save(audio: mutagen.FileType, kind: str) -> None:
             audio.save(v2_version=4)
     else:
         audio.save()
-
-
-def _writable(path: Path, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise TagError(path, "not a regular file")
-    if not st.st_mode & stat.S_IWUSR or not os.access(path, os.W_OK):
-        raise TagError(path, "file is read-only; tags not written")
-    if not os.access(path.parent, os.W_OK):
-        raise TagError(path, "folder is read-only; tags not written")
-
-
-def atomic_rewrite(path: str | os.PathLike[str], mutate: Callable[[str], None]) -> None:
-    """Copy ``path`` next to itself, let ``mutate`` change the copy, fsync it and rename it
-    over ``path``. On any failure the original is untouched and the copy removed. If the
-    file changes while this runs, nothing is replaced (TagError)."""
-    target = Path(path)
-    try:
-        before = os.stat(target)
-    except FileNotFoundError as e:
-        raise TagError(target, "file vanished") from e
-    _writable(target, before)
-    _remove_stale_copies(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.",
-                               suffix=f"{TEMP_MARKER}{target.suffix}")
-    try:
-        with os.fdopen(fd, "wb") as dst, target.open("rb") as src:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        mutate(tmp)
-        _finish_copy(tmp, before)
-        _check_unchanged(target, before)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _remove_stale_copies(target: Path) -> None:
-    """Delete temporary copies of ``target`` a killed earlier write left behind (older than
-    ``STALE_SECONDS``, so a write in progress in another process is never disturbed)."""
-    now = time.time()
-    for copy in target.parent.glob(f".{glob.escape(target.stem)}.*{TEMP_MARKER}*"):
-        with contextlib.suppress(OSError):
-            if now - copy.stat().st_mtime > STALE_SECONDS:
-                copy.unlink()
-                log.info("removed %s, left by an interrupted tag write", copy)
-
-
-def _finish_copy(tmp: str, original: os.stat_result) -> None:
-    os.chmod(tmp, stat.S_IMODE(original.st_mode))
-    if os.geteuid() == 0:
-        os.chown(tmp, original.st_uid, original.st_gid)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
-def _check_unchanged(target: Path, before: os.stat_result) -> None:
-    try:
-        now = os.stat(target)
-    except FileNotFoundError as e:
-        raise TagError(target, "file vanished while writing tags") from e
-    if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size,
-                                                      before.st_mtime_ns):
-        raise TagError(target, "file changed while writing tags; not written")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -182,8 +182,8 @@ def test_read_track_gets_clips_and_fingerprint_from_one_open(
     opened: list[str] = []
     real_open = av.open
 
-    def counting_open(file: str, *args: object, **kwargs: object) -> object:
-        opened.append(file)
+    def counting_open(file: object, *args: object, **kwargs: object) -> object:
+        opened.append(str(getattr(file, "name", file)))  # a path, or the bounded file
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr(av, "open", counting_open)

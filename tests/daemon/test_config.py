@@ -100,7 +100,7 @@ def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
 
 
 def test_bad_environment_value_names_the_key() -> None:
-    with pytest.raises(ConfigError, match="settle_seconds"):
+    with pytest.raises(ConfigError, match="GENRED_SETTLE_SECONDS: expected a number"):
         load(environ={"GENRED_SETTLE_SECONDS": "soon"})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, select
@@ -11,6 +12,7 @@ from storage import catalogue, corrections, tags
 from storage.schema import TagBackup
 from storage.tagging import (
     FAILED,
+    REFUSED,
     RESTORED,
     SKIPPED,
     WOULD_RESTORE,
@@ -31,6 +33,11 @@ def classified(engine: Engine, path: Path, genre: str = "Jazz", confidence: floa
     if existing is not None:
         kind, _ = tags.read_values(path)
         tags.update(path, {tags.genre_key(kind): [existing]})
+    return classified_at(engine, path, genre, confidence)
+
+
+def classified_at(engine: Engine, path: Path, genre: str = "Jazz",
+                  confidence: float = 0.8) -> Path:
     size, mtime = catalogue.file_stat(path)
     catalogue.record_prediction(engine, path, guess(genre, "v1", confidence),
                                 fingerprint=None, size=size, mtime=mtime)
@@ -144,3 +151,136 @@ def test_a_vanished_file_is_reported_not_fatal(engine: Engine, tmp_path: Path) -
     song = classified(engine, tmp_path / "a.flac")
     song.unlink()
     assert write_track(engine, song, TagPolicy(threshold=0.0)).action == FAILED
+
+
+# --- refusals, links and durability ------------------------------------------------------
+
+def backups(engine: Engine) -> list[TagBackup]:
+    with Session(engine) as s:
+        return list(s.scalars(select(TagBackup)))
+
+
+def test_a_truncated_wav_is_refused_every_run_with_its_reason_and_no_backup(
+    engine: Engine, tmp_path: Path
+) -> None:
+    song = classified(engine, tmp_path / "cut.wav")
+    data = song.read_bytes()
+    song.write_bytes(data[: len(data) * 2 // 3])  # an interrupted copy
+    before = song.read_bytes()
+    for _ in range(2):
+        outcome = write_track(engine, song, TagPolicy(threshold=0.0))
+        assert outcome.action == REFUSED
+        assert "would change the decoded audio" in outcome.detail
+        assert song.read_bytes() == before
+    assert backups(engine) == [] and backed_up_paths(engine) == []
+
+
+def test_a_genre_with_control_characters_is_refused(engine: Engine, tmp_path: Path) -> None:
+    song = classified(engine, tmp_path / "a.flac", genre="Rock\nPop")
+    before = song.read_bytes()
+    outcome = write_track(engine, song, TagPolicy(threshold=0.0))
+    assert outcome.action == REFUSED and "not printable" in outcome.detail
+    assert "\n" not in outcome.line()
+    assert song.read_bytes() == before
+
+
+def test_symlinked_track_written_and_restored_through_the_link(engine: Engine,
+                                                                tmp_path: Path) -> None:
+    real = make_track(tmp_path / "store" / "a.mp3", "Drone", 3.0)
+    kind, _ = tags.read_values(real)
+    tags.update(real, {tags.genre_key(kind): ["Bossa Nova"]})
+    link = tmp_path / "lib" / "a.mp3"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    classified_at(engine, link)
+    _, original = tags.read_values(real)
+
+    assert write_track(engine, link, TagPolicy(0.0, overwrite_existing=True)).action == WRITTEN
+    assert link.is_symlink() and tags.read_genres(real) == ["Jazz"]
+    assert restore_track(engine, link).action == RESTORED
+    assert link.is_symlink() and tags.read_values(real) == (kind, original)
+
+
+def test_hard_linked_track_refused_then_split_only_when_allowed(engine: Engine,
+                                                                 tmp_path: Path) -> None:
+    song = classified(engine, tmp_path / "a.ogg")
+    os.link(song, tmp_path / "same.ogg")
+    outcome = write_track(engine, song, TagPolicy(threshold=0.0))
+    assert outcome.action == REFUSED and "2 hard links" in outcome.detail
+    assert backups(engine) == []
+
+    pretend = write_track(engine, song, TagPolicy(threshold=0.0, pretend=True))
+    assert pretend.action == REFUSED and "2 hard links" in pretend.detail
+    allowed = TagPolicy(threshold=0.0, split_hard_links=True)
+    assert write_track(engine, song, allowed).action == WRITTEN
+    os.link(song, tmp_path / "again.ogg")  # linked again before the restore
+    assert restore_track(engine, song).action == REFUSED
+    assert restore_track(engine, song, split_hard_links=True).action == RESTORED
+    assert tags.read_genres(song) == [] and tags.read_genres(tmp_path / "again.ogg") == ["Jazz"]
+
+
+def test_the_original_is_committed_before_the_rename(engine: Engine, tmp_path: Path) -> None:
+    song = classified(engine, tmp_path / "a.flac", existing="Bossa Nova")
+    _, original = tags.read_values(song)
+    seen: list[tuple[dict[str, list[str]], dict[str, list[str]] | None, bool]] = []
+
+    def at_the_rename(*args: object, **kwargs: object) -> None:  # a second connection looks
+        with Session(engine) as s:
+            (b,) = s.scalars(select(TagBackup))
+            seen.append((dict(b.original), b.pending, tags.read_genres(song) == ["Bossa Nova"]))
+        real_replace(*args, **kwargs)
+
+    real_replace = os.replace
+    os.replace = at_the_rename  # type: ignore[assignment]
+    try:
+        write_track(engine, song, TagPolicy(0.0, overwrite_existing=True))
+    finally:
+        os.replace = real_replace
+    assert seen[0][0] == original and seen[0][2]  # committed while the file was still old
+    assert seen[0][1] is not None and seen[0][1]["genre"] == ["Jazz"]
+    (b,) = backups(engine)
+    assert b.pending is None and b.written["genre"] == ["Jazz"]
+
+
+def test_a_write_stopped_after_the_backup_commit_leaves_no_backup(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from sqlalchemy import event
+
+    from tests.storage.test_tag_safety import Holder
+
+    song = classified(engine, tmp_path / "a.mp3")
+    before = song.read_bytes()
+    holders: list[Holder] = []
+
+    def a_writer_opens_it(session: Session) -> None:  # right after the backup's commit
+        if not holders and any(isinstance(o, TagBackup) for o in session.identity_map.values()):
+            holders.append(Holder(song, "ab"))
+
+    event.listen(Session, "after_commit", a_writer_opens_it)
+    try:
+        outcome = write_track(engine, song, TagPolicy(threshold=0.0))
+    finally:
+        event.remove(Session, "after_commit", a_writer_opens_it)
+        for holder in holders:
+            holder.close()
+    assert holders, "the backup was never committed"
+    assert outcome.action == REFUSED and "open for writing" in outcome.detail
+    assert song.read_bytes() == before
+    assert backups(engine) == []
+
+
+def test_a_kill_after_the_rename_still_restores(engine: Engine, tmp_path: Path) -> None:
+    """What the catalogue holds when a write was killed between rename and bookkeeping: the
+    backup's ``pending`` is what the file says, and restore recognises it."""
+    song = classified(engine, tmp_path / "a.flac", existing="Bossa Nova")
+    kind, original = tags.read_values(song)
+    after = tags.update(song, tags.genre_values(kind, "Jazz", "v1", 0.8))
+    with Session(engine) as s, s.begin():
+        track = catalogue.track_at(s, str(song))
+        assert track is not None
+        s.add(TagBackup(track_id=track.id, format=kind, original=original, written={},
+                        pending=after))
+    assert write_track(engine, song, TagPolicy(threshold=0.0)).action == SKIPPED  # already
+    assert restore_track(engine, song).action == RESTORED
+    assert tags.read_values(song) == (kind, original)

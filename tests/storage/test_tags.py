@@ -140,6 +140,7 @@ def test_write_keeps_permissions(tmp_path: Path) -> None:
 ODD_FILES = Path(__file__).parents[2] / ".." / "shared" / "corpus" / "odd-files"
 CORPUS_FORMATS = ["full.ape", "full.mpc", "full.wma", "full.dsf", "full.aiff", "full.m4a",
                   "full.alac.m4a", "full.mp3", "full.flac", "full.ogg", "full.opus", "full.wv"]
+UNDECODABLE = {"full.wma"}  # FFmpeg cannot decode this WMA variant (nor can genred classify it)
 
 
 @pytest.mark.corpus
@@ -150,6 +151,12 @@ def test_real_files_of_every_tag_format_round_trip(name: str, tmp_path: Path) ->
     song.write_bytes((ODD_FILES / name).read_bytes())
     kind, original = tags.read_values(song)
     assert tags.read_genres(song) == ["the genre"]
+    if name in UNDECODABLE:  # the audio cannot be checked, so the file is never written
+        before = song.read_bytes()
+        with pytest.raises(tags.TagRefused, match="cannot decode the file"):
+            tags.update(song, tags.genre_values(kind, "Rock", "v1", 0.5))
+        assert song.read_bytes() == before
+        return
 
     after = tags.update(song, tags.genre_values(kind, "Rock", "v1", 0.5))
     assert tags.read_genres(song) == ["Rock"]

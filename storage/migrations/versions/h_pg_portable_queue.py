@@ -10,7 +10,7 @@
   (path, status, genre, model version) byte-wise (``COLLATE "C"``), as SQLite does.
 
 Revision ID: h_pg_portable_queue
-Revises: 0002
+Revises: h_tags_backup_pending
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "h_pg_portable_queue"
-down_revision = "0002"
+down_revision = "h_tags_backup_pending"
 branch_labels = None
 depends_on = None
 
