@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from daemon import cli_catalogue, cli_classify, cli_genres, cli_service, cli_web
+from daemon import cli_catalogue, cli_classify, cli_genres, cli_hosts, cli_service, cli_web
 from daemon.config import Config, ConfigError, load, setting_name
 from storage.genres import GenreNameError
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for module in (cli_classify, cli_catalogue, cli_genres, cli_service, cli_web):
+    for module in (cli_classify, cli_catalogue, cli_genres, cli_service, cli_hosts, cli_web):
         module.register(sub, common)
     return parser
 

@@ -79,6 +79,9 @@ def _register_run(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     from daemon.cli_web import web_flags
 
     web_flags(run, prefix="web-")
+    run.add_argument("--no-classify", dest="classify", action="store_false",
+                     help="leave the queue to `genred worker` processes (default: this "
+                     "daemon classifies too)")
     run.set_defaults(handler=run_cmd)
 
 
@@ -140,7 +143,7 @@ def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
 
             web = Background(cfg)  # ConfigError (no token off loopback) ends here
             web.start()
-        return run_daemon(cfg, config_loader(args))
+        return run_daemon(cfg, config_loader(args), classify=args.classify)
     except (DaemonError, CatalogueError) as e:
         return _fail(str(e))
     finally:
@@ -178,7 +181,20 @@ def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
         ("next retrain", status["next_retrain"]),
         ("catalogue", cfg.db_url),
     ])
+    _print_workers(status["workers"])
     return 0
+
+
+def _print_workers(workers: list[dict[str, Any]]) -> None:
+    if not workers:
+        return
+    print(f"\n{'WORKER':>6}  {'KIND':<6}  {'HOST':<20} {'PID':>7}  {'HEARTBEAT':<25} "
+          f"{'DONE':>6}  MODEL")
+    for w in workers:
+        beat = f"{w['heartbeat']} ({w['heartbeat_age']:.0f} s ago)"
+        state = "" if w["alive"] else "  (lost: no heartbeat within its lease)"
+        print(f"{w['id']:>6}  {w['kind']:<6}  {w['host']:<20} {w['pid']:>7}  {beat:<25} "
+              f"{w['tracks_done']:>6}  {w['model'] or '-'}{state}")
 
 
 def retrain_cmd(args: argparse.Namespace, cfg: Config) -> int:
@@ -384,6 +400,7 @@ def _per_genre(path: Any, metrics: dict[str, Any]) -> dict[str, Any]:
 def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
     from classifier.bundle import BundleError, read_meta
     from classifier.store import ModelNotFound, ModelStore
+    from daemon.shared_models import share_bundle
     from storage.catalogue import register_model, requeue_for_model
     from storage.db import CatalogueError
 
@@ -397,6 +414,7 @@ def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
             requeue = requeue_for_model(engine, meta.version)
             register_model(engine, meta.version, path, meta.labels, metrics=meta.metrics,
                            parent=meta.parent, active=True)
+            share_bundle(engine, meta.version, path)  # for worker hosts without the store
             store.activate(args.version)
             lacking = _genres_lacking(engine, meta.labels)
     except (ModelNotFound, BundleError, CatalogueError) as e:
@@ -463,7 +481,7 @@ def _config_toml(cfg: Config, data: dict[str, Any]) -> Iterator[str]:
     yield (f"# effective config: defaults < {cfg.source if cfg.source != 'defaults' else 'no file'}"
            " < GENRED_* environment < flags")
     for key, value in data.items():
-        if key in ("retrain", "aliases", "origins", "source"):
+        if key in ("retrain", "aliases", "paths", "origins", "source"):
             continue
         note = _origin_note(key, origins[key])
         if key == "model" and value is None:
@@ -477,6 +495,10 @@ def _config_toml(cfg: Config, data: dict[str, Any]) -> Iterator[str]:
     for key, value in data["retrain"].items():
         setting = f"retrain.{key}"
         yield f"{key} = {_toml_value(value)}  # {_origin_note(setting, origins[setting])}"
+    if data["paths"]:
+        yield "\n[paths]  # catalogue prefix = this host's prefix"
+        for key, value in data["paths"].items():
+            yield f"{json.dumps(key)} = {json.dumps(value)}"
     user = sum(1 for k in data["aliases"] if origins[f"aliases.{k}"] != "default")
     yield (f"\n[aliases]  # {len(data['aliases'])}: the built-in ones and yours, {user} of "
            "them set by the config; names match case-insensitively")

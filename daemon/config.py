@@ -20,6 +20,9 @@ Example ``config.toml`` (every key optional)::
 
     [aliases]                   # extra genre aliases, merged over the built-in map
     "nu jazz" = "Jazz"
+
+    [paths]                     # a worker host: the catalogue's prefix = this host's
+    "/srv/music" = "/mnt/nas/music"
 """
 
 from __future__ import annotations
@@ -98,8 +101,13 @@ class Config:
     # Genre tag values that are not genres; `import-tags` skips them (with the built-in
     # placeholders: Other, Unknown, Genre, "the genre", misc, ...).
     ignore_genres: tuple[str, ...] = ()
+    # How long a worker's claim on a track lasts without a heartbeat (workers beat every
+    # quarter of it): a worker killed or cut off loses its tracks after this long.
+    lease_seconds: float = 60.0
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    # Catalogue path prefix -> this host's (hosts mounting the library elsewhere).
+    paths: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"  # which file was read, for `genred config show`
     # Setting ("settle_seconds", "retrain.epochs", "aliases.nu jazz") -> FILE, ENV or FLAG,
     # for those not left at their default.
@@ -151,6 +159,7 @@ class Config:
         out["retrain"] = {f.name: getattr(self.retrain, f.name) for f in fields(self.retrain)}
         aliases = alias_map(self.aliases)
         out["aliases"] = dict(sorted(aliases.items()))
+        out["paths"] = dict(self.paths)
         settings = [*_TOP_KEYS, *(f"retrain.{k}" for k in _RETRAIN_KEYS),
                     *(f"aliases.{k}" for k in out["aliases"])]
         out["origins"] = {key: self.origin(key) for key in settings}
@@ -159,7 +168,7 @@ class Config:
 
 
 _TOP_KEYS = {f.name: f for f in fields(Config)
-             if f.name not in ("retrain", "aliases", "source", "origins")}
+             if f.name not in ("retrain", "aliases", "paths", "source", "origins")}
 _RETRAIN_KEYS = {f.name: f for f in fields(RetrainConfig)}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -173,6 +182,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "clips_per_track": (1, 32, "clips"),
     "tag_threshold": (0, 1, "a confidence"),
     "busy_timeout_seconds": (0.01, 3600, "seconds"),
+    "lease_seconds": (2, 86_400, "seconds a claim outlives its worker's last heartbeat"),
     "retrain.min_new_labels": (0, 1_000_000, "labels"),
     "retrain.epochs": (1, 100_000, "epochs; early stopping ends most runs far sooner"),
     "web_port": (0, 65_535, "a TCP port; 0 = any free one"),
@@ -328,6 +338,7 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Co
     top: dict[str, Any] = {}
     retrain: dict[str, Any] = {}
     aliases = dict(cfg.aliases)
+    paths = dict(cfg.paths)
     origins = dict(cfg.origins)
     for key, value in values.items():
         if key == "retrain":
@@ -347,13 +358,30 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Co
                 raise ConfigError(f"{origin}: 'aliases' must be a table of name = \"Genre\"")
             aliases.update(value)
             origins.update({f"aliases.{fold(name)}": kind for name in value})
+        elif key == "paths":
+            paths.update(_path_table(origin, value))
         elif key in _TOP_KEYS:
             top[key] = _coerce(key, value, getattr(cfg, key), _named(key, origin, kind))
             origins[key] = kind
         else:
             raise ConfigError(f"{origin}: unknown config key '{key}'")
     return replace(cfg, **top, retrain=replace(cfg.retrain, **retrain), aliases=aliases,
+                   paths=paths,
                    origins=origins)
+
+
+def _path_table(origin: str, value: Any) -> dict[str, str]:
+    """``[paths]``: absolute catalogue prefix = absolute local prefix."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{origin}: 'paths' must be a table of \"/catalogue/prefix\" = "
+                          "\"/local/prefix\"")
+    for key, local in value.items():
+        if not (key.startswith("/") and local.startswith("/")):
+            raise ConfigError(f"config key 'paths.{key}': both prefixes must be absolute "
+                              f"(got {key!r} = {local!r})")
+    return {os.path.normpath(k): os.path.normpath(v) for k, v in value.items()}
 
 
 def _named(key: str, origin: str, kind: str) -> str:

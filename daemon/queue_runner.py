@@ -32,18 +32,26 @@ class DaemonError(Exception):
 
 
 class QueueRunner:
-    """Drains the catalogue's queue with a :class:`daemon.worker.Worker` in small batches,
-    and swaps in a new classifier when the active model changes (a promotion by the
-    retrain job, `genred models activate`). Whenever it loads a model, uncorrected tracks
-    last classified by another model are queued again, so the catalogue converges on the
-    model in use."""
+    """Drains the catalogue's queue with a :class:`daemon.queue_worker.ClaimingWorker` in
+    small batches, claiming each batch so `genred worker` processes on other hosts can
+    share the queue, and swaps in a new classifier when the active model changes (a
+    promotion by the retrain job, `genred models activate`). Whenever it loads a model,
+    uncorrected tracks last classified by another model are queued again, so the catalogue
+    converges on the model in use. With ``classify=False`` (`genred run --no-classify`) it
+    only follows the active model (registering it, storing its bundle for worker hosts,
+    requeueing) and leaves the queue to the workers."""
 
-    def __init__(self, cfg: Config, engine: Engine,
+    kind = "daemon"  # as listed by `genred status`
+
+    def __init__(self, cfg: Config, engine: Engine, classify: bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         from classifier.store import ModelStore
 
         self.cfg = cfg
         self.engine = engine
+        self.classify = classify
+        self._claimant: Any = None
+        self._version = ""
         self.store = ModelStore(cfg.model_store_path)
         self.batch = 2 * max(1, cfg.worker_count)
         self.heartbeat: Callable[[], None] = lambda: None  # "still working", per file
@@ -60,8 +68,7 @@ class QueueRunner:
     def reconfigure(self, cfg: Config) -> None:
         """Use ``cfg`` (a reloaded config) from the next batch on: tag policy, clips per
         track and a pinned model take effect then; the decode processes are kept."""
-        keys = ("write_tags", "tag_threshold", "overwrite_existing", "split_hard_links",
-                "clips_per_track", "model")
+        keys = ("clips_per_track", "model")  # tag policy: the daemon's TagPass
         if any(getattr(cfg, k) != getattr(self.cfg, k) for k in keys):
             self._rebuild = True
         self.cfg = cfg
@@ -106,13 +113,26 @@ class QueueRunner:
             return None
         return classifier
 
+    def _new_worker(self, classifier: Any) -> Any:
+        from daemon.queue_worker import Claimant, ClaimingWorker
+
+        if self._claimant is None:
+            self._claimant = Claimant(self.engine, self.cfg, self.kind)
+        # No tags written here: the daemon's tag pass (daemon/tagpass.py) writes them for
+        # every new prediction, whichever host classified it.
+        return ClaimingWorker(self.engine, classifier, self.cfg, claimant=self._claimant)
+
+    def _after_load(self, version: str) -> None:
+        from storage.catalogue import requeue_for_model
+
+        requeue = requeue_for_model(self.engine, version)
+        log.info("classifying with model %s (%d track(s) from other models queued, "
+                 "%d queued track(s) it had already classified taken off the queue)",
+                 version, requeue.queued, requeue.unqueued)
+
     def worker(self) -> Any:
         """The current Worker, rebuilt when the active model or the config changed (a
         model that fails to load is reported once and the current one kept)."""
-        from daemon.worker import Worker
-        from storage.catalogue import requeue_for_model
-        from storage.tagging import TagPolicy
-
         wanted = self._wanted_model()
         if self._worker is not None and not self._rebuild and wanted in (
                 self._model_path, self._broken):
@@ -125,11 +145,7 @@ class QueueRunner:
             classifier = self._load(wanted)
         if classifier is None:
             return self._worker
-        policy = (TagPolicy(self.cfg.tag_threshold, self.cfg.overwrite_existing,
-                            split_hard_links=self.cfg.split_hard_links)
-                  if self.cfg.write_tags else None)
-        previous, self._worker = self._worker, Worker(self.engine, classifier, self.cfg,
-                                                      tag_policy=policy)
+        previous, self._worker = self._worker, self._new_worker(classifier)
         if previous is not None:
             previous.hand_over_pool(self._worker)
             previous.close()
@@ -141,14 +157,40 @@ class QueueRunner:
         self._worker.heartbeat = lambda: self.heartbeat()
         self._model_path, self._broken, self._rebuild = wanted, None, False
         self._missing = None
-        requeue = requeue_for_model(self.engine, classifier.version)
-        log.info("classifying with model %s (%d track(s) from other models queued, "
-                 "%d queued track(s) it had already classified taken off the queue)",
-                 classifier.version, requeue.queued, requeue.unqueued)
+        self._after_load(classifier.version)
         return self._worker
+
+    def follow_model(self) -> str:
+        """``classify=False``: notice a change of the active model without loading it."""
+        from classifier.bundle import BundleError, read_meta
+        from daemon.shared_models import share_bundle
+        from storage.catalogue import register_model
+
+        wanted = self._wanted_model()
+        if wanted not in (self._model_path, self._broken):
+            try:
+                meta = read_meta(wanted)
+            except BundleError as e:
+                if self._model_path is None:
+                    raise DaemonError(f"cannot use the model: {e}") from e
+                if self._broken != wanted:
+                    log.error("cannot switch to the model at %s (%s); keeping %s", wanted, e,
+                              self._version)
+                    self._broken = wanted
+                return self._version
+            register_model(self.engine, meta.version, wanted, meta.labels, metrics=meta.metrics,
+                           parent=meta.parent, active=not self.cfg.model)
+            if not self.cfg.model:
+                share_bundle(self.engine, meta.version, wanted)
+            self._after_load(meta.version)
+            self._model_path, self._version, self._broken = wanted, meta.version, None
+            self._missing = None
+        return self._version
 
     def model_version(self) -> str:
         """The model in use (loading it the first time; never swaps by itself)."""
+        if not self.classify:
+            return self._version if self._model_path is not None else self.follow_model()
         worker = self._worker if self._worker is not None else self.worker()
         return str(worker.classifier.version)
 
@@ -168,6 +210,9 @@ class QueueRunner:
         from storage.catalogue import has_pending
 
         if self._cancelled:
+            return False
+        if not self.classify:
+            self.follow_model()
             return False
         worker = self.worker()  # first: a model switch requeues tracks for this batch
         if not has_pending(self.engine):
@@ -198,3 +243,6 @@ class QueueRunner:
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+        if self._claimant is not None:
+            self._claimant.stop()
+            self._claimant = None

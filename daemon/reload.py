@@ -68,6 +68,7 @@ def reload_daemon(daemon: Daemon) -> None:
     if new.rescan_hours != old.rescan_hours:
         daemon.rescan_within(new.rescan_hours)
     daemon.worker.reconfigure(new)
+    daemon.tags.reconfigure(new)
     if daemon.scheduler is not None:
         scheduler.apply_schedule(daemon.scheduler, new.retrain.schedule)
     logging.getLogger().setLevel(new.log_level)

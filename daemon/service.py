@@ -24,7 +24,6 @@ handlers (daemon/signals.py); SIGHUP re-reads the config.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -87,8 +86,10 @@ class Daemon:
     re-reads the config (file, environment, the same command line) on SIGHUP."""
 
     def __init__(self, cfg: Config, engine: Engine,
-                 reload_config: Callable[[], Config] | None = None) -> None:
+                 reload_config: Callable[[], Config] | None = None,
+                 classify: bool = True) -> None:
         from daemon.scheduler import cron_trigger
+        from daemon.tagpass import TagPass
         from storage.db import sqlite_path
 
         try:
@@ -101,8 +102,9 @@ class Daemon:
         self.watcher = FolderWatcher(self.roots, control_dirs=[cfg.model_store_path])
         self.tracker = FileStabilityTracker(cfg.settle_seconds)
         self.reconciler = Reconciler(engine, self.watcher.roots, self.tracker)
-        self.worker = QueueRunner(cfg, engine)
+        self.worker = QueueRunner(cfg, engine, classify)
         self.worker.heartbeat = self._beat_watchdog
+        self.tags = TagPass(cfg, engine)
         self.stopping = threading.Event()
         self.reload_config = reload_config
         self._reload_asked = threading.Event()
@@ -117,7 +119,7 @@ class Daemon:
         self._rescan_why = "start"
         self._next_heartbeat = 0.0
         self._last_status = ""
-        self._lock: IO[str] | None = None
+        self._lock: Any = None  # storage.db.CatalogueLock
         self.started = False  # READY=1 sent: from then on a stop finishes the work in hand
 
     # -- requests from the signal thread (never from a signal handler) --------------------
@@ -139,7 +141,7 @@ class Daemon:
         self._retrying(self._claim)
         if self.stopping.is_set():  # stopped while waiting for the catalogue
             if self._lock is not None:
-                self._lock.close()
+                self._lock.release()
             return 0
         try:
             self._start()
@@ -164,25 +166,22 @@ class Daemon:
         return None
 
     def _claim(self) -> None:
-        """One daemon per catalogue: an flock next to a SQLite catalogue (released by the
-        kernel however the process ends), and the pid recorded in the catalogue."""
-        from storage.catalogue import set_state
-        from storage.db import sqlite_path
+        """One daemon per catalogue: a lock on the catalogue (an advisory lock on
+        PostgreSQL, whichever host holds it; an flock next to a SQLite catalogue; released
+        however the process ends), and the pid and host recorded in the catalogue."""
+        from storage.catalogue import get_state, set_state
+        from storage.db import try_lock
 
         other = running_pid(self.engine)
         busy = other is not None and other != os.getpid()
-        db_file = sqlite_path(self.cfg.db_url)
-        if db_file is not None and not busy and self._lock is None:
-            self._lock = (db_file.parent / f"{db_file.name}.daemon-lock").open("a")
-            try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._lock.close()
-                self._lock = None
-                busy = True
+        if not busy and self._lock is None:
+            self._lock = try_lock(self.engine, "daemon")
+            busy = self._lock is None
         if busy:
-            raise DaemonError(f"another genred daemon (pid {other or 'unknown'}) already "
-                              f"serves {self.cfg.db_url}; stop it first")
+            pid = other or get_state(self.engine, PID_KEY) or "unknown"
+            host = get_state(self.engine, HOST_KEY) or "an unknown host"
+            raise DaemonError(f"another genred daemon (pid {pid} on {host}) already serves "
+                              f"{self.cfg.db_url}; stop it first")
         for key, value in ((PID_KEY, str(os.getpid())), (HOST_KEY, socket.gethostname()),
                            (STARTED_KEY, _now()), (HEARTBEAT_KEY, _now()),
                            (WATCH_KEY, json.dumps(self.watcher.roots))):
@@ -192,6 +191,7 @@ class Daemon:
         from daemon.retrain import mark_interrupted
 
         self._retrying(lambda: mark_interrupted(self.engine, self.cfg.model_store_path))
+        self._retrying(self.tags.start)
         try:
             self.watcher.start()  # first watch, then walk: nothing slips between the two
         except OSError as e:
@@ -243,7 +243,7 @@ class Daemon:
             except Exception as e:
                 log.warning("could not clear the daemon's pid in the catalogue: %s", e)
         if self._lock is not None:
-            self._lock.close()
+            self._lock.release()
         log.info("stopped")
 
     # -- the loop ------------------------------------------------------------------------
@@ -271,7 +271,9 @@ class Daemon:
         self._handle_changes(block=False)
         self._enqueue_settled()
         self._rescan_due()
-        if self.worker.process_batch():
+        worked = self.worker.process_batch()
+        self.tags.run()
+        if worked:
             return  # more may be pending: handle events, then the next batch
         self._notify_status()
         self._handle_changes(block=True)
@@ -433,7 +435,8 @@ class _Relay:
             daemon.request_stop(self.stop_signal)
 
 
-def run_daemon(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
+def run_daemon(cfg: Config, reload_config: Callable[[], Config] | None = None,
+               classify: bool = True) -> int:
     """`genred run`: open the catalogue, run until SIGTERM/SIGINT, return the exit code."""
     from daemon.signals import SignalInbox
     from storage.db import open_catalogue
@@ -441,7 +444,7 @@ def run_daemon(cfg: Config, reload_config: Callable[[], Config] | None = None) -
     relay = _Relay()
     with SignalInbox(relay.stop, relay.reload, relay.started):
         engine = open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
-        daemon = Daemon(cfg, engine, reload_config)
+        daemon = Daemon(cfg, engine, reload_config, classify)
         relay.attach(daemon)
         code = daemon.run()
     _abandon_retrain(engine, code)

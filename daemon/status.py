@@ -75,7 +75,22 @@ def read_status(engine: Engine, cfg: Config) -> dict[str, Any]:
         "active_model": model,
         "last_retrain": _last_retrain(engine),
         "next_retrain": nxt.isoformat() if nxt else None,
+        "workers": _workers(engine, cfg),
     }
+
+
+def _workers(engine: Engine, cfg: Config) -> list[dict[str, Any]]:
+    """The processes working the queue that have not stopped (a killed one stays listed,
+    marked not alive, until a day of silence)."""
+    from storage.workqueue import list_workers
+
+    return [{"id": w.id, "kind": w.kind, "host": w.host, "pid": w.pid,
+             "started": w.started_at.isoformat(timespec="seconds"),
+             "heartbeat": w.heartbeat_at.isoformat(timespec="seconds"),
+             "heartbeat_age": round(w.heartbeat_age, 1),
+             "alive": w.heartbeat_age <= cfg.lease_seconds,
+             "tracks_done": w.tracks_done, "model": w.model_version}
+            for w in list_workers(engine)]
 
 
 def _last_retrain(engine: Engine) -> dict[str, Any] | None:

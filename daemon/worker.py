@@ -238,6 +238,10 @@ class Worker:
             parent=meta.parent,
             active=not self.cfg.model,
         )
+        if not self.cfg.model:
+            from daemon.shared_models import share_bundle
+
+            share_bundle(self.engine, self.classifier.version, self.classifier.path)
 
     # --- entry points ------------------------------------------------------------------
 
@@ -444,12 +448,7 @@ class Worker:
                     summary: Summary) -> None:
         path, size, mtime = job[0], job[1], job[2]
         if decoded.error is not None or decoded.info is None or decoded.features is None:
-            if is_gone(path):
-                summary.missing += int(catalogue.mark_missing(self.engine, path, "file vanished"))
-                return
-            log.warning("cannot classify %s: %s", shown(path), decoded.error)
-            catalogue.record_error(self.engine, path, decoded.error or "no audio", size, mtime)
-            summary.errors += 1
+            self._record_failure(path, decoded.error or "no audio", size, mtime, summary)
             return
         try:
             prediction = self.classifier.predict_features(decoded.info, decoded.features)
@@ -461,10 +460,23 @@ class Worker:
             summary.errors += 1
             return
         except Exception as e:
-            log.warning("cannot classify %s: %s", shown(path), e)
-            catalogue.record_error(self.engine, path, f"{type(e).__name__}: {e}", size, mtime)
-            summary.errors += 1
+            self._record_failure(path, f"{type(e).__name__}: {e}", size, mtime, summary)
             return
+        self._record_success(path, decoded, prediction, size, mtime, summary)
+
+    def _record_failure(self, path: str, reason: str, size: int, mtime: float,
+                        summary: Summary) -> None:
+        """The file could not be classified: ``missing`` if it is gone, else ``error``."""
+        if is_gone(path):
+            summary.missing += int(catalogue.mark_missing(self.engine, path, "file vanished"))
+            return
+        log.warning("cannot classify %s: %s", shown(path), reason)
+        catalogue.record_error(self.engine, path, reason, size, mtime)
+        summary.errors += 1
+
+    def _record_success(self, path: str, decoded: Decoded, prediction: Any, size: int,
+                        mtime: float, summary: Summary) -> None:
+        """Store ``prediction`` (a moved file first takes over its old track)."""
         old_path = decoded.fingerprint and catalogue.adopt_moved(
             self.engine, path, decoded.fingerprint)
         if old_path:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from storage.db import reading, writing
+from storage.db import locks_rows, reading, serialise, writing
 from storage.names import shown
 from storage.paths import in_folder, is_gone, safe_text
 from storage.schema import (
@@ -106,18 +106,33 @@ def _current(s: Session, track_id: int) -> Prediction | None:
 
 
 def track_at(s: Session, path: str) -> Track | None:
-    """Inside a session: the track stored at canonical ``path``."""
-    return s.scalars(select(Track).where(Track.path == path)).first()
+    """Inside a session: the track stored at canonical ``path`` (row-locked until the end of
+    the transaction in a ``writing`` session, so concurrent writers of one track queue)."""
+    query = select(Track).where(Track.path == path)
+    return s.scalars(query.with_for_update() if locks_rows(s) else query).first()
 
 
 def get_or_create_track(s: Session, path: str) -> Track:
-    """Inside a session: the track at canonical ``path``, created ``pending`` if new."""
+    """Inside a session: the track at canonical ``path``, created ``pending`` if new. Two
+    transactions creating the same path at once both get the one row."""
     track = track_at(s, path)
+    if track is None and s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        s.execute(insert(Track).values(path=path, status=PENDING)
+                  .on_conflict_do_nothing(index_elements=["path"]))
+        track = track_at(s, path)
     if track is None:
         track = Track(path=path, status=PENDING)
         s.add(track)
         s.flush()
     return track
+
+
+def release_claim(track: Track) -> None:
+    """Inside a session: the track is no longer any worker's (see storage/workqueue.py); a
+    worker still busy with it will find its claim gone and drop its result."""
+    track.claimed_by, track.lease_until = None, None
 
 
 def get_track(engine: Engine, path: str | os.PathLike[str]) -> TrackInfo | None:
@@ -182,6 +197,7 @@ def mark_pending(engine: Engine, path: str | os.PathLike[str], size: int | None 
         track = get_or_create_track(s, canonical(path))
         track.status = PENDING
         track.error = None
+        release_claim(track)  # maybe new bytes: a result for the old ones must not land
         if size is not None:
             track.size, track.mtime = size, mtime
         track.last_seen = utcnow()
@@ -282,19 +298,28 @@ def record_prediction(engine: Engine, path: str | os.PathLike[str], prediction: 
     the track ``ok``; returns the track id."""
     with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
-        s.execute(update(Prediction).where(Prediction.track_id == track.id, Prediction.current)
-                  .values(current=False))
-        genre, confidence, probabilities = _shown(s, prediction)
-        s.add(Prediction(
-            track_id=track.id, model_version=prediction.model, genre=genre,
-            confidence=confidence, probabilities=probabilities, current=True,
-        ))
-        track.status, track.error = OK, None
-        track.fingerprint = fingerprint or track.fingerprint
-        track.duration, track.format = prediction.duration, prediction.format
-        track.size, track.mtime = size, mtime
-        track.last_seen = utcnow()
+        store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime)
         return track.id
+
+
+def store_prediction(s: Session, track: Track, prediction: PredictionLike, *,
+                     fingerprint: str | None, size: int | None, mtime: float | None) -> None:
+    """Inside a write session, on a locked ``track``: ``record_prediction``'s changes (the
+    prediction under the names `genred genres rename|merge` gave its genres)."""
+    s.execute(update(Prediction).where(Prediction.track_id == track.id, Prediction.current)
+              .values(current=False))
+    s.flush()  # the old current row first: the unique index allows one current per track
+    genre, confidence, probabilities = _shown(s, prediction)
+    s.add(Prediction(
+        track_id=track.id, model_version=prediction.model, genre=genre,
+        confidence=confidence, probabilities=probabilities, current=True,
+    ))
+    track.status, track.error = OK, None
+    release_claim(track)
+    track.fingerprint = fingerprint or track.fingerprint
+    track.duration, track.format = prediction.duration, prediction.format
+    track.size, track.mtime = size, mtime
+    track.last_seen = utcnow()
 
 
 def _shown(s: Session, prediction: PredictionLike) -> tuple[str, float, dict[str, float]]:
@@ -314,6 +339,7 @@ def record_error(engine: Engine, path: str | os.PathLike[str], reason: str,
     with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
         track.status, track.error = ERROR, one_line
+        release_claim(track)
         track.size, track.mtime = size, mtime
         track.last_seen = utcnow()
         return track.id
@@ -328,6 +354,7 @@ def mark_missing(engine: Engine, path: str | os.PathLike[str],
         if track is None:
             return False
         track.status, track.error = MISSING, safe_text(reason)
+        release_claim(track)
         return True
 
 
@@ -370,6 +397,8 @@ def adopt_moved(engine: Engine, path: str | os.PathLike[str], fingerprint: str) 
             return None
         placeholder = track_at(s, new_path)
         if placeholder is not None:
+            # a worker busy with the placeholder records its result on the moved track
+            old.claimed_by, old.lease_until = placeholder.claimed_by, placeholder.lease_until
             _merge_into(s, placeholder, old)
         old_path, old.path = old.path, new_path
         old.status, old.error = PENDING, None
@@ -431,6 +460,7 @@ def register_model(engine: Engine, version: str, path: str | Path, labels: list[
                    active: bool = True) -> None:
     """Record a model version (idempotent); with ``active`` it becomes the one active row."""
     with Session(writing(engine)) as s, s.begin():
+        serialise(s, "model_versions")
         row = s.get(ModelVersion, version)
         if row is None:
             row = ModelVersion(version=version, path=str(path), labels=list(labels),
@@ -450,6 +480,12 @@ def active_model(engine: Engine) -> str | None:
         return s.scalars(select(ModelVersion.version).where(ModelVersion.active)).first()
 
 
+def model_path(engine: Engine, version: str) -> str | None:
+    """Where the host that registered ``version`` keeps its bundle, or None."""
+    with Session(reading(engine)) as s:
+        return s.scalar(select(ModelVersion.path).where(ModelVersion.version == version))
+
+
 def count_tracks(engine: Engine, status: str | None = None) -> int:
     with Session(reading(engine)) as s:
         query = select(func.count(Track.id))
@@ -461,6 +497,7 @@ def count_tracks(engine: Engine, status: str | None = None) -> int:
 def set_state(engine: Engine, key: str, value: str) -> None:
     """Store a small fact (last scan time, daemon pid, ...)."""
     with Session(writing(engine)) as s, s.begin():
+        serialise(s, f"state:{key}")
         row = s.get(State, key)
         if row is None:
             s.add(State(key=key, value=value))

@@ -4,13 +4,22 @@ and bring the schema to the current version with Alembic.
 Every ``genred`` process calls ``open_catalogue`` at start, so the migrations run where the
 catalogue is used — an older catalogue upgrades in place, and no ``alembic.ini`` outside the
 installed package is needed. Several processes opening a fresh catalogue at the same moment
-take turns on a lock file next to it, so only one of them creates the tables.
+take turns (a lock file next to a SQLite catalogue, an advisory lock on PostgreSQL), so only
+one of them creates the tables.
+
+Backends: SQLite (the default, one host) and PostgreSQL through psycopg 3 (a
+``postgresql://`` URL uses it; several hosts share the queue). Concurrency works the same on
+both from the callers' side: a read-then-write transaction opened on ``writing(engine)``
+takes SQLite's write lock at BEGIN, and on PostgreSQL locks the track rows it reads
+(``track_at`` in such a session is ``SELECT ... FOR UPDATE``) or takes a transaction-scoped
+advisory lock (``serialise``) where there is no row to lock yet.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,8 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session
 
 from storage.faults import (
     CatalogueError,
@@ -36,7 +46,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WRITE = "genred_write"  # execution option: BEGIN IMMEDIATE
-HEAD = "h_paths_escape_uffff"  # the newest migration in migrations/versions (a test checks)
+HEAD = "h_pg_portable_queue"  # the newest migration in migrations/versions (a test checks)
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -91,6 +101,74 @@ def writing(engine: Engine) -> Engine:
     return engine.execution_options(**{WRITE: True})
 
 
+def locks_rows(s: Session) -> bool:
+    """True inside a session opened on ``writing(engine)``: its reads of rows it is about to
+    change should lock them (``.with_for_update()``, a no-op on SQLite, whose write lock
+    this transaction already holds)."""
+    return bool(s.get_bind().get_execution_options().get(WRITE))
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL's advisory locks, from a name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big",
+                          signed=True)
+
+
+def serialise(s: Session, name: str) -> None:
+    """Inside a write transaction: wait until no other transaction holds ``name``, and hold
+    it until this one ends — for a read-then-insert with no existing row to lock (two
+    workers registering the same model). SQLite's write lock already does this."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
+
+
+class CatalogueLock:
+    """A lock held on the catalogue for the life of a process (one daemon per catalogue):
+    an advisory lock on PostgreSQL, held by a connection of its own, and an flock on a file
+    next to a SQLite catalogue. Either goes away with the process, however it ends (and a
+    PostgreSQL one also with the host's connection)."""
+
+    def __init__(self, release: Any) -> None:
+        self._release = release
+
+    def release(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
+
+
+def try_lock(engine: Engine, name: str) -> CatalogueLock | None:
+    """Take the catalogue-wide lock ``name`` without waiting; None when another process
+    holds it. A catalogue that is neither a SQLite file nor PostgreSQL gets a no-op lock."""
+    if engine.dialect.name == "postgresql":
+        conn = engine.connect()
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                           {"key": lock_key(name)}).scalar()
+        conn.commit()
+        if not got:
+            conn.close()
+            return None
+
+        def unlock() -> None:
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": lock_key(name)})
+                conn.commit()
+            finally:
+                conn.close()
+
+        return CatalogueLock(unlock)
+    db_file = sqlite_path(engine.url.render_as_string(hide_password=False))
+    if db_file is None:
+        return CatalogueLock(None)
+    fh = (db_file.parent / f"{db_file.name}.{name}-lock").open("a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return CatalogueLock(fh.close)
+
+
 def reading(engine: Engine) -> Engine:
     """``engine`` for read-only work (deferred transactions; the default)."""
     return engine.execution_options(**{WRITE: False})
@@ -118,16 +196,30 @@ def _migration_lock(db_file: Path | None) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _driver_url(url: str) -> str | URL:
+    """``url`` with psycopg 3 as the driver of a plain ``postgresql://`` URL (SQLAlchemy's
+    default there is psycopg2, which genred does not install)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def create(url: str, busy_timeout: float | None = None) -> Engine:
     """An engine for ``url`` with the SQLite pragmas set on every connection, no migration.
     Its driver errors that are faults of the catalogue (locked, full, read-only, damaged,
     I/O) are raised as :class:`CatalogueFault` types. Raises CatalogueURLError.
     ``busy_timeout``: seconds a write waits for another process's write transaction before
-    failing with "database is locked" (default ``BUSY_TIMEOUT_MS``)."""
+    failing with "database is locked" (default ``BUSY_TIMEOUT_MS``).
+    On PostgreSQL, connections are checked before use, so a server restart or a network
+    cut costs a reconnect instead of an error."""
     timeout_ms = BUSY_TIMEOUT_MS if busy_timeout is None else max(1, round(busy_timeout * 1000))
     try:
-        parsed = make_url(url)
-        engine = create_engine(parsed, connect_args=_connect_args(url, timeout_ms))
+        extra: dict[str, Any] = {}
+        if make_url(url).get_backend_name() == "postgresql":
+            extra["pool_pre_ping"] = True
+        engine = create_engine(_driver_url(url), connect_args=_connect_args(url, timeout_ms),
+                               **extra)
     except (ArgumentError, ValueError) as e:
         raise CatalogueURLError(f"catalogue URL {url!r} is not valid: {_first_line(e)}") from e
     except ImportError as e:
@@ -223,6 +315,11 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         log.info("upgrading the catalogue %s from schema %s", engine.url, current)
     cfg = alembic_config(engine)
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Processes opening a fresh catalogue at once take turns (DDL is transactional
+            # there: the second sees the tables the first committed).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": lock_key("genred-migrate")})
         cfg.attributes["connection"] = connection
         try:
             command.upgrade(cfg, revision)

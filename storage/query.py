@@ -97,15 +97,22 @@ def _base(with_id: bool = False) -> Select[*tuple[Any, ...]]:
 
 
 def _genre_filter(effective: Any, genre: str | tuple[str, ...]) -> list[Any]:
-    """Candidates from the NOCASE genre indexes (current predictions, active corrections),
-    then the exact effective-genre test: index-driven instead of a scan of every track."""
-    names = sorted({n.lower() for n in ((genre,) if isinstance(genre, str) else genre)})
-    nocase = [n.collate("NOCASE") for n in (Prediction.genre, Correction.genre)]
+    """Candidates from the ``lower(genre)`` indexes (current predictions, active
+    corrections), then the exact effective-genre test: index-driven instead of a scan of
+    every track. ``lower()`` folds ASCII letters on both backends (SQLite's own, and
+    PostgreSQL's under the columns' "C" collation), so both answer alike."""
+    names = sorted({_ascii_lower(n) for n in ((genre,) if isinstance(genre, str) else genre)})
     candidates = union(
-        select(Prediction.track_id).where(Prediction.current, nocase[0].in_(names)),
-        select(Correction.track_id).where(Correction.active, nocase[1].in_(names)),
+        select(Prediction.track_id).where(Prediction.current,
+                                          func.lower(Prediction.genre).in_(names)),
+        select(Correction.track_id).where(Correction.active,
+                                          func.lower(Correction.genre).in_(names)),
     )
     return [Track.id.in_(candidates), func.lower(effective).in_(names)]
+
+
+def _ascii_lower(name: str) -> str:
+    return "".join(c.lower() if c.isascii() else c for c in name)
 
 
 def build(f: TrackFilter, with_id: bool = False) -> Select[*tuple[Any, ...]]:
@@ -221,7 +228,7 @@ def query_json(engine: Engine, f: TrackFilter) -> str:
     JSON itself (100,000-track catalogues answer a genre filter in tens of ms); other
     databases go through Python."""
     if engine.dialect.name != "sqlite":
-        return json.dumps(query_tracks(engine, f), ensure_ascii=False)
+        return json.dumps(query_tracks(engine, f), ensure_ascii=False, separators=(",", ":"))
     sub = build(f).subquery()
     with reading(engine).connect() as conn:
         rows = conn.execute(select(_json_object(sub))).scalars()
@@ -244,9 +251,9 @@ def stats(engine: Engine) -> dict[str, Any]:
     corrections per source, and the totals."""
     sub = _base().subquery()
     with reading(engine).connect() as conn:
-        def counts(column: Any) -> dict[str, int]:
+        def counts(column: Any) -> dict[str, int]:  # ties: no value first, on any database
             rows = conn.execute(select(column, func.count()).group_by(column)
-                                .order_by(func.count().desc(), column))
+                                .order_by(func.count().desc(), column.is_not(None), column))
             return {str(k) if k is not None else "(none)": int(n) for k, n in rows}
 
         return {

@@ -19,12 +19,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
     text,
@@ -36,6 +39,20 @@ from storage.paths import PathText
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def binary_text(length: int | None = None) -> String:
+    """A text column compared and sorted byte by byte on every backend: SQLite does so by
+    default; on PostgreSQL the column is declared ``COLLATE "C"``, so ``lower()`` folds
+    ASCII only (as SQLite's does), path ranges (``folder + '/' <= path < folder + '0'``)
+    select exactly the folder, and ``ORDER BY`` gives the same order as on SQLite."""
+    plain = Text() if length is None else String(length)
+    binary = Text(collation="C") if length is None else String(length, collation="C")
+    return plain.with_variant(binary, "postgresql")
+
+
+# SQLite's INTEGER is already 64-bit; a plain INTEGER there keeps old catalogues as they are.
+BIG_INTEGER = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -55,18 +72,27 @@ class Track(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(PathText, unique=True)  # see storage/paths.py
-    size: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int | None] = mapped_column(BIG_INTEGER)
     mtime: Mapped[float | None] = mapped_column(Float)
     # Hash of the audio stream (not the tags): a tag edit does not change it, a move keeps it.
     fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     duration: Mapped[float | None] = mapped_column(Float)
     format: Mapped[str | None] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
+    status: Mapped[str] = mapped_column(binary_text(16), default=PENDING, index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    # The claim on a pending track (storage/workqueue.py): which worker has it and until
+    # when; a claim whose lease ran out may be taken by any worker.
+    claimed_by: Mapped[int | None] = mapped_column(Integer)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    __table_args__ = (
+        # The work queue in order (storage/workqueue.py claims from its head).
+        Index("ix_tracks_queue", "status", "updated_at", "id"),
     )
 
     predictions: Mapped[list[Prediction]] = relationship(
@@ -81,20 +107,24 @@ class Track(Base):
 
 
 class Prediction(Base):
-    """One model's answer for one track. Exactly one row per track has ``current`` set."""
+    """One model's answer for one track. At most one row per track has ``current`` set:
+    a unique index over the current rows says so to the database itself, so two workers
+    that both finished a track can never leave two current answers."""
 
     __tablename__ = "predictions"
     __table_args__ = (
         Index("ix_predictions_track_current", "track_id", "current"),
         Index("ix_predictions_current_genre", "current", "genre"),
-        # Case-insensitive genre filters (`genred query --genre jazz`); migration 0002.
-        Index("ix_predictions_current_genre_nocase", "current", text("genre COLLATE NOCASE")),
+        # Case-insensitive genre filters (`genred query --genre jazz`), on any backend.
+        Index("ix_predictions_current_genre_lower", "current", text("lower(genre)")),
+        Index("ix_predictions_one_current", "track_id", unique=True,
+              sqlite_where=text("current"), postgresql_where=text("current")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
-    model_version: Mapped[str] = mapped_column(String(64), index=True)
-    genre: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(binary_text(64), index=True)
+    genre: Mapped[str] = mapped_column(binary_text(128))
     confidence: Mapped[float] = mapped_column(Float, index=True)
     probabilities: Mapped[dict[str, Any]] = mapped_column(JSON)
     current: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -116,13 +146,13 @@ class Correction(Base):
     __tablename__ = "corrections"
     __table_args__ = (
         Index("ix_corrections_track_active", "track_id", "active"),
-        # Case-insensitive genre filters; migration 0002.
-        Index("ix_corrections_active_genre_nocase", "active", text("genre COLLATE NOCASE")),
+        # Case-insensitive genre filters, on any backend.
+        Index("ix_corrections_active_genre_lower", "active", text("lower(genre)")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
-    genre: Mapped[str] = mapped_column(String(128), index=True)
+    genre: Mapped[str] = mapped_column(binary_text(128), index=True)
     source: Mapped[str] = mapped_column(String(16), default=USER)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(
@@ -143,6 +173,49 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     parent: Mapped[str | None] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelBundle(Base):
+    """The files of an activated model bundle, so a worker host that does not share the
+    model store can still load it (``storage/bundles.py``)."""
+
+    __tablename__ = "model_bundles"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meta: Mapped[str] = mapped_column(Text)  # model.json
+    weights: Mapped[bytes] = mapped_column(LargeBinary)  # model.safetensors
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WorkerHost(Base):
+    """A process working the queue (`genred worker`, or `genred run` classifying): where it
+    runs, when it last said it is alive, and how many tracks it recorded."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), default="worker")  # worker | daemon
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    tracks_done: Mapped[int] = mapped_column(Integer, default=0)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class ClaimSkip(Base):
+    """A host that could not read a track's file (not mounted there, no permission): it
+    put the track back with ``reason`` and does not claim it again for a while; other
+    hosts still may."""
+
+    __tablename__ = "claim_skips"
+    __table_args__ = (PrimaryKeyConstraint("track_id", "host"),)
+
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

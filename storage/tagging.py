@@ -281,3 +281,20 @@ def backed_up_paths(engine: Engine, folder: str | None = None) -> list[str]:
         if folder is not None:
             query = query.where(under(folder))
         return list(s.scalars(query))
+
+
+def recorded_after(engine: Engine, after_id: int, limit: int = 200) -> list[tuple[int, str]]:
+    """(prediction id, path) of current predictions newer than ``after_id``, oldest first:
+    what the daemon's tag pass has not looked at yet, whichever host recorded them."""
+    with Session(reading(engine)) as s:
+        rows = s.execute(select(Prediction.id, Track.path).join(Track)
+                         .where(Prediction.id > after_id, Prediction.current)
+                         .order_by(Prediction.id).limit(limit)).all()
+        return [(int(i), p) for i, p in rows]
+
+
+def newest_prediction_id(engine: Engine) -> int:
+    from sqlalchemy import func
+
+    with Session(reading(engine)) as s:
+        return int(s.scalar(select(func.max(Prediction.id))) or 0)

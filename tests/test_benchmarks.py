@@ -162,3 +162,11 @@ def test_bench_backbone_times_patches_heads_and_reclassification(bench_cache: Pa
     assert number(figures, "patch_ms_batch6") > 0
     assert number(figures, "head_200_labels_fit_seconds") > 0
     assert number(figures, "reclassify_10000_stored_seconds") > 0
+def test_bench_workers_measures_workers_scan_and_the_queue(
+        bench_cache: Path, model: Path, postgres_url: str) -> None:
+    admin = postgres_url  # a database on a server that answers (skips or fails otherwise)
+    figures = run_bench("bench_workers", bench_cache, model, "--tracks", "3", "--pg", admin,
+                        "--claimers", "2", timeout=900)
+    for name in ("scan_tracks_per_second", "workers_1_tracks_per_second",
+                 "workers_2_tracks_per_second", "queue_tracks_per_second"):
+        assert float(figures[name]) > 0, name

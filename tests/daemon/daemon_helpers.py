@@ -110,7 +110,8 @@ class Daemon:
     """A `genred run` subprocess with a NOTIFY_SOCKET the test listens on."""
 
     def __init__(self, library: Library, *extra: str, settle: float = 1.0,
-                 new_session: bool = False, watch: bool = True) -> None:
+                 new_session: bool = False, watch: bool = True,
+                 db: str | None = None) -> None:
         self.library = library
         self.address = f"genred-test-{uuid.uuid4().hex}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -118,7 +119,7 @@ class Daemon:
         self.messages: list[str] = []
         self.log = library.root / f"daemon-{self.address[-6:]}.log"
         env = {**library.env, "NOTIFY_SOCKET": "@" + self.address}
-        args = [str(GENRED), "--db", str(library.db), "run",
+        args = [str(GENRED), "--db", db or str(library.db), "run",
                 *(["--watch", str(library.music)] if watch else []),
                 "--settle-seconds", str(settle), "--clips-per-track", "1", "--workers", "2",
                 *extra]

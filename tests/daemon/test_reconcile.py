@@ -4,6 +4,7 @@ and what each watcher change does. Real files, real SQLite, a fake clock for set
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,11 @@ class FakePrediction:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return open_catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}")
+def engine(catalogue_url: str) -> Iterator[Engine]:
+    """A catalogue on each backend (tests/conftest.py)."""
+    engine = open_catalogue(catalogue_url)
+    yield engine
+    engine.dispose()
 
 
 def _classified(engine: Engine, path: Path) -> None:

@@ -100,3 +100,24 @@ def test_every_hardening_line_has_a_comment() -> None:
 def test_music_drop_in_grants_write_access() -> None:
     d = _directives(UNITS / "music-folders.conf.example")
     assert d["ReadWritePaths"]
+
+
+WORKER_UNIT = UNITS / "genred-worker.service"
+
+
+def test_worker_unit_passes_verify(tmp_path: Path) -> None:
+    copy = _installed_copy(WORKER_UNIT, tmp_path, "/opt/genred/bin/genred")
+    result = _verify(["verify", "--man=no", str(copy)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_worker_unit_runs_the_worker_hardened_with_network_access() -> None:
+    d = _directives(WORKER_UNIT)
+    assert d["Type"] == ["notify"] and d["Restart"] == ["on-failure"]
+    assert d["ExecStart"][0].split()[1] == "worker"
+    assert "AF_INET" in d["RestrictAddressFamilies"][0].split()  # the catalogue is remote
+    assert "StateDirectory" not in d and d["CacheDirectory"] == ["genred"]
+    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectKernelTunables"):
+        assert d[key] == ["yes"], key
+    assert d["ProtectSystem"] == ["strict"] and d["SystemCallFilter"] == ["@system-service"]

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,11 @@ def classifier(model_dir: Path) -> Classifier:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return open_catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}")
+def engine(catalogue_url: str) -> Iterator[Engine]:
+    """A catalogue on each backend (tests/conftest.py)."""
+    engine = open_catalogue(catalogue_url)
+    yield engine
+    engine.dispose()
 
 
 def worker(engine: Engine, classifier: Classifier, **kw: object) -> Worker:

@@ -1,8 +1,8 @@
-"""Fixtures for catalogue tests: a fresh catalogue in tmp_path."""
+"""Fixtures for catalogue tests: a fresh catalogue on each backend (tests/conftest.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
@@ -11,5 +11,7 @@ from storage.db import open_catalogue
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return open_catalogue(f"sqlite:///{tmp_path / 'data' / 'catalogue.db'}")
+def engine(catalogue_url: str) -> Iterator[Engine]:
+    engine = open_catalogue(catalogue_url)
+    yield engine
+    engine.dispose()

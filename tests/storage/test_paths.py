@@ -73,6 +73,14 @@ def test_the_folder_rule_is_a_range_on_the_path_index(engine: Engine) -> None:
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     assert "LIKE" not in sql.upper() and "GLOB" not in sql.upper()
     with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # A tiny table is scanned whatever the indexes: ask whether the path index
+            # can serve the range at all (it can only under the column's "C" collation).
+            conn.execute(text("SET enable_seqscan = off"))
+            plan = " ".join(str(r[0]) for r in conn.execute(text("EXPLAIN " + sql)))
+            assert "Index" in plan and "tracks_path_key" in plan, plan
+            assert "Seq Scan" not in plan, plan
+            return
         plan = " ".join(str(r[-1]) for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
     assert "USING" in plan and "INDEX" in plan and "SCAN tracks" not in plan, plan
 

@@ -119,9 +119,14 @@ def test_the_query_is_one_statement_using_the_genre_indexes(library: Engine) -> 
     with library.connect() as conn:
         compiled = build(TrackFilter(genre="jazz")).compile(
             library, compile_kwargs={"literal_binds": True})
-        plan = " ".join(str(r) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
-    assert "ix_predictions_current_genre_nocase" in plan
-    assert "ix_corrections_active_genre_nocase" in plan
+        if library.dialect.name == "sqlite":
+            explain = f"EXPLAIN QUERY PLAN {compiled}"
+        else:  # a 4-row table is read whole unless sequential scans are off
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            explain = f"EXPLAIN {compiled}"
+        plan = " ".join(str(r) for r in conn.exec_driver_sql(explain))
+    assert "ix_predictions_current_genre_lower" in plan
+    assert "ix_corrections_active_genre_lower" in plan
 
 
 @pytest.mark.slow

@@ -2,6 +2,9 @@
 tracks (the filter starts from the tracks whose current prediction or active correction
 has that genre instead of scanning every track).
 
+SQLite only: ``COLLATE NOCASE`` exists nowhere else. Migration ``h_pg_portable_queue``
+replaces these with ``lower(genre)`` indexes on every backend.
+
 Revision ID: 0002
 Revises: 0001
 """
@@ -18,6 +21,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        return
     op.create_index(
         "ix_predictions_current_genre_nocase",
         "predictions",
@@ -31,5 +36,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        return
     op.drop_index("ix_corrections_active_genre_nocase", table_name="corrections")
     op.drop_index("ix_predictions_current_genre_nocase", table_name="predictions")

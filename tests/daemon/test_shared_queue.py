@@ -1,0 +1,220 @@
+"""Several `genred worker` processes sharing one PostgreSQL catalogue's queue: real
+processes, a real server (a database per test), real audio, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from storage import catalogue
+from storage.db import open_catalogue
+from tests.audiogen import STYLES, make_track
+from tests.daemon.daemon_helpers import GENRED, Library, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+class Workers:
+    """`genred worker` subprocesses on one catalogue, logs in tmp_path."""
+
+    def __init__(self, library: Library, url: str, lease: float) -> None:
+        self.library, self.url = library, url
+        self.env = {**library.env, "GENRED_LEASE_SECONDS": str(lease)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (self.library.root / f"worker-{len(self.procs)}.log").open("w")
+        proc = subprocess.Popen(
+            [str(GENRED), "--db", self.url, "worker", "--workers", "1",
+             "--clips-per-track", "1", *extra],
+            env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.library.root.glob("worker-*.log")))
+
+    def stop_all(self) -> list[int]:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        return [proc.wait(timeout=60) for proc in self.procs]
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Library:
+    return Library.create(tmp_path)
+
+
+@pytest.fixture
+def engine(postgres_catalogue_url: str) -> Iterator[Engine]:
+    engine = open_catalogue(postgres_catalogue_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def workers(library: Library, postgres_catalogue_url: str) -> Iterator[Workers]:
+    started = Workers(library, postgres_catalogue_url, lease=4.0)
+    yield started
+    started.cleanup()
+
+
+def _rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(sql), params).all())
+
+
+def _queue_files(library: Library, engine: Engine, n: int, seconds: float = 20.0) -> list[Path]:
+    files = []
+    for i in range(n):
+        path = make_track(library.music / f"{i:02}.flac", STYLES[i % len(STYLES)], seconds,
+                          seed=i)
+        size, mtime = catalogue.file_stat(path)
+        catalogue.mark_pending(engine, path, size, mtime)
+        files.append(path)
+    return files
+
+
+def _activate(library: Library, url: str, version: str) -> None:
+    done = subprocess.run([str(GENRED), "--db", url, "models", "activate", version],
+                          env=library.env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def _held_by(engine: Engine, pid: int) -> list[str]:
+    return [r[0] for r in _rows(
+        engine, "SELECT t.path FROM tracks t JOIN workers w ON w.id = t.claimed_by "
+        "WHERE w.pid = :pid AND t.status = 'pending'", pid=pid)]
+
+
+def test_three_workers_drain_the_queue_once_each_even_when_one_is_killed(
+        library: Library, engine: Engine, workers: Workers, postgres_catalogue_url: str,
+) -> None:
+    _activate(library, postgres_catalogue_url, "tiny-v1")
+    files = _queue_files(library, engine, 60)
+    victim = workers.start()
+    wait_for(lambda: _held_by(engine, victim.pid), 120, "the first worker to claim a file")
+    victim.send_signal(signal.SIGKILL)  # mid-file: it holds claims it never finishes
+    victim.wait(timeout=30)
+    orphaned = _held_by(engine, victim.pid)
+    assert orphaned, "the killed worker held no claim (it finished its batch first)"
+    workers.start()
+    workers.start()
+
+    def all_recorded() -> bool:
+        return _rows(engine, "SELECT count(*) FROM tracks WHERE status = 'ok'")[0][0] == 60
+
+    wait_for(all_recorded, 600, "60 files recorded", every=0.5)
+    per_track = _rows(engine, "SELECT t.path, count(p.id), sum(CASE WHEN p.current THEN 1 "
+                      "ELSE 0 END) FROM tracks t JOIN predictions p ON p.track_id = t.id "
+                      "GROUP BY t.path")
+    assert sorted(r[0] for r in per_track) == sorted(str(f) for f in files)
+    assert {(r[1], r[2]) for r in per_track} == {(1, 1)}  # recorded exactly once each
+    done = dict(_rows(engine, "SELECT pid, tracks_done FROM workers"))
+    assert sum(done.values()) == 60
+    assert set(orphaned) <= {r[0] for r in per_track}  # finished by the others
+    assert _rows(engine, "SELECT count(*) FROM tracks WHERE claimed_by IS NOT NULL")[0][0] == 0
+    assert workers.stop_all()[1:] == [0, 0]
+    # With the workers' lease: its track was taken over only after its lease ran out, so
+    # its last heartbeat is older than the lease by now, however fast the others were.
+    status = subprocess.run([str(GENRED), "--db", postgres_catalogue_url, "status"],
+                            env=workers.env, capture_output=True, text=True, timeout=120,
+                            check=True).stdout
+    assert f" {victim.pid} " in status and "lost" in status  # killed: listed, no heartbeat
+
+
+def test_a_worker_follows_the_active_model_without_the_model_store(
+        library: Library, engine: Engine, workers: Workers, postgres_catalogue_url: str,
+        tmp_path: Path,
+) -> None:
+    from tests.storage.modelkit import tiny_bundle
+
+    _activate(library, postgres_catalogue_url, "tiny-v1")
+    elsewhere = tmp_path / "other-host"  # a host that shares no model store: the path the
+    # catalogue records for the bundles maps to nothing there
+    config = tmp_path / "worker.toml"
+    config.write_text(f'[paths]\n"{library.store}" = "{elsewhere / "no-store"}"\n')
+    env = {"XDG_DATA_HOME": str(elsewhere / "data"), "XDG_CACHE_HOME": str(elsewhere / "cache"),
+           "GENRED_CONFIG": str(config)}
+    workers.start(env=env)
+    first = _queue_files(library, engine, 2, seconds=8.0)
+    wait_for(lambda: all(catalogue.get_track(engine, f).model == "tiny-v1"  # type: ignore[union-attr]
+                         for f in first), 180, f"tiny-v1 predictions:\n{workers.logs()}")
+    tiny_bundle(library.store / "tiny-v2", version="tiny-v2", seed=1)
+    _activate(library, postgres_catalogue_url, "tiny-v2")  # requeues the two tracks
+    wait_for(lambda: all(catalogue.get_track(engine, f).model == "tiny-v2"  # type: ignore[union-attr]
+                         for f in first), 180, f"tiny-v2 predictions:\n{workers.logs()}")
+    for version in ("tiny-v1", "tiny-v2"):  # both came from the catalogue
+        assert (elsewhere / "cache" / "genred" / "models" / version / "model.json").is_file()
+    assert workers.stop_all() == [0]
+
+
+def test_a_worker_that_cannot_read_a_file_puts_it_back(
+        library: Library, engine: Engine, workers: Workers, postgres_catalogue_url: str,
+) -> None:
+    _activate(library, postgres_catalogue_url, "tiny-v1")
+    ghost = library.music / "not-here.flac"
+    catalogue.mark_pending(engine, ghost, 1, 1.0)  # in the catalogue, absent on this host
+    real = _queue_files(library, engine, 1, seconds=8.0)[0]
+    workers.start()
+    wait_for(lambda: catalogue.get_track(engine, real).status == "ok",  # type: ignore[union-attr]
+             180, f"the readable file recorded:\n{workers.logs()}")
+    track = wait_for(lambda: (t := catalogue.get_track(engine, ghost)) and t.error and t,
+                     60, "the unreadable file put back")
+    assert track.status == "pending" and "not readable on" in track.error
+    assert workers.stop_all() == [0]
+    assert os.path.exists(real)
+
+
+def test_a_daemon_that_does_not_classify_leaves_the_queue_to_workers_and_tags_their_files(
+        library: Library, engine: Engine, workers: Workers, postgres_catalogue_url: str,
+) -> None:
+    from storage import tags
+    from tests.daemon.daemon_helpers import Daemon
+
+    url = postgres_catalogue_url
+    _activate(library, url, "tiny-v1")
+    library.env["GENRED_TAG_THRESHOLD"] = "0"  # the tiny model is never sure of anything
+    daemon = Daemon(library, "--no-classify", "--write-tags", db=url)
+    try:
+        daemon.ready()
+        second = subprocess.run([str(GENRED), "--db", url, "run", "--watch",
+                                 str(library.music)], env=library.env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert second.returncode == 1 and "another genred daemon" in second.stderr
+        song = make_track(library.music / "dropped.flac", "Pulse", 8.0, seed=3)
+        wait_for(lambda: (t := catalogue.get_track(engine, song)) and t.status == "pending",
+                 60, "the daemon to queue the dropped file")
+        workers.start()
+        wait_for(lambda: catalogue.get_track(engine, song).status == "ok",  # type: ignore[union-attr]
+                 180, "a worker to classify it")
+        genre = catalogue.get_track(engine, song).genre  # type: ignore[union-attr]
+        wait_for(lambda: tags.read_genres(song) == [genre], 60,
+                 f"the daemon to tag it {genre}:\n{daemon.output()}")
+        status = json.loads(subprocess.run(
+            [str(GENRED), "--db", url, "status", "--format", "json"], env=library.env,
+            capture_output=True, text=True, timeout=120, check=True).stdout)
+        assert status["daemon"]["running"]
+        assert [(w["kind"], w["tracks_done"], w["alive"]) for w in status["workers"]] == [
+            ("worker", 1, True)]
+        code, _ = daemon.terminate(timeout=30)
+        assert code == 0
+    finally:
+        daemon.cleanup()
+    assert workers.stop_all() == [0]
