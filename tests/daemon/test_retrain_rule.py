@@ -27,7 +27,7 @@ from storage.corrections import add_label
 from storage.db import open_catalogue
 from storage.schema import TrainingRun
 from tests.audiogen import STYLES, make_track
-from tests.daemon.daemon_helpers import Library, wait_for
+from tests.daemon.daemon_helpers import Daemon, Library, wait_for
 from tests.storage.modelkit import tiny_bundle
 
 # Real fine-tunes (cross-validation trains four models): minutes on a busy 2-core machine.
@@ -110,19 +110,46 @@ def test_a_genre_with_two_labels_waits(tmp_path: Path, music: Path) -> None:
     assert library.rows("SELECT count(*) FROM corrections WHERE active")[0][0] == 2
 
 
-def test_retrain_now_without_a_daemon_reclassifies_the_affected_tracks(
-        tmp_path: Path, music: Path) -> None:
+def _labelled_library(tmp_path: Path, music: Path) -> Library:
+    """A scanned library with five of the six songs of each style labelled."""
     library = Library.create(tmp_path)
     for style in STYLES:
         shutil.copytree(music / style, library.music / style)
     library.env.update(GENRED_CLIPS_PER_TRACK="1", GENRED_WORKERS="1",
                        GENRED_RETRAIN_EPOCHS="4")
     assert library.genred("scan", str(library.music)).returncode == 0
-    before = json.loads(library.genred("query", "--format", "json").stdout)
     for style in STYLES:
         for i in range(5):  # the sixth song of each style stays unlabelled
             path = library.music / style / f"{style}{i}.wav"
             assert library.genred("correct", str(path), style).returncode == 0
+    return library
+
+
+def test_retrain_now_with_a_daemon_running_leaves_the_tracks_to_it(
+        tmp_path: Path, music: Path) -> None:
+    library = _labelled_library(tmp_path, music)
+    daemon = Daemon(library).ready()
+    try:
+        now = library.genred("retrain", "--now", timeout=1800)
+        assert now.returncode == 0, now.stderr
+        assert now.stdout.startswith("promoted"), now.stdout
+        assert f"the running daemon (pid {daemon.proc.pid}) reclassifies them" in now.stdout
+        assert "no daemon is running" not in now.stdout
+        new_model = ModelStore(library.store).active_version()
+        wait_for(lambda: library.rows(
+            "SELECT count(*) FROM tracks t JOIN predictions p ON p.track_id = t.id "
+            "AND p.current WHERE t.status = 'ok' AND p.model_version = ?", new_model
+        ) == [(len(STYLES),)], 600, "the daemon reclassifying the unlabelled tracks")
+        assert library.rows("SELECT count(*) FROM tracks WHERE status = 'pending'") == [(0,)]
+        assert daemon.terminate(timeout=60)[0] == 0
+    finally:
+        daemon.cleanup()
+
+
+def test_retrain_now_without_a_daemon_reclassifies_the_affected_tracks(
+        tmp_path: Path, music: Path) -> None:
+    library = _labelled_library(tmp_path, music)
+    before = json.loads(library.genred("query", "--format", "json").stdout)
     now = library.genred("retrain", "--now", timeout=1800)
     assert now.returncode == 0, now.stderr
     assert now.stdout.startswith("promoted"), now.stdout
