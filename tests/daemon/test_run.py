@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,6 @@ from tests.daemon.daemon_helpers import Daemon, Library, wait_for
 pytestmark = pytest.mark.slow
 
 SECONDS = 35.0
-
-
-@pytest.fixture
-def library(tmp_path: Path) -> Library:
-    return Library.create(tmp_path)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.cleanup()
 
 
 def _start(library: Library, daemons: list[Daemon], *extra: str, settle: float = 1.0,

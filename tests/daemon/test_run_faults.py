@@ -31,14 +31,6 @@ def library(tmp_path: Path) -> Library:
     return lib
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.cleanup()
-
-
 def _start(library: Library, daemons: list[Daemon], *extra: str) -> Daemon:
     daemon = Daemon(library, *extra)
     daemons.append(daemon)

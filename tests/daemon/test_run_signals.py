@@ -8,7 +8,6 @@ import json
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,19 +19,6 @@ from tests.daemon.daemon_helpers import Daemon, Library, wait_for
 pytestmark = pytest.mark.slow
 
 SECONDS = 20.0
-
-
-@pytest.fixture
-def library(tmp_path: Path) -> Library:
-    return Library.create(tmp_path)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.cleanup()
 
 
 def _config(path: Path, **values: object) -> Path:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from classifier.audio import decode_all
 from storage import tags
@@ -26,19 +23,6 @@ dst.write(src[len(src) * 2 // 5:])
 dst.close()
 print("done", flush=True)
 """
-
-
-@pytest.fixture
-def library(tmp_path: Path) -> Library:
-    return Library.create(tmp_path)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.cleanup()
 
 
 def test_a_stalled_copy_is_never_replaced_and_is_tagged_once_complete(

@@ -56,11 +56,6 @@ class Workers:
 
 
 @pytest.fixture
-def library(tmp_path: Path) -> Library:
-    return Library.create(tmp_path)
-
-
-@pytest.fixture
 def engine(postgres_catalogue_url: str) -> Iterator[Engine]:
     engine = open_catalogue(postgres_catalogue_url)
     yield engine
