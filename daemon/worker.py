@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CRASH_RETRIES = 1
+SUBMIT_ATTEMPTS = 3  # fresh pools tried when handing a file to the decode processes fails
 WAIT_BEAT_SECONDS = 1.0  # while decodes run, how often the worker says it is alive
 POOL_MIN_FILES = 16  # fewer files than this are decoded in this process
 # Files handed to the decode processes ahead of their results (~1.3 MB of features each):
@@ -361,14 +362,20 @@ class Worker:
             future: Future[Decoded] = Future()
             future.set_result(decode(*args))
         else:
-            pool = self._executor()
-            try:
-                future = pool.submit(decode, *args)
-            except BrokenProcessPool:  # broke since the last submit: start a fresh one
-                _discard(pool)
-                self._pool = None
+            for attempt in range(SUBMIT_ATTEMPTS):
                 pool = self._executor()
-                future = pool.submit(decode, *args)
+                try:
+                    future = pool.submit(decode, *args)
+                    break
+                except (BrokenProcessPool, OSError):
+                    # The pool broke since the last submit (a decode process died), or
+                    # broke while this submit started a replacement process: the pool's
+                    # manager thread closes the pipes a new process is handed
+                    # (EBADF from the fork server). Either way: start a fresh pool.
+                    _discard(pool)
+                    self._pool = None
+                    if attempt == SUBMIT_ATTEMPTS - 1:
+                        raise
             self._owner[future] = pool
         in_flight[future] = job
 
