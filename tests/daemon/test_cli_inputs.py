@@ -170,6 +170,16 @@ def test_a_genre_that_is_not_a_name_is_refused_and_nothing_is_recorded(
     assert all(row["corrected_genre"] is None for row in json.loads(out))
 
 
+@pytest.mark.parametrize("names", [["Rock", "_"], ["Rock", ""], ["", "Rock"], [" ", "Jazz"]])
+@pytest.mark.parametrize("verb", ["rename", "merge"])
+def test_genres_rename_and_merge_refuse_a_blank_name(
+    verb: str, names: list[str], env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, _, err = in_process(env, monkeypatch, capsys, "genres", verb, *names)
+    assert status == 2 and "has no letter or digit" in err, err
+
+
 def test_a_genre_with_an_escape_sequence_from_a_real_genred_is_one_line(
     env: dict[str, str], song: Path,
 ) -> None:
