@@ -66,6 +66,20 @@ def test_a_path_that_does_not_exist_is_the_same_error_everywhere(
     assert proc.stdout == b""
 
 
+def test_a_watch_folder_from_the_variable_or_the_config_that_does_not_exist_is_named(
+        env: dict[str, str], tmp_path: Path) -> None:
+    gone, a_file = tmp_path / "no" / "music", tmp_path / "notes.txt"
+    a_file.write_text("not a folder\n")
+    config = tmp_path / "config.toml"
+    config.write_text(f'watch = ["{gone}"]\n')
+    for extra, args, named in [({"GENRED_WATCH": str(gone)}, [], "GENRED_WATCH"),
+                               ({}, ["--config", config], f"config key 'watch' in {config}")]:
+        proc = run({**env, **extra}, *args, "run", code=2)
+        assert proc.stderr.decode() == f"genred: {named}: no such file or folder: {gone}\n"
+    proc = run({**env, "GENRED_WATCH": str(a_file)}, "run", code=2)
+    assert proc.stderr.decode() == f"genred: GENRED_WATCH: {a_file} is not a folder\n"
+
+
 def test_a_csv_line_naming_a_missing_file_is_reported_and_counted(
         env: dict[str, str], tmp_path: Path) -> None:
     song = make_track(tmp_path / "lib" / "a.ogg", "Drone", 2.0)
