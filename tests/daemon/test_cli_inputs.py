@@ -146,6 +146,17 @@ def test_a_config_value_out_of_bounds_names_the_key_and_the_file(
         assert word in err, err
 
 
+def test_a_config_file_that_is_not_there_is_the_missing_path_error_naming_its_source(
+    env: dict[str, str], tmp_path: Path,
+) -> None:
+    gone = tmp_path / "no" / "config.toml"
+    proc = genred(env, "--config", gone, "stats")
+    _usage_error(proc, f"genred: --config: no such file or folder: {gone}")
+    proc = genred({**env, "GENRED_CONFIG": str(gone)}, "stats")
+    _usage_error(proc, f"genred: GENRED_CONFIG: no such file or folder: {gone}")
+    _usage_error(genred(env, "--config", tmp_path, "stats"), "is a folder, not a config file")
+
+
 def test_a_config_file_that_is_not_utf8_or_nested_too_deep_is_one_line(
     env: dict[str, str], tmp_path: Path,
 ) -> None:
