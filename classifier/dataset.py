@@ -87,12 +87,32 @@ def scan(data_dir: str | Path) -> list[Song]:
     for genre_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         if genre_dir.name.startswith("."):
             continue
+        _check_genre_folder(genre_dir)
         for path in sorted(genre_dir.rglob("*")):
             if path.is_file() and is_audio_name(path):
                 songs.append(Song(path, genre_dir.name, source_of(path, genre_dir, manifest)))
     if not songs:
         raise DatasetError(f"{root}: no audio files in genre sub-folders")
     return songs
+
+
+def _check_genre_folder(genre_dir: Path) -> None:
+    """A genre folder's name becomes a label (in model.json, tags, terminals): printable
+    text with a letter or digit, at most MAX_LABEL_LENGTH characters (the rule model.json
+    is checked by, and genred's genre-name rule)."""
+    from classifier.modeljson import MAX_LABEL_LENGTH
+
+    name = genre_dir.name
+    if not name.isprintable():
+        why = "holds control or invisible characters"
+    elif not any(c.isalnum() for c in name):
+        why = "has no letter or digit"
+    elif len(name.strip()) > MAX_LABEL_LENGTH:
+        why = f"is longer than {MAX_LABEL_LENGTH} characters"
+    else:
+        return
+    raise DatasetError(f"genre folder {name!a} in {ascii(str(genre_dir.parent))[1:-1]} "
+                       f"{why}: it cannot be a genre name; rename it or move it out")
 
 
 def from_pairs(pairs: Iterable[tuple[str | Path, str]]) -> list[Song]:

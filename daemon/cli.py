@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from daemon import cli_catalogue, cli_classify, cli_genres, cli_hosts, cli_service, cli_web
+from daemon.cli_output import guard_stdout
 from daemon.config import Config, ConfigError, load, setting_name
 from storage.genres import GenreNameError
 
@@ -85,9 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"genred: {e}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(cfg.log_level)
+    guard_stdout()
     handler: Handler = args.handler
     try:
-        return handler(args, cfg)
+        code = handler(args, cfg)
+        sys.stdout.flush()  # a failed write of the output is reported below, not at exit
+        return code
     except (ConfigError, GenreNameError) as e:
         print(f"genred: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -101,11 +105,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except Exception as e:
-        code = _catalogue_fault(e, cfg)
-        if code is None:
+    except OSError as e:
+        status = _os_fault(e)
+        if status is None:
             raise
-        return code
+        return status
+    except Exception as e:
+        status = _catalogue_fault(e, cfg)
+        if status is None:
+            raise
+        return status
+
+
+def _os_fault(error: OSError) -> int | None:
+    """One line for an OSError no command handled, or None when it is not the user's to
+    fix: the output could not be written (stdout on a full disk or ``/dev/full``, a terminal
+    gone: ``cannot write the output: no space left on device``), or a file genred had to
+    read or write names itself."""
+    import os
+
+    from daemon.cli_output import discard_output, output_failed
+    from storage.names import shown
+
+    reason = error.strerror or str(error) or type(error).__name__
+    reason = reason[:1].lower() + reason[1:]
+    if output_failed(error):
+        # What is still buffered cannot be written either: drop it, or the interpreter's
+        # final flush fails again ("Exception ignored ...").
+        discard_output()
+        print(f"genred: cannot write the output: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    if error.filename is None:
+        return None
+    print(f"genred: {shown(os.fsdecode(error.filename))}: {reason}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def _catalogue_fault(error: Exception, cfg: Config) -> int | None:
@@ -130,7 +163,7 @@ def _catalogue_fault(error: Exception, cfg: Config) -> int | None:
         message = f"the catalogue {cfg.db_url} failed: {first}"
     else:
         return None
-    print(f"genred: {message}", file=sys.stderr)
+    print(f"genred: {' '.join(message.split())}", file=sys.stderr)  # one line, always
     return EXIT_FAILED
 
 

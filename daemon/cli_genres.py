@@ -179,12 +179,15 @@ def _merge(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _rewrite(args: argparse.Namespace, cfg: Config, merge: bool) -> int:
-    from storage.genres import fold, resolve, spelled, suggestions
+    from storage.genres import check_name, fold, resolve, spelled, suggestions
     from storage.vocabulary import rename
 
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
+    for name in (args.old, args.new):
+        if not fold(name):  # blank, "_": no name at all (check_name says why)
+            check_name(name)
     known = known_genres(engine, cfg)
     old = resolve(args.old, known)
     if old is None or fold(old) != fold(args.old):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -392,15 +393,28 @@ def _named(key: str, origin: str, kind: str) -> str:
     return f"config key '{key}' in {origin}"
 
 
-def config_file(explicit: str | None = None) -> Path | None:
-    """The config file to read, or None when there is none (defaults then apply)."""
+def config_file(explicit: str | None = None, named: str = "--config") -> Path | None:
+    """The config file to read, or None when there is none (defaults then apply). A file
+    named by ``--config`` or ``GENRED_CONFIG`` (``named``) must be one: a path that does not
+    exist is the missing-path error of every command, naming where it came from."""
+    from storage.names import shown
+
     if explicit:
         path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ConfigError(f"{named}: no such file or folder: {shown(path)}") from None
+        except OSError as e:
+            raise ConfigError(f"{named}: cannot read {shown(path)}: {e.strerror}") from e
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{named}: {shown(path)} is a folder, not a config file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{named}: {shown(path)} is not a regular file (a TOML file "
+                              "is needed)")
         return path
     if os.environ.get("GENRED_CONFIG"):
-        return config_file(os.environ["GENRED_CONFIG"])
+        return config_file(os.environ["GENRED_CONFIG"], "GENRED_CONFIG")
     for candidate in (
         _xdg("XDG_CONFIG_HOME", ".config") / "genred" / "config.toml",
         Path("/etc/genred/config.toml"),

@@ -132,6 +132,13 @@ def main(argv: list[str]) -> int:
     setup_logging(cfg.log_level)
     if trigger == "schedule":
         os.nice(10)  # the nightly job yields to the daemon's own work
+    import torch
+
+    from classifier.predict import set_torch_threads
+
+    set_torch_threads()  # GENRED_TORCH_THREADS, from retrain.threads (torch_threads above)
+    log.info("retrain run %d: its own process (pid %d), %d torch thread(s), nice %d",
+             run_id, os.getpid(), torch.get_num_threads(), os.nice(0))
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt

@@ -72,11 +72,20 @@ def _watch_roots(cfg: Config) -> list[str]:
     if not cfg.watch:
         raise DaemonError("no folders to watch: give --watch PATH or set watch = [...] in "
                           "the config file")
+    from daemon.config import setting_name
+    from daemon.userpaths import missing_message
+    from storage.names import shown
+    from storage.paths import is_gone
+
     roots: list[str] = []
     for folder in cfg.watch:
         path = Path(folder).expanduser().resolve()
+        # The missing-path rule of every command (exit 2), naming where the folder came
+        # from: GENRED_WATCH, the config key and file (`--watch` is checked before this).
+        if is_gone(path):
+            raise ConfigError(f"{setting_name(cfg, 'watch')}: {missing_message(folder)}")
         if not path.is_dir():
-            raise DaemonError(f"watch folder {folder} is not a directory (config key 'watch')")
+            raise ConfigError(f"{setting_name(cfg, 'watch')}: {shown(folder)} is not a folder")
         roots.append(str(path))
     return roots
 
@@ -441,6 +450,7 @@ def run_daemon(cfg: Config, reload_config: Callable[[], Config] | None = None,
     from daemon.signals import SignalInbox
     from storage.db import open_catalogue
 
+    _watch_roots(cfg)  # a folder that is not there ends it before the catalogue is touched
     relay = _Relay()
     with SignalInbox(relay.stop, relay.reload, relay.started):
         engine = open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)

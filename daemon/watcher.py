@@ -4,9 +4,11 @@ Three small pieces, each testable alone:
 
 - :func:`is_junk` — names no music library wants classified (partial downloads, NAS
   thumbnails, dotfiles, our own tag-write temporaries ...).
-- :class:`FileStabilityTracker` — pure bookkeeping with an injected clock: a path is
-  *settled* once no event arrived and its size+mtime did not change for ``settle_seconds``,
-  so a file still being copied is never read half-written.
+- :class:`FileStabilityTracker` — bookkeeping with an injected clock: a path is *settled*
+  once no event arrived and its size+mtime did not change for ``settle_seconds`` and no
+  process has it open for writing, so a file still being copied is never read
+  half-written — not even a copy that stalls longer than ``settle_seconds`` (a network
+  copy waiting on the network, a download that keeps the file open).
 - :class:`FolderWatcher` — a recursive watchdog ``Observer`` that turns filesystem events
   into :class:`Change` items on a queue the run loop blocks on (no polling).
 """
@@ -104,19 +106,30 @@ class _Settling:
     last_change: float
 
 
+def _open_for_writing(path: str) -> bool:
+    from storage.filewrite import open_for_writing
+
+    return open_for_writing(Path(path))
+
+
 class FileStabilityTracker:
-    """Which paths have stopped changing. Pure: the clock and ``stat`` are injected."""
+    """Which paths have stopped changing. The clock, ``stat`` and the "does a process
+    have it open for writing" probe (``storage.filewrite.open_for_writing``: a Linux read
+    lease, else ``/proc/*/fd``) are injected."""
 
     def __init__(
         self,
         settle_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         stat: Callable[[str], os.stat_result] = os.stat,
+        being_written: Callable[[str], bool] = _open_for_writing,
     ) -> None:
         self.settle_seconds = settle_seconds
         self._clock = clock
         self._stat = stat
+        self._being_written = being_written
         self._settling: dict[str, _Settling] = {}
+        self._held: set[str] = set()  # quiet but open for writing: logged once each
 
     def __len__(self) -> int:
         return len(self._settling)
@@ -134,11 +147,12 @@ class FileStabilityTracker:
 
     def discard(self, path: str) -> None:
         self._settling.pop(path, None)
+        self._held.discard(path)
 
     def discard_under(self, folder: str) -> None:
         prefix = folder.rstrip(os.sep) + os.sep
         for path in [p for p in self._settling if p.startswith(prefix)]:
-            del self._settling[path]
+            self.discard(path)
 
     def next_due(self) -> float | None:
         """Clock time at which the earliest settling path may be settled (None if none)."""
@@ -147,9 +161,13 @@ class FileStabilityTracker:
         return min(s.last_change for s in self._settling.values()) + self.settle_seconds
 
     def settled(self) -> list[str]:
-        """Paths quiet for ``settle_seconds`` with unchanged size+mtime; they leave the
-        tracker. A path that changed after all restarts its timer; a vanished one is
-        dropped (its delete event does the bookkeeping)."""
+        """Paths quiet for ``settle_seconds`` with unchanged size+mtime that no process
+        has open for writing; they leave the tracker. A path that changed after all, or
+        that another program still holds open for writing (a stalled copy: quiet, not
+        finished), restarts its timer; a vanished one is dropped (its delete event does
+        the bookkeeping)."""
+        from storage.names import shown
+
         now = self._clock()
         ready: list[str] = []
         for path, state in list(self._settling.items()):
@@ -157,11 +175,18 @@ class FileStabilityTracker:
                 continue
             signature = _signature(path, self._stat)
             if signature is None:
-                del self._settling[path]
+                self.discard(path)
             elif signature != state.signature:
                 self._settling[path] = _Settling(signature, now)
+            elif self._being_written(path):
+                self._settling[path] = _Settling(signature, now)
+                if path not in self._held:
+                    self._held.add(path)
+                    log.info("%s is quiet but another program has it open for writing (a "
+                             "stalled copy or download?): waiting until it is closed",
+                             shown(path))
             else:
-                del self._settling[path]
+                self.discard(path)
                 ready.append(path)
         return sorted(ready)
 

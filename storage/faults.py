@@ -27,7 +27,12 @@ FULL_BELOW_BYTES = 1 << 20
 class CatalogueError(Exception):
     """The catalogue cannot be opened, read or written; the message is one line that says
     what happened, where, and what to do. The CLI turns it into that line and exit status
-    1 (2 for :class:`CatalogueURLError`); the daemon logs it."""
+    1 (2 for :class:`CatalogueURLError`); the daemon logs it. A driver's text folded in
+    (PostgreSQL's "connection refused" comes with a tab-indented hint line) is made one
+    line too."""
+
+    def __str__(self) -> str:
+        return " ".join(super().__str__().split())
 
 
 class CatalogueURLError(CatalogueError):
@@ -43,7 +48,7 @@ class CatalogueFault(CatalogueError, OperationalError):
     def __init__(self, message: str, cause: DBAPIError) -> None:
         OperationalError.__init__(self, cause.statement, cause.params,
                                   cause.orig or Exception(message), hide_parameters=True)
-        self.message = message
+        self.message = " ".join(message.split())
 
     def __str__(self) -> str:
         return self.message

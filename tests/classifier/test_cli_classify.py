@@ -119,3 +119,22 @@ def test_train_with_activate_makes_the_new_model_active(env: dict[str, str],
     version = json.loads((out / "model.json").read_text())["version"]
     proc = run(env, "classify", "--format", "json", str(next(synth_library.rglob("*.ogg"))))
     assert json.loads(proc.stdout)[0]["model"] == version
+
+
+@pytest.mark.parametrize("name", ["Ro\x1b[2Jck", "_", "x" * 65])
+def test_a_genre_folder_that_cannot_be_a_genre_name_is_refused_by_train_and_evaluate(
+        env: dict[str, str], tmp_path: Path, name: str) -> None:
+    """Folder names become labels (model.json, tags, terminal tables): the genre-name rule
+    applies to them too (issue 14 item 5)."""
+    from tests.audiogen import make_track
+
+    data = tmp_path / "data"
+    make_track(data / "Jazz" / "a.wav", "Drone", 2.0)
+    make_track(data / name / "b.wav", "Pulse", 2.0)
+    for args in (["train", str(data), "--epochs", "1", "--out", str(tmp_path / "model")],
+                 ["evaluate", str(data)]):
+        proc = run(env, *args)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"genre folder {name!a} in {data}" in proc.stderr, proc.stderr
+        assert "\x1b" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "model").exists()

@@ -201,3 +201,38 @@ def test_a_read_only_catalogue_is_one_line(
     proc = _in_namespace(env, script)
     assert "status=1" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert "read-only" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["stats"], ["genres"], ["status"]], ids=" ".join)
+def test_a_catalogue_server_that_refuses_the_connection_is_one_line(
+    command: list[str], env: dict[str, str],
+) -> None:
+    # Nothing listens on port 1: PostgreSQL's driver answers with two lines (the refusal,
+    # then a tab-indented "Is the server running ...?"), which must reach the user as one.
+    proc = genred(env, *command, "--db", "postgresql://postgres@127.0.0.1:1/test")
+    _one_line_failure(proc, 1, "cannot open the catalogue postgresql://postgres@127.0.0.1:1")
+    assert "Is the server running" in proc.stderr and "\t" not in proc.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_output_that_cannot_be_written_is_one_line_in_every_command(
+    env: dict[str, str], music: Path, tmp_path: Path,
+) -> None:
+    """`genred query > /dev/full`: every write fails with ENOSPC, as on a full disk."""
+    env = {**env, "GENRED_DB": f"sqlite:///{tmp_path / 'catalogue.db'}"}
+    assert genred(env, "scan", music).returncode == 0
+    runs = [({}, ["query"]), ({}, ["query", "--format", "json"]),
+            ({}, ["query", "--format", "csv"]), ({}, ["stats"]), ({}, ["status"]),
+            ({}, ["genres"]), ({}, ["config", "show"]), ({}, ["classify", "{song}"]),
+            ({"PYTHONUNBUFFERED": "1"}, ["query"]),  # python -u: no buffer to fail at exit
+            ({"PYTHONUNBUFFERED": ""}, ["query"])]
+    for extra, command in runs:
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([str(GENRED), *_args(command, music)],
+                                  env={**env, **extra}, stdout=full, stderr=subprocess.PIPE,
+                                  text=True, timeout=300)
+        assert "Exception ignored" not in proc.stderr, (command, proc.stderr)
+        _one_line_failure(proc, 1, "cannot write the output: no space left on device")
+    # The same commands with somewhere to write still work.
+    proc = genred(env, "query", "--format", "json")
+    assert proc.returncode == 0 and "song.wav" in proc.stdout, proc.stderr

@@ -66,6 +66,20 @@ def test_a_path_that_does_not_exist_is_the_same_error_everywhere(
     assert proc.stdout == b""
 
 
+def test_a_watch_folder_from_the_variable_or_the_config_that_does_not_exist_is_named(
+        env: dict[str, str], tmp_path: Path) -> None:
+    gone, a_file = tmp_path / "no" / "music", tmp_path / "notes.txt"
+    a_file.write_text("not a folder\n")
+    config = tmp_path / "config.toml"
+    config.write_text(f'watch = ["{gone}"]\n')
+    for extra, args, named in [({"GENRED_WATCH": str(gone)}, [], "GENRED_WATCH"),
+                               ({}, ["--config", config], f"config key 'watch' in {config}")]:
+        proc = run({**env, **extra}, *args, "run", code=2)
+        assert proc.stderr.decode() == f"genred: {named}: no such file or folder: {gone}\n"
+    proc = run({**env, "GENRED_WATCH": str(a_file)}, "run", code=2)
+    assert proc.stderr.decode() == f"genred: GENRED_WATCH: {a_file} is not a folder\n"
+
+
 def test_a_csv_line_naming_a_missing_file_is_reported_and_counted(
         env: dict[str, str], tmp_path: Path) -> None:
     song = make_track(tmp_path / "lib" / "a.ogg", "Drone", 2.0)
@@ -199,6 +213,49 @@ def test_unreadable_folders_are_counted_and_their_tracks_left_alone(
         assert catalogue.get_track(engine, path).status == "ok"  # type: ignore[union-attr]
     assert corrected_genre(engine, lib / "noexec" / "b.ogg") == "Pulse"  # history stays
     assert corrected_genre(engine, lib / "open" / "copy-of-b.ogg") is None
+
+
+RESCAN = """
+import json, sys
+from daemon.reconcile import Reconciler
+from daemon.watcher import FileStabilityTracker
+from storage.db import open_catalogue
+engine = open_catalogue(sys.argv[1])
+counts = Reconciler(engine, [sys.argv[2]], FileStabilityTracker(1.0)).rescan(1.0)
+print(json.dumps(counts))
+"""
+
+
+def test_the_daemons_rescan_leaves_the_tracks_of_unreadable_folders_alone(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """The rescan `genred run` makes at start and every rescan_hours, in a process the
+    folder permissions apply to: unreadable folders are counted, never taken for gone."""
+    lib = tmp_path / "lib"
+    make_track(lib / "open" / "a.ogg", "Drone", 2.0, seed=1)
+    make_track(lib / "noexec" / "b.ogg", "Pulse", 2.0, seed=2)
+    make_track(lib / "noread" / "c.ogg", "Chirp", 2.0, seed=3)
+    run(env, "scan", lib)
+    run(env, "correct", lib / "noexec" / "b.ogg", "Pulse")
+    shutil.copy(lib / "noexec" / "b.ogg", lib / "open" / "copy-of-b.ogg")  # same audio
+    prefix = _as_unprivileged(tmp_path)
+    _lock(lib / "noexec", 0o644)
+    _lock(lib / "noread", 0o311)
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-c", RESCAN, env["GENRED_DB"],
+                               str(lib)], env=env, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        (lib / "noexec").chmod(0o755)
+        (lib / "noread").chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout)
+    assert counts["unreadable"] == 2 and counts["missing"] == 0, counts
+    assert counts["queued"] == 1 and counts["unchanged"] == 1, counts  # the copy; a.ogg
+    engine = open_catalogue(env["GENRED_DB"])
+    for path in (lib / "noexec" / "b.ogg", lib / "noread" / "c.ogg"):
+        assert catalogue.get_track(engine, path).status == "ok"  # type: ignore[union-attr]
+    assert corrected_genre(engine, lib / "noexec" / "b.ogg") == "Pulse"  # history stays
+    assert catalogue.get_track(engine, lib / "open" / "copy-of-b.ogg").status == "pending"  # type: ignore[union-attr]
 
 
 def test_fifos_devices_and_symlink_loops_are_counted_never_opened(

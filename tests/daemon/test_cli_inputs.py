@@ -146,6 +146,17 @@ def test_a_config_value_out_of_bounds_names_the_key_and_the_file(
         assert word in err, err
 
 
+def test_a_config_file_that_is_not_there_is_the_missing_path_error_naming_its_source(
+    env: dict[str, str], tmp_path: Path,
+) -> None:
+    gone = tmp_path / "no" / "config.toml"
+    proc = genred(env, "--config", gone, "stats")
+    _usage_error(proc, f"genred: --config: no such file or folder: {gone}")
+    proc = genred({**env, "GENRED_CONFIG": str(gone)}, "stats")
+    _usage_error(proc, f"genred: GENRED_CONFIG: no such file or folder: {gone}")
+    _usage_error(genred(env, "--config", tmp_path, "stats"), "is a folder, not a config file")
+
+
 def test_a_config_file_that_is_not_utf8_or_nested_too_deep_is_one_line(
     env: dict[str, str], tmp_path: Path,
 ) -> None:
@@ -168,6 +179,16 @@ def test_a_genre_that_is_not_a_name_is_refused_and_nothing_is_recorded(
     status, out, _ = in_process(env, monkeypatch, capsys, "query", "--format", "json")
     assert status == 0
     assert all(row["corrected_genre"] is None for row in json.loads(out))
+
+
+@pytest.mark.parametrize("names", [["Rock", "_"], ["Rock", ""], ["", "Rock"], [" ", "Jazz"]])
+@pytest.mark.parametrize("verb", ["rename", "merge"])
+def test_genres_rename_and_merge_refuse_a_blank_name(
+    verb: str, names: list[str], env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, _, err = in_process(env, monkeypatch, capsys, "genres", verb, *names)
+    assert status == 2 and "has no letter or digit" in err, err
 
 
 def test_a_genre_with_an_escape_sequence_from_a_real_genred_is_one_line(

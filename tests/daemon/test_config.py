@@ -108,8 +108,12 @@ def test_invalid_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
     file = _write(tmp_path / "broken.toml", "watch = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(str(file), environ={})
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match=r"--config: no such file or folder: .*absent\.toml"):
         load(str(tmp_path / "absent.toml"), environ={})
+    with pytest.raises(ConfigError, match=r"--config: .* is a folder, not a config file"):
+        load(str(tmp_path), environ={})
+    with pytest.raises(ConfigError, match="--config: /dev/null is not a regular file"):
+        load("/dev/null", environ={})
 
 
 def test_systemd_state_directory_holds_the_catalogue(monkeypatch: pytest.MonkeyPatch) -> None:

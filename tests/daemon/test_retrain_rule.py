@@ -198,3 +198,29 @@ def test_a_killed_retrain_child_is_a_failed_run_and_the_parent_goes_on(
     with Session(engine) as s:
         runs = [r.decision for r in s.scalars(select(TrainingRun).order_by(TrainingRun.id))]
     assert runs == [FAILED, again.decision]
+
+
+def test_the_retrain_child_sets_its_own_torch_threads_and_niceness(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """retrain.threads reaches the child's torch (3: neither the default of all cores but
+    one nor the daemon's one), and the nightly run is niced. No labels: the run is
+    skipped; the child's settings are what it logged."""
+    threads, trigger, nicer = 3, "schedule", 10
+    import dataclasses
+
+    from daemon.retrain_child import retrain_in_child
+
+    store = tmp_path / "models"
+    tiny_bundle(store / "tiny-v1", version="tiny-v1")
+    (store / "ACTIVE").write_text("tiny-v1\n")
+    cfg = _config(tmp_path, store)
+    cfg = dataclasses.replace(cfg, retrain=dataclasses.replace(cfg.retrain, threads=threads))
+    engine = open_catalogue(cfg.db_url)
+    capfd.readouterr()
+    outcome = retrain_in_child(engine, cfg, trigger)
+    assert outcome.decision == SKIPPED, outcome.reason
+    err = capfd.readouterr().err
+    line = next(x for x in err.splitlines() if "its own process" in x)
+    pid = int(line.split("(pid ")[1].split(")")[0])
+    assert pid != os.getpid()
+    assert f"{threads} torch thread(s), nice {os.nice(0) + nicer}" in line, line

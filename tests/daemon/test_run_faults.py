@@ -185,3 +185,34 @@ def test_a_watched_folder_renamed_away_and_back_loses_nothing(
     assert library.track(meanwhile) is None  # never catalogued at the path it was away at
     assert len(library.predictions(before)) == 1  # unchanged: not classified again
     assert daemon.terminate()[0] == 0
+
+
+def test_a_full_music_disk_fails_the_tag_and_the_daemon_goes_on(
+    library: Library, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """With write_tags on, a tag write needs room for a copy of the file; on a full music
+    disk it fails for that file alone (issue 14 item 8, in the daemon)."""
+    from storage import tags
+
+    library.env["GENRED_TAG_THRESHOLD"] = "0"  # the tiny model is never confident
+    with _small_tmpfs(tmp_path / "music-disk", "2m") as disk:
+        library = dataclasses.replace(library, music=disk)
+        first = disk / "first.wav"
+        first.write_bytes(make_track(tmp_path / "first.wav", "Pulse", 14.0, seed=9)
+                          .read_bytes())  # ~620 kB: no room left for its tagged copy
+        before = first.read_bytes()
+        filler = _fill(disk)
+        filler.rename(disk / ".filler")  # a dotfile: never taken for music
+        daemon = _start(library, daemons, "--write-tags")
+        daemon.wait_log(f"tags not written: {first}: no space left on device")
+        wait_for(lambda: _ok_with_one_prediction(library, first), 60, "the first file")
+        assert first.read_bytes() == before
+        assert sorted(p.name for p in disk.iterdir()) == [".filler", "first.wav"]
+        assert daemon.alive()
+        (disk / ".filler").unlink()
+        second = make_track(disk / "second.flac", "Drone", SECONDS, seed=10)
+        wait_for(lambda: library.rows(
+            "SELECT count(*) FROM tag_backups WHERE written != '{}'")[0][0], 90,
+            "the next file's tag, once there is room")
+        assert _ok_with_one_prediction(library, second) and len(tags.read_genres(second)) == 1
+        assert daemon.terminate()[0] == 0

@@ -1,5 +1,6 @@
 """The daemon with tag writing on, against a copy that stalls longer than settle_seconds:
-the file looks settled, but another program still has it open for writing."""
+the file is quiet, but another program still has it open for writing. It is neither
+classified nor tagged until the copy is closed, then both, once."""
 
 from __future__ import annotations
 
@@ -39,8 +40,11 @@ def test_a_stalled_copy_is_never_replaced_and_is_tagged_once_complete(
     assert copy.stdin is not None and copy.stdout is not None
     try:
         assert copy.stdout.readline().strip() == "stalled"
-        wait_for(lambda: "open for writing" in daemon.output(), 90,
-                 "the daemon to refuse the half-copied file")
+        wait_for(lambda: "another program has it open for writing" in daemon.output(), 90,
+                 "the daemon to hold back the quiet, half-copied file")
+        # Neither classified from 40 % of its audio nor tagged: it is not settled.
+        assert library.status_of(dest) in (None, "pending")
+        assert library.predictions(dest) == []
         assert library.rows("SELECT count(*) FROM tag_backups")[0][0] == 0
         copy.stdin.write("go\n")
         copy.stdin.flush()
@@ -53,4 +57,5 @@ def test_a_stalled_copy_is_never_replaced_and_is_tagged_once_complete(
         0][0], 90, "the genre tag to be written once the copy completed")
     assert decode_all(dest).digest == decode_all(source).digest  # every sample arrived
     assert len(tags.read_genres(dest)) == 1
+    assert len(library.predictions(dest)) == 1  # classified once, from the whole file
     assert daemon.terminate()[0] == 0

@@ -149,6 +149,47 @@ def test_an_edited_row_never_names_the_code_that_runs(tmp_path: Path, caplog: An
     assert set(json.loads(rows[0][1])) == {"version", "id", "trigger", "next_run_time"}
 
 
+class _Payload:
+    """What APScheduler's own (pickling) job store would run on load: a pickle whose
+    __reduce__ calls os.system."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.system, (self.command,))
+
+
+def test_a_pickle_written_into_the_job_row_is_never_unpickled(tmp_path: Path,
+                                                             caplog: Any) -> None:
+    import pickle
+
+    url = _url(tmp_path)
+    _record_calls("t-pickled")
+    sched.start_scheduler(url, "0 3 * * *", job_name="t-pickled").shutdown()
+    pwned = tmp_path / "pwned"
+    engine = open_catalogue(url)
+    with engine.begin() as c:
+        c.execute(text("UPDATE apscheduler_jobs SET job_state = :s"),
+                  {"s": pickle.dumps(_Payload(f"touch {pwned}"))})
+    engine.dispose()
+    with caplog.at_level("WARNING", logger="daemon.scheduler"):
+        scheduler = sched.start_scheduler(url, "0 3 * * *", job_name="t-pickled")
+        try:  # the row is read while the scheduler starts: by now it was looked at
+            assert scheduler.get_job("t-pickled").next_run_time > datetime.now(UTC)
+        finally:
+            scheduler.shutdown()
+    assert "'t-pickled' ignored and deleted" in caplog.text
+    assert not pwned.exists()
+    engine = open_catalogue(url)
+    with engine.connect() as c:
+        (raw,) = c.execute(text("SELECT job_state FROM apscheduler_jobs")).scalars()
+    engine.dispose()
+    assert set(json.loads(raw)) == {"version", "id", "trigger", "next_run_time"}
+
+
 def test_changed_schedule_is_applied(tmp_path: Path) -> None:
     url = _url(tmp_path)
     _record_calls("t-change")

@@ -77,3 +77,21 @@ def test_title_tags_come_from_the_file(tmp_path: Path) -> None:
     broken.write_bytes(b"not music at all")
     assert title_tags(broken).title is None
     assert title_tags(tmp_path / "absent.mp3").title is None
+
+
+def test_the_review_folder_filter_and_the_album_action_take_exactly_the_folder(
+        engine: Engine) -> None:
+    """The web page's folder filter and its album action use the one folder rule: folders
+    that differ only in case, or that a LIKE/GLOB pattern or a bare prefix would match,
+    are never taken along (issue 9 item 1)."""
+    from storage.review import folder_track_ids
+
+    targets = ["Jazz", "a%b", "a_b", "a[b]", "a*b", "a\\b"]
+    decoys = ["jazz", "JAZZ", "Jazz0", "Jazz Funk", "aXb", "ab", "aZZb", "a\\\\b", "a%bc"]
+    ids = {folder: record(engine, f"/m/{folder}/t.flac", {"Jazz": 0.6, "Rock": 0.4})
+           for folder in targets + decoys}
+    deeper = record(engine, "/m/Jazz/Live/t.flac", {"Jazz": 0.6, "Rock": 0.4})
+    for folder in targets:
+        inside = {ids[folder]} | ({deeper} if folder == "Jazz" else set())
+        assert set(order(engine, folder=f"/m/{folder}")) == inside, folder
+        assert folder_track_ids(engine, f"/m/{folder}") == [ids[folder]], folder

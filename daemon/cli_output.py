@@ -1,0 +1,78 @@
+"""Standard output that knows when writing it failed.
+
+``genred query > /dev/full``, a pipe into a full disk, a terminal that went away: the
+``OSError`` comes out of whatever ``print`` or ``write`` was running, anywhere in a verb.
+``guard_stdout`` puts ``sys.stdout`` on a raw writer that remembers the error it raised,
+so the CLI's entry point can tell "the output could not be written" (one line, exit 1)
+from any other ``OSError``, and then drop what is still buffered so the interpreter's
+final flush does not fail again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+
+
+class _Fd1(io.RawIOBase):
+    """File descriptor 1, remembering the last write that failed."""
+
+    failed: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 1
+
+    def isatty(self) -> bool:
+        return os.isatty(1)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view, done = memoryview(data), 0
+        try:
+            while done < len(view):  # all of it: unbuffered (python -u) has no retry above
+                done += os.write(1, view[done:])
+        except OSError as e:
+            _Fd1.failed = e
+            raise
+        return done
+
+
+def guard_stdout() -> None:
+    """Put ``sys.stdout`` (when it is file descriptor 1, as for a real `genred`) on
+    :class:`_Fd1`, keeping its encoding, error handler and line buffering."""
+    out = sys.stdout
+    if not isinstance(out, io.TextIOWrapper):  # captured (pytest), or replaced already
+        return
+    try:
+        if out.fileno() != 1:
+            return
+    except (OSError, ValueError):
+        return
+    out.flush()
+    # PYTHONUNBUFFERED / -u: the text layer writes straight to the raw file; keep it so.
+    unbuffered = isinstance(out.buffer, io.RawIOBase)
+    raw = _Fd1()
+    sys.stdout = io.TextIOWrapper(raw if unbuffered else io.BufferedWriter(raw),
+                                  encoding=out.encoding, errors=out.errors,
+                                  line_buffering=out.line_buffering,
+                                  write_through=unbuffered or out.write_through)
+
+
+def output_failed(error: BaseException) -> bool:
+    """True when ``error`` is (or was caused by) a failed write of the standard output."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if seen is _Fd1.failed:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def discard_output() -> None:
+    """Point file descriptor 1 at /dev/null: what is still buffered goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
