@@ -14,7 +14,9 @@ import random
 import shutil
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from classifier.store import ModelStore
 from daemon.config import Config, RetrainConfig
-from daemon.retrain import FAILED, REJECTED, SKIPPED, RetrainOutcome
+from daemon.retrain import FAILED, PROMOTED, REJECTED, SKIPPED, RetrainOutcome, retrain
 from storage.corrections import add_label
 from storage.db import open_catalogue
 from storage.schema import TrainingRun
@@ -126,6 +128,45 @@ def test_a_genre_with_two_labels_waits(tmp_path: Path, music: Path) -> None:
     assert "waiting: 2 of 3 labelled songs" in genres
     assert library.rows("SELECT decision FROM training_runs") == [(SKIPPED,)]
     assert library.rows("SELECT count(*) FROM corrections WHERE active")[0][0] == 2
+
+
+def test_enough_held_out_songs_judge_without_cross_validation_and_never_on_training_songs(
+        tmp_path: Path, music: Path) -> None:
+    from daemon.retrain import fine_tune_trainer, present_labels, split_holdout
+
+    cfg, engine = _scanned(tmp_path, music)
+    for style in STYLES:
+        for i in range(6):
+            add_label(engine, music / style / f"{style}{i}.wav", style)
+    _, held = split_holdout(present_labels(engine))
+    by_genre = {g: [x for x in held if x.genre == g] for g in STYLES}
+    assert all(by_genre.values()), by_genre  # the hold-out covers every labelled genre
+    # The base model says it was trained on one held-out song: judging it there would be
+    # judging it on its own training data, so that song must not count.
+    seen = next(songs[0] for songs in by_genre.values() if len(songs) >= 2)
+    meta_file = cfg.model_store_path / "tiny-v1" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    meta["training"] = {"train_fingerprints": [seen.fingerprint]}
+    meta_file.write_text(json.dumps(meta))
+    # exactly enough held-out songs once that one is out
+    cfg = replace(cfg, retrain=replace(cfg.retrain, min_holdout_songs=len(held) - 1))
+    trained: list[Path] = []
+    real = fine_tune_trainer(cfg)
+
+    def counting(base: Path, data: Any, out_dir: Path) -> Path:
+        assert seen.path not in {p for p, _ in data.labelled}  # held out: never trained on
+        trained.append(out_dir)
+        return real(base, data, out_dir)
+
+    outcome = retrain(engine, cfg, trainer=counting)
+    assert outcome.decision in (PROMOTED, REJECTED), outcome.summary()
+    judging = outcome.metrics["judging"]
+    assert judging["judged_on"] == f"{len(held) - 1} held-out songs"
+    assert judging["n_songs"] == outcome.n_judged == len(held) - 1
+    assert len(trained) == 1  # the one candidate: no cross-validation folds
+    with Session(engine) as s:
+        run = s.scalars(select(TrainingRun)).one()
+        assert run.metrics["judging"] == judging and run.metrics["n_holdout"] == len(held)
 
 
 def _labelled_library(tmp_path: Path, music: Path) -> Library:
