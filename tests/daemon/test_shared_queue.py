@@ -160,6 +160,38 @@ def test_a_worker_follows_the_active_model_without_the_model_store(
     assert workers.stop_all() == [0]
 
 
+def test_a_batch_recorded_with_the_old_model_after_a_switch_is_classified_again(
+        library: Library, engine: Engine, postgres_catalogue_url: str, tmp_path: Path,
+) -> None:
+    """The switch lands between a worker's model check and its claim: that batch is
+    classified with the old model and recorded after `models activate` requeued the
+    catalogue. Once the worker has the new model, those tracks are queued and done again."""
+    from daemon.config import Config
+    from daemon.worker_host import SharedQueueRunner
+    from tests.storage.modelkit import tiny_bundle
+
+    url = postgres_catalogue_url
+    _activate(library, url, "tiny-v1")
+    files = _queue_files(library, engine, 2, seconds=8.0)
+    cfg = Config(db=url, model_store=str(library.store), cache=str(tmp_path / "cache"),
+                 clips_per_track=1, workers=1)
+    runner = SharedQueueRunner(cfg, engine)
+    try:
+        worker = runner.worker()  # process_batch's model check: tiny-v1 is active
+        tiny_bundle(library.store / "tiny-v2", version="tiny-v2", seed=1)
+        _activate(library, url, "tiny-v2")  # ... and then the switch
+        worker.process_pending()  # the batch that passed the check
+        models = {catalogue.get_track(engine, f).model for f in files}  # type: ignore[union-attr]
+        assert models == {"tiny-v1"}
+        while runner.process_batch():
+            pass
+        assert {catalogue.get_track(engine, f).model  # type: ignore[union-attr]
+                for f in files} == {"tiny-v2"}
+        assert _rows(engine, "SELECT count(*) FROM tracks WHERE status = 'pending'") == [(0,)]
+    finally:
+        runner.close()
+
+
 def test_a_worker_that_cannot_read_a_file_puts_it_back(
         library: Library, engine: Engine, workers: Workers, postgres_catalogue_url: str,
 ) -> None:
