@@ -209,6 +209,34 @@ def test_a_worker_that_cannot_read_a_file_puts_it_back(
     assert os.path.exists(real)
 
 
+def test_a_worker_reads_the_library_where_its_host_mounts_it(
+        library: Library, engine: Engine, workers: Workers, postgres_catalogue_url: str,
+        tmp_path: Path,
+) -> None:
+    """The catalogue names the files as the daemon host sees them (a prefix that does not
+    exist here); the worker's [paths] maps it to where this host mounts the library."""
+    _activate(library, postgres_catalogue_url, "tiny-v1")
+    served = "/srv/genred-test-nas/music"  # the daemon host's mount point: absent here
+    assert not os.path.exists(served)
+    names = []
+    for i in range(2):
+        local = make_track(library.music / "Album" / f"{i}.flac", STYLES[i], 8.0, seed=i)
+        size, mtime = catalogue.file_stat(local)
+        name = f"{served}/Album/{i}.flac"
+        catalogue.mark_pending(engine, name, size, mtime)
+        names.append(name)
+    config = tmp_path / "worker.toml"
+    config.write_text(f'[paths]\n"{served}" = "{library.music}"\n')
+    workers.start(env={"GENRED_CONFIG": str(config)})
+    for name in names:
+        track = wait_for(lambda n=name: (t := catalogue.get_track(engine, n))  # type: ignore[misc]
+                         and t.status == "ok" and t, 180, f"{name} recorded:\n{workers.logs()}")
+        assert track.model == "tiny-v1" and not track.error
+    # recorded under the catalogue's names: no row for this host's paths
+    assert sorted(r[0] for r in _rows(engine, "SELECT path FROM tracks")) == names
+    assert workers.stop_all() == [0]
+
+
 def test_a_daemon_that_does_not_classify_leaves_the_queue_to_workers_and_tags_their_files(
         library: Library, engine: Engine, workers: Workers, postgres_catalogue_url: str,
 ) -> None:
