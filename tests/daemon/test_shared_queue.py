@@ -124,6 +124,14 @@ def test_three_workers_drain_the_queue_once_each_even_when_one_is_killed(
     done = dict(_rows(engine, "SELECT pid, tracks_done FROM workers"))
     assert sum(done.values()) == 60
     assert set(orphaned) <= {r[0] for r in per_track}  # finished by the others
+    # ... and only once its lease had run out: each was recorded later than the killed
+    # worker's last heartbeat plus the lease (database times, not the test's clock).
+    early = _rows(engine, "SELECT t.path FROM predictions p JOIN tracks t ON t.id = p.track_id "
+                  "WHERE t.path = ANY(:paths) AND p.created_at < (SELECT heartbeat_at FROM "
+                  "workers WHERE pid = :pid) + make_interval(secs => :lease)",
+                  paths=orphaned, pid=victim.pid,
+                  lease=float(workers.env["GENRED_LEASE_SECONDS"]))
+    assert early == []
     assert _rows(engine, "SELECT count(*) FROM tracks WHERE claimed_by IS NOT NULL")[0][0] == 0
     assert workers.stop_all()[1:] == [0, 0]
     # With the workers' lease: its track was taken over only after its lease ran out, so
