@@ -369,6 +369,45 @@ def test_status_on_a_worker_host_does_not_say_the_queue_waits_while_workers_live
     assert [(w["host"], w["pid"], w["alive"]) for w in data["workers"]] == [("nas", 4242, True)]
 
 
+def test_a_daemon_on_postgresql_classifies_follows_moves_and_keeps_labels(
+        library: Library, engine: Engine, postgres_catalogue_url: str) -> None:
+    """`genred run` (classifying itself, the default) on a PostgreSQL catalogue, as on
+    SQLite: a new file is classified, a rename and a move into a new folder keep the track
+    and its label, a delete marks it missing."""
+    from storage.corrections import add_label, history
+    from tests.daemon.daemon_helpers import Daemon
+
+    def status(path: Path) -> str | None:
+        track = catalogue.get_track(engine, path)
+        return track.status if track else None
+
+    daemon = Daemon(library, db=postgres_catalogue_url)
+    try:
+        daemon.ready()
+        song = make_track(library.music / "in" / "song.ogg", "Drone", 8.0, seed=4)
+        wait_for(lambda: status(song) == "ok", 120, f"the new file:\n{daemon.output()}")
+        assert catalogue.get_track(engine, song).model == "tiny-v1"  # type: ignore[union-attr]
+        add_label(engine, song, "Polka")
+        renamed = song.with_name("renamed.ogg")
+        os.rename(song, renamed)
+        wait_for(lambda: status(renamed) == "ok" and status(song) is None, 60,
+                 "the track to follow the rename")
+        assert _rows(engine, "SELECT count(*) FROM predictions") == [(1,)]  # same bytes
+        moved = library.music / "sorted" / "moved.ogg"
+        moved.parent.mkdir()
+        os.rename(renamed, moved)
+        wait_for(lambda: status(moved) == "ok" and status(renamed) is None, 120,
+                 "the moved track to be matched by fingerprint")
+        assert history(engine, moved) == [("Polka", "user", True)]
+        assert _rows(engine, "SELECT count(*) FROM tracks") == [(1,)]  # one track, moved
+        assert _rows(engine, "SELECT count(*) FROM predictions WHERE current") == [(1,)]
+        moved.unlink()
+        wait_for(lambda: status(moved) == "missing", 60, "the delete to be seen")
+        assert daemon.terminate(timeout=60)[0] == 0
+    finally:
+        daemon.cleanup()
+
+
 def test_a_daemon_that_does_not_classify_leaves_the_queue_to_workers_and_tags_their_files(
         library: Library, engine: Engine, workers: Workers, postgres_catalogue_url: str,
 ) -> None:
