@@ -11,7 +11,7 @@ out=${1:-bench-results}
 shift || true
 mkdir -p "$out"
 fails=0
-for name in scan long memory daemon query train backbone; do
+for name in scan long memory daemon query train backbone workers; do
     echo "== $name ($(date -u +%H:%M:%S) UTC)"
     if "$py" "$here/bench_$name.py" --json "$out/$name.json" "$@" >"$out/$name.txt" 2>&1; then
         grep '^RESULT' "$out/$name.txt"

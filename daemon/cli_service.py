@@ -171,9 +171,7 @@ def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
         ("daemon", state),
         ("watching", ", ".join(shown(w) for w in daemon["watch"]) or None),
         ("heartbeat", daemon["heartbeat"]),
-        ("queue", f"{status['queue']} pending" + (
-            " (waiting for a daemon: none is running; start `genred run`, or run "
-            "`genred scan` on the folders)" if status["queue_waits_for_daemon"] else "")),
+        ("queue", f"{status['queue']} pending" + _queue_note(status)),
         ("tracks", ", ".join(f"{k} {v}" for k, v in status["tracks"].items()) or "none"),
         ("last scan", status["last_scan"]),
         ("active model", status["active_model"]["version"]),
@@ -206,6 +204,17 @@ def retrain_cmd(args: argparse.Namespace, cfg: Config) -> int:
                 engine, cfg, args.format)
     except CatalogueError as e:
         return _fail(str(e))
+
+
+def _queue_note(status: dict[str, Any]) -> str:
+    """Who works the pending tracks, when no daemon runs on this host."""
+    if status["queue_waits_for_daemon"]:
+        return (" (waiting for a daemon: none is running; start `genred run`, or run "
+                "`genred scan` on the folders)")
+    alive = sum(1 for w in status["workers"] if w["alive"])
+    if status["queue"] and not status["daemon"]["running"] and alive:
+        return f" (worked by {alive} live worker(s); no daemon runs on this host)"
+    return ""
 
 
 def _retrain_now(engine: Engine, cfg: Config, fmt: str) -> int:

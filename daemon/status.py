@@ -62,20 +62,24 @@ def read_status(engine: Engine, cfg: Config) -> dict[str, Any]:
         model = {"version": None, "error": str(e), "labels": []}
     counts = stats(engine).get("status", {})
     nxt = next_run(engine)
+    workers = _workers(engine, cfg)
+    pending = int(counts.get("pending", 0))
     return {
         "daemon": {"running": pid is not None, "pid": pid,
                    "started": get_state(engine, STARTED_KEY) if pid else None,
                    "heartbeat": get_state(engine, HEARTBEAT_KEY),
                    "watch": json.loads(get_state(engine, WATCH_KEY) or "[]")},
-        "queue": int(counts.get("pending", 0)),
-        # Pending work with no daemon to do it: `genred status` says so.
-        "queue_waits_for_daemon": pid is None and int(counts.get("pending", 0)) > 0,
+        "queue": pending,
+        # Pending work with no daemon here and no live worker (any host) to do it:
+        # `genred status` says so.
+        "queue_waits_for_daemon": pid is None and pending > 0 and not any(
+            w["alive"] for w in workers),
         "tracks": counts,
         "last_scan": get_state(engine, LAST_SCAN_KEY),
         "active_model": model,
         "last_retrain": _last_retrain(engine),
         "next_retrain": nxt.isoformat() if nxt else None,
-        "workers": _workers(engine, cfg),
+        "workers": workers,
     }
 
 

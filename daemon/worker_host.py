@@ -32,8 +32,8 @@ RETRY_SECONDS = 10.0  # after losing the database
 
 class SharedQueueRunner(QueueRunner):
     """QueueRunner for a worker host: the model is the catalogue's active one (or the
-    pinned ``model``), files are read through ``[paths]``, and loading a model queues
-    nothing (the daemon and `genred models activate` did)."""
+    pinned ``model``), files are read through ``[paths]``, and loading the active model
+    queues again what another model recorded after the switch (``_after_load``)."""
 
     kind = "worker"
 
@@ -68,7 +68,17 @@ class SharedQueueRunner(QueueRunner):
                               remote=True)
 
     def _after_load(self, version: str) -> None:
-        log.info("classifying with model %s", version)
+        """A batch that passed its model check just before a switch was classified with the
+        old model and may have been recorded after `models activate` requeued the
+        catalogue: once this worker has the catalogue's active model, queue again what
+        other models classified (as the daemon does on every load). A pinned model, or one
+        the catalogue does not name as active, queues nothing."""
+        from storage.catalogue import active_model
+
+        if self.cfg.model or active_model(self.engine) != version:
+            log.info("classifying with model %s", version)
+            return
+        super()._after_load(version)
 
 
 def run_worker(cfg: Config) -> int:

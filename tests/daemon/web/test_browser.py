@@ -32,6 +32,7 @@ LAYOUT = {
     "Play": [("play.mp3", "Noise")],
     "Typed": [("typed.mp3", "Drone")],
     "Tagged": [("tagged.mp3", "Pulse")],
+    "Keyed": [("space.mp3", "Chirp"), ("accept.ogg", "Drone")],
 }
 
 
@@ -172,3 +173,41 @@ def test_tags_and_names_are_shown_as_text_never_as_markup(page: Any,
     assert "Kind <of>" in row.locator(".meta").inner_text()
     assert row.locator("img").count() == 0
     assert page.evaluate("window.pwned") is None
+
+
+def test_the_keys_move_play_skip_and_accept(page: Any, library: WebLibrary) -> None:
+    ids = page.eval_on_selector_all("article.track", "rows => rows.map(r => r.id)")
+    row = row_of(page, library, "Keyed/space.mp3")
+    me = ids.index(row.get_attribute("id"))
+    row.locator(".path").click()
+    page.wait_for_selector(f"#{ids[me]}.current")
+    # j / k: the next and the previous row (from the last row, k first)
+    there, back = ("j", "k") if me + 1 < len(ids) else ("k", "j")
+    other = ids[me + 1] if there == "j" else ids[me - 1]
+    page.keyboard.press(there)
+    page.wait_for_selector(f"#{other}.current")
+    assert page.locator("article.track.current").count() == 1
+    page.keyboard.press(back)
+    page.wait_for_selector(f"#{ids[me]}.current")
+    # space: play, and play/pause again
+    audio = row.locator("audio").element_handle()
+    page.keyboard.press(" ")
+    page.wait_for_function("a => !a.paused && a.currentTime > 0.2", arg=audio)
+    page.keyboard.press(" ")
+    page.wait_for_function("a => a.paused", arg=audio)
+    # s: skipped, nothing recorded, the selection moves on
+    page.keyboard.press("s")
+    page.wait_for_selector(f"#{ids[me]}.skipped")
+    if me + 1 < len(ids):  # the last row has nowhere to move on to
+        page.wait_for_selector(f"#{ids[me + 1]}.current")
+    assert library.row("Keyed/space.mp3")["corrected_genre"] is None
+    # a: the selected row's prediction becomes its label
+    accept = row_of(page, library, "Keyed/accept.ogg")
+    accept.locator(".path").click()
+    page.wait_for_selector(f"#{accept.get_attribute('id')}.current")
+    predicted = accept.get_attribute("data-genre")
+    page.keyboard.press("a")
+    page.wait_for_selector(f"#{accept.get_attribute('id')}.done")
+    label = library.row("Keyed/accept.ogg")
+    assert label["corrected_genre"] == predicted and label["correction_source"] == "user"
+    assert page.problems == []
