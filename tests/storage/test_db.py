@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Text, inspect, text
 
 from storage.db import (
     HEAD,
+    PG_KEEPALIVE_SECONDS,
     CatalogueError,
     alembic_config,
     create,
@@ -218,3 +219,22 @@ def test_a_killed_holder_loses_the_catalogue_lock(catalogue_url: str) -> None:
         assert time.monotonic() < deadline, "the lock outlived its holder"
         time.sleep(0.2)
     lock.release()
+
+
+def test_postgresql_connections_ask_the_server_to_notice_a_vanished_host(
+    postgres_url: str,
+) -> None:
+    """A worker that vanishes mid-transaction must not hold its row locks for hours: the
+    server's side of each connection probes a silent peer (storage/db.py)."""
+    engine = create(postgres_url)
+    try:
+        with engine.connect() as conn:
+            settings = {name: conn.execute(text(f"SHOW {name}")).scalar_one()
+                        for name in ("tcp_keepalives_idle", "tcp_keepalives_interval",
+                                     "tcp_keepalives_count")}
+    finally:
+        engine.dispose()
+    idle, interval, count = PG_KEEPALIVE_SECONDS
+    assert settings == {"tcp_keepalives_idle": str(idle),
+                        "tcp_keepalives_interval": str(interval),
+                        "tcp_keepalives_count": str(count)}
