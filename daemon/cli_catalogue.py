@@ -9,6 +9,7 @@ Examples::
     genred query --uncorrected --sort confidence --limit 20 --format json
     genred query --status error               # files that could not be read, and why
     genred correct ~/Music/Album Jazz         # a file, or every track under a folder
+    genred correct f.flac "Rock; Blues"       # several genres, the first the main one
     genred correct --from-csv labels.csv      # path,genre (header optional)
     genred uncorrect ~/Music/Album
     genred import-tags ~/Music                # genre tags the files carry -> labels
@@ -148,8 +149,10 @@ def _register_corrections(sub: argparse._SubParsersAction,
                        description="Label a file, or every track under a folder. A "
                        "correction wins over predictions, in queries and in tags.")
     p.add_argument("path", nargs="?", metavar="PATH")
-    p.add_argument("genre", nargs="?", metavar="GENRE")
-    p.add_argument("--from-csv", metavar="FILE", help="CSV of path,genre (header optional)")
+    p.add_argument("genre", nargs="?", metavar="GENRE",
+                   help='a genre, or several main first: "Rock; Blues"')
+    p.add_argument("--from-csv", metavar="FILE", help="CSV of path,genre (header optional; "
+                   'a genre cell may name several: "Rock; Blues")')
     p.add_argument("--new-genre", action="store_true",
                    help="accept genres no model or label knows yet, spelt as given "
                    "(else a name that is neither known nor an alias is refused)")
@@ -203,10 +206,9 @@ def _open(cfg: Config) -> Engine | None:
 
 
 def _policy(args: argparse.Namespace, cfg: Config) -> Any:
-    from storage.tagging import TagPolicy
+    from storage.tagging import policy_from
 
-    return TagPolicy(cfg.tag_threshold, cfg.overwrite_existing, getattr(args, "pretend", False),
-                     split_hard_links=cfg.split_hard_links)
+    return policy_from(cfg, getattr(args, "pretend", False))
 
 
 def _print_outcome(outcome: TagOutcome) -> None:
@@ -304,7 +306,8 @@ def _plural(n: int, noun: str) -> str:
 
 def _write_csv(rows: list[dict[str, Any]]) -> None:
     """The JSON fields, in the same order; probabilities as one JSON object text (the
-    genres differ between models, so they cannot be fixed columns); null -> empty.
+    genres differ between models, so they cannot be fixed columns); genres joined with
+    "; " ("Rock; Blues", as `genred correct` takes them); null -> empty.
     Lossless: a path goes out as the bytes of the file's name, even where they are not
     UTF-8 (CSV has no escapes; a reader with ``surrogateescape`` gets the same str)."""
     import io
@@ -320,19 +323,21 @@ def _write_csv(rows: list[dict[str, Any]]) -> None:
         for row in rows:
             values = dict(row, probabilities=json.dumps(row["probabilities"],
                                                         ensure_ascii=False)
-                          if row["probabilities"] is not None else None)
+                          if row["probabilities"] is not None else None,
+                          genres="; ".join(row["genres"]) if row["genres"] else None)
             out.writerow(["" if values[c] is None else values[c] for c in COLUMNS])
     finally:
         stream.detach()  # leave sys.stdout's buffer open (also after `| head` broke the pipe)
 
 
 CORRECTED_MARK = "*"
-GENRE_WIDTH = 24  # longer genre names are cut, so one odd label cannot widen every row
+GENRE_WIDTH = 32  # longer genre lists are cut, so one odd label cannot widen every row
 
 
 def _write_table(rows: list[dict[str, Any]]) -> None:
-    """PATH, GENRE (the effective one, CORRECTED_MARK when a label set it), PREDICTED and
-    CONF (the model's answer and its confidence), STATUS (with the reason of an error)."""
+    """PATH, GENRE (the effective ones, main first, CORRECTED_MARK when a label set them),
+    PREDICTED and CONF (the model's answer and its confidence), STATUS (with the reason of
+    an error)."""
     if not rows:
         print("no tracks match")
         return
@@ -357,7 +362,8 @@ def _table_cells(r: dict[str, Any]) -> tuple[str, str, str, str, str]:
     mark = CORRECTED_MARK if r["corrected_genre"] is not None else ""
     confidence = f"{r['confidence']:.2f}" if r["confidence"] is not None else "-"
     status = f"{r['status']}: {r['error']}" if r["error"] else r["status"]
-    return (shown(r["path"]), cut(r["genre"]) + mark, cut(r["predicted_genre"]), confidence,
+    genres = "; ".join(r["genres"]) if r.get("genres") else r["genre"]
+    return (shown(r["path"]), cut(genres) + mark, cut(r["predicted_genre"]), confidence,
             shown(status))
 
 
@@ -398,7 +404,7 @@ def _targets(engine: Engine, path: str) -> list[str]:
 def _correct(args: argparse.Namespace, cfg: Config) -> int:
     from daemon.cli_genres import choose, describe_new, known_genres, refusal
     from storage.corrections import ADDED, add_label, read_label_csv_lines
-    from storage.genres import check_name
+    from storage.genres import check_name, split_list, unique
 
     pair = args.path is not None and args.genre is not None  # "" is a (bad) genre: checked
     if bool(args.from_csv) == pair or (args.path and args.genre is None):
@@ -409,8 +415,9 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
-    if args.genre is not None:
-        check_name(args.genre)  # a name that cannot be a genre: usage error
+    if args.genre is not None:  # a name that cannot be a genre: usage error
+        for name in split_list(args.genre) or [args.genre]:
+            check_name(name)
     skipped = 0
     if args.from_csv:
         try:
@@ -423,16 +430,19 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
         skipped += len(problems)
     else:
         rows = [(0, args.path, args.genre)]
-    choice = choose([g for _, _, g in rows], known_genres(engine, cfg), args.new_genre, cfg)
+    # "Rock; Blues": several genres, the first the main one; each name is checked alone.
+    names = {genre: [check_name(n) for n in split_list(genre)] for _, _, genre in rows}
+    choice = choose([n for parts in names.values() for n in parts],
+                    known_genres(engine, cfg), args.new_genre, cfg)
     if choice.unknown:  # nothing is applied: a typo must not half-apply a file
         for name, hints in choice.unknown.items():
-            lines = [str(n) for n, _, g in rows if g == name and n]
+            lines = [str(n) for n, _, g in rows if name in names[g] and n]
             where = f" (line {', '.join(lines)} of {args.from_csv})" if lines else ""
             print(refusal(name, hints) + where, file=sys.stderr)
         if args.from_csv:
             print(f"genred: nothing applied from {args.from_csv}", file=sys.stderr)
         return EXIT_USAGE
-    labels: list[tuple[str, str]] = []
+    labels: list[tuple[str, list[str]]] = []
     for _, path, genre in rows:
         if missing([path]):  # the same rule (and words) as a missing PATH argument
             print(f"skipped: {missing_message(path)}")
@@ -442,11 +452,12 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
         if not targets:
             print(f"skipped {shown(path)}: no audio file there")
             skipped += 1
-        labels += [(t, choice.genres[genre]) for t in targets]
-    results = [add_label(engine, path, genre) for path, genre in labels]
+        wanted = unique(choice.genres[n] for n in names[genre])
+        labels += [(t, wanted) for t in targets]
+    results = [add_label(engine, path, genres) for path, genres in labels]
     added = [r for r in results if r.outcome == ADDED]
     for r in added:
-        print(f"corrected {shown(r.path)}: {r.genre}")
+        print(f"corrected {shown(r.path)}: {r.shown()}")
     for note in choice.notes():
         print(note)
     if choice.new and results:

@@ -41,6 +41,7 @@ from classifier.predict import Classifier, Unclassifiable, clip_features
 from daemon.config import Config
 from daemon.walk import Walk
 from storage import catalogue
+from storage.genres import MultiGenre
 from storage.names import shown
 from storage.paths import is_gone
 from storage.tagging import TagOutcome, TagPolicy, write_track
@@ -492,10 +493,15 @@ class Worker:
                 summary.missing -= 1
                 self._gone_now.discard(old_path)
         catalogue.record_prediction(
-            self.engine, path, prediction, fingerprint=decoded.fingerprint, size=size, mtime=mtime
-        )
+            self.engine, path, prediction, fingerprint=decoded.fingerprint, size=size,
+            mtime=mtime, multi=self.multi)
         summary.classified += 1
         self._write_tags(path, summary)
+
+    @property
+    def multi(self) -> MultiGenre:
+        """How many genres an answer holds (config ``max_genres``, ``secondary_threshold``)."""
+        return MultiGenre(self.cfg.max_genres, self.cfg.secondary_threshold)
 
     def _write_tags(self, path: str, summary: Summary) -> None:
         if self.tag_policy is None:

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import locks_rows, reading, serialise, writing
+from storage.genres import MultiGenre
 from storage.names import shown
 from storage.paths import in_folder, is_gone, safe_text
 from storage.schema import (
@@ -293,17 +294,21 @@ def _unqueue_classified_by(engine: Engine, version: str) -> int:
 
 
 def record_prediction(engine: Engine, path: str | os.PathLike[str], prediction: PredictionLike,
-                      *, fingerprint: str | None, size: int | None, mtime: float | None) -> int:
+                      *, fingerprint: str | None, size: int | None, mtime: float | None,
+                      multi: MultiGenre | None = None) -> int:
     """Store ``prediction`` as the track's current one (earlier ones stay as history) and set
-    the track ``ok``; returns the track id."""
+    the track ``ok``; returns the track id. ``multi`` says how many genres the answer holds
+    (default: the top genre only)."""
     with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
-        store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime)
+        store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime,
+                         multi=multi)
         return track.id
 
 
 def store_prediction(s: Session, track: Track, prediction: PredictionLike, *,
-                     fingerprint: str | None, size: int | None, mtime: float | None) -> None:
+                     fingerprint: str | None, size: int | None, mtime: float | None,
+                     multi: MultiGenre | None = None) -> None:
     """Inside a write session, on a locked ``track``: ``record_prediction``'s changes (the
     prediction under the names `genred genres rename|merge` gave its genres)."""
     s.execute(update(Prediction).where(Prediction.track_id == track.id, Prediction.current)
@@ -312,6 +317,7 @@ def store_prediction(s: Session, track: Track, prediction: PredictionLike, *,
     genre, confidence, probabilities = _shown(s, prediction)
     s.add(Prediction(
         track_id=track.id, model_version=prediction.model, genre=genre,
+        genres=(multi or MultiGenre()).pick(genre, probabilities),
         confidence=confidence, probabilities=probabilities, current=True,
     ))
     track.status, track.error = OK, None

@@ -42,13 +42,14 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.catalogue import canonical
 from storage.db import reading
+from storage.genres import genres_or
 from storage.paths import MARK, from_db, in_folder
 from storage.schema import Correction, Prediction, Track
 
 SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration")
 COLUMNS = ("path", "genre", "predicted_genre", "confidence", "corrected_genre",
            "correction_source", "model", "status", "error", "duration", "format",
-           "probabilities", "size", "mtime", "last_seen")
+           "probabilities", "size", "mtime", "last_seen", "genres")
 # Sort keys a track always has; every other key may be NULL and then sorts last.
 _NOT_NULL_SORTS = ("path", "status")
 
@@ -78,9 +79,14 @@ def _base(with_id: bool = False) -> Select[*tuple[Any, ...]]:
         .correlate(Track).scalar_subquery()
     )
     effective = func.coalesce(corr.genre, pred.genre)
+    # Every effective genre, main first: the stored list of the correction if there is one,
+    # else the prediction's (NULL in rows older than the lists: the one genre).
+    genres = case((corr.id.is_not(None), literal_column("c.genres")),
+                  else_=literal_column("p.genres"))
     return (
         select(
-            Track.path, effective.label("genre"), pred.genre.label("predicted_genre"),
+            Track.path, effective.label("genre"), genres.label("genres"),
+            pred.genre.label("predicted_genre"),
             pred.confidence, corr.genre.label("corrected_genre"),
             corr.source.label("correction_source"), pred.model_version.label("model"),
             Track.status, Track.error, Track.duration, Track.format,
@@ -185,6 +191,9 @@ def _row(mapping: Any) -> dict[str, Any]:
     row = dict(mapping)
     probs = row["probabilities"]
     row["probabilities"] = json.loads(probs) if isinstance(probs, str) else probs
+    listed = row["genres"]
+    row["genres"] = genres_or(row["genre"], json.loads(listed) if isinstance(listed, str)
+                              else listed) if row["genre"] is not None else None
     row["last_seen"] = iso_utc(row["last_seen"])
     row["mtime"] = mtime_iso(row["mtime"])
     return row
@@ -203,6 +212,10 @@ def _sqlite_value(sub: Any, name: str) -> Any:
     column = sub.c[name]
     if name == "probabilities":
         return func.json(column)
+    if name == "genres":  # as ``_row``: the stored list, else [genre]; null without a genre
+        return case((sub.c.genre.is_(None), None),
+                    else_=func.json(func.coalesce(func.nullif(column, "null"),
+                                                  func.json_array(sub.c.genre))))
     if name == "last_seen":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
         return func.replace(func.substr(column, 1, 19), " ", "T").op("||")("+00:00")
     if name in ("confidence", "duration"):

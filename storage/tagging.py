@@ -2,7 +2,10 @@
 write, and ``tags restore``.
 
 Policy (config keys ``write_tags``, ``tag_threshold``, ``overwrite_existing``,
-``split_hard_links``):
+``split_hard_links``, ``write_genres``, ``genre_separator``):
+
+- every genre of the answer is written, main first (``write_genres = "main"``: the main
+  one only), in the list form of each format (``storage.tags``);
 
 - a user correction (or any active label) is always written;
 - a prediction is written only when its confidence reaches ``threshold``;
@@ -39,8 +42,9 @@ from sqlalchemy.orm import Session
 
 from storage import tags
 from storage.catalogue import canonical, track_at, under
-from storage.corrections import active_label
+from storage.corrections import active_label, label_genres
 from storage.db import reading, writing
+from storage.genres import genres_or
 from storage.schema import OK, Prediction, TagBackup, Track
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,16 @@ class TagPolicy:
     overwrite_existing: bool = False
     pretend: bool = False
     split_hard_links: bool = False
+    main_only: bool = False  # config write_genres = "main": only the main genre is written
+    separator: str = "; "  # config genre_separator: joins genres where a tag holds one text
+
+
+def policy_from(cfg: Any, pretend: bool = False, threshold: float | None = None) -> TagPolicy:
+    """The policy a config (``daemon.config.Config``) sets; ``threshold`` overrides its
+    ``tag_threshold``."""
+    return TagPolicy(cfg.tag_threshold if threshold is None else threshold,
+                     cfg.overwrite_existing, pretend, split_hard_links=cfg.split_hard_links,
+                     main_only=cfg.write_genres == "main", separator=cfg.genre_separator)
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ class TagOutcome:
 
 @dataclass(frozen=True)
 class _Wanted:
-    genre: str
+    genres: list[str]  # main first
     model: str | None
     confidence: float | None
     corrected: bool
@@ -92,14 +106,15 @@ def _wanted(engine: Engine, path: str) -> _Wanted | str:
         ours = _ours(backup) if backup else []
         label = active_label(s, track.id)
         if label is not None:
-            return _Wanted(label.genre, None, None, True, ours)
+            return _Wanted(label_genres(label), None, None, True, ours)
         if track.status != OK:
             return f"status {track.status}, no genre to write"
         pred = s.scalars(select(Prediction).where(Prediction.track_id == track.id,
                                                   Prediction.current)).first()
         if pred is None:
             return "no prediction"
-        return _Wanted(pred.genre, pred.model_version, pred.confidence, False, ours)
+        return _Wanted(genres_or(pred.genre, pred.genres), pred.model_version, pred.confidence,
+                       False, ours)
 
 
 def _ours(backup: TagBackup) -> list[dict[str, list[str]]]:
@@ -135,30 +150,32 @@ def write_track(engine: Engine, path: str | os.PathLike[str], policy: TagPolicy)
 
 
 def _write(engine: Engine, path: str, wanted: _Wanted, policy: TagPolicy) -> TagOutcome:
+    genres = wanted.genres[:1] if policy.main_only else wanted.genres
+    shown = "; ".join(genres)
     if not wanted.corrected and (wanted.confidence or 0.0) < policy.threshold:
-        return TagOutcome(path, SKIPPED, f"{wanted.genre} at {wanted.confidence:.2f} is below "
+        return TagOutcome(path, SKIPPED, f"{shown} at {wanted.confidence:.2f} is below "
                           f"the tag threshold {policy.threshold:.2f}")
     kind, current = tags.read_values(path)
     existing = tags.genre_of(kind, current)
-    if existing == [wanted.genre]:
-        return TagOutcome(path, SKIPPED, f"already {wanted.genre}")
+    if existing in (genres, [policy.separator.join(genres)]):
+        return TagOutcome(path, SKIPPED, f"already {shown}")
     ours = current in wanted.ours
     if existing and not ours and not wanted.corrected and not policy.overwrite_existing:
         return TagOutcome(path, SKIPPED, f"has genre {'; '.join(existing)} "
                           "(overwrite_existing is off)")
     try:
-        changes = tags.genre_values(kind, wanted.genre, wanted.model, wanted.confidence)
+        changes = tags.genre_values(kind, genres, wanted.model, wanted.confidence)
     except ValueError:
-        return TagOutcome(path, REFUSED, f"genre {wanted.genre!r} is not printable text "
+        return TagOutcome(path, REFUSED, f"genre {shown!r} is not printable text "
                           "(empty, control characters or a line break); not written")
-    detail = f"{'; '.join(existing) or '(none)'} -> {wanted.genre}"
+    detail = f"{'; '.join(existing) or '(none)'} -> {shown}"
     if policy.pretend:  # what would be refused for a hard link or a writer says so now
         tags.check_replaceable(path, split_hard_links=policy.split_hard_links)
         return TagOutcome(path, WOULD_WRITE, detail)
     backup = _Durable(engine, path, kind)
     try:
         after = tags.update(path, changes, split_hard_links=policy.split_hard_links,
-                            before_replace=backup.commit_pending)
+                            before_replace=backup.commit_pending, separator=policy.separator)
     except BaseException:
         backup.abandon()
         raise

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from storage.catalogue import PredictionLike, release_claim, store_prediction, track_at
 from storage.db import reading, writing
+from storage.genres import MultiGenre
 from storage.paths import safe_text
 from storage.schema import ERROR, PENDING, ClaimSkip, Track, WorkerHost, utcnow
 
@@ -166,14 +167,16 @@ def _done(s: Session, track: Track, worker_id: int) -> None:
 
 
 def finish(engine: Engine, held: Claim, worker_id: int, prediction: PredictionLike, *,
-           fingerprint: str | None, size: int | None, mtime: float | None) -> bool:
+           fingerprint: str | None, size: int | None, mtime: float | None,
+           multi: MultiGenre | None = None) -> bool:
     """Record ``prediction`` for the claimed track and release it; False (nothing recorded)
     when the claim is no longer this worker's (lease taken over, file queued again)."""
     with Session(writing(engine)) as s, s.begin():
         track = _held(s, held, worker_id)
         if track is None:
             return False
-        store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime)
+        store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime,
+                         multi=multi)
         _done(s, track, worker_id)
         return True
 

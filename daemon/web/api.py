@@ -143,7 +143,7 @@ def _known_track(ctx: WebContext, track_id: int) -> str:
     return found[0]
 
 
-def _genre_from(ctx: WebContext, body: dict[str, Any]) -> str:
+def _genre_from(ctx: WebContext, body: dict[str, Any]) -> list[str]:
     new = body.get("new_genre", False)
     if not isinstance(new, bool):
         raise ApiError(400, "new_genre must be true or false")
@@ -206,7 +206,8 @@ def _correct_album(request: Request, body: dict[str, Any]) -> JSONResponse:
                .get("album") == album]
     paths = [p for p in (track_path(ctx.engine, i) for i in ids) if p is not None]
     changed = labels.label_tracks(ctx.engine, ctx.cfg, [p for p, _ in paths], genre)
-    return JSONResponse({"genre": genre, "tracks": ids, "changed": changed})
+    return JSONResponse({"genre": genre[0], "genres": genre, "tracks": ids,
+                         "changed": changed})
 
 
 def track_audio(request: Request) -> Response:

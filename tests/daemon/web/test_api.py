@@ -42,6 +42,26 @@ def test_a_correction_through_the_api_is_what_genred_query_shows(
     assert library.row("Album B/01 b.flac")["corrected_genre"] is None
 
 
+def test_a_correction_may_name_several_genres_main_first(library: WebLibrary,
+                                                         server: str) -> None:
+    track = library.track_id("Mixed/wave.wav")
+    url = f"{server}/api/tracks/{track}/correction"
+    reply = request(url, "POST", {"genre": "pulse; drone"})
+    assert reply.status == 200, reply.body
+    assert reply.json()["track"]["genres"] == ["Pulse", "Drone"]
+    row = library.row("Mixed/wave.wav")
+    assert (row["corrected_genre"], row["genres"]) == ("Pulse", ["Pulse", "Drone"])
+
+    reply = request(url, "POST", {"genre": ["Drone", "Chirp"]})
+    assert reply.status == 200
+    assert library.row("Mixed/wave.wav")["genres"] == ["Drone", "Chirp"]
+    refused = request(url, "POST", {"genre": ["Drone", "Puls"]})
+    assert refused.status == 422 and refused.json()["suggestions"] == ["Pulse"]
+    assert request(url, "POST", {"genre": ["Drone", 7]}).status == 400
+    assert library.row("Mixed/wave.wav")["genres"] == ["Drone", "Chirp"]
+    assert request(url, "DELETE").status == 200
+
+
 def test_an_unknown_genre_is_refused_with_a_suggestion_unless_it_is_new(
         library: WebLibrary, server: str) -> None:
     track = library.track_id("Album B/02 b.flac")
