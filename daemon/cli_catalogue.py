@@ -8,6 +8,7 @@ Examples::
     genred query --genre jazz --min-confidence 0.8
     genred query --uncorrected --sort confidence --limit 20 --format json
     genred query --status error               # files that could not be read, and why
+    genred query --artist "Miles Davis" --album "Kind of Blue"
     genred correct ~/Music/Album Jazz         # a file, or every track under a folder
     genred correct f.flac "Rock; Blues"       # several genres, the first the main one
     genred correct --from-csv labels.csv      # path,genre (header optional)
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 STATUSES = ("ok", "error", "missing", "pending")
-SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration")
+SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration",
+         "artist", "album")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -109,6 +111,11 @@ def _register_query(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
                    "case-sensitive, no wildcards), or this one file")
     p.add_argument("--model", dest="model_filter", metavar="VERSION",
                    help="predicted by this model version")
+    p.add_argument("--artist", metavar="NAME",
+                   help="the artist or album artist tag, read at scan time (whole name, "
+                   "case-insensitive)")
+    p.add_argument("--album", metavar="NAME",
+                   help="the album tag, read at scan time (whole name, case-insensitive)")
     p.add_argument("--limit", type=_count, metavar="N", help="at most N tracks")
     p.add_argument("--sort", choices=SORTS, default="path",
                    help="tracks without a value (errors, pending) come last either way")
@@ -285,7 +292,7 @@ def _query(args: argparse.Namespace, cfg: Config) -> int:
     flt = TrackFilter(genre=genre, min_confidence=low, max_confidence=high,
                       corrected=args.corrected, status=args.status, path=args.query_path,
                       model=args.model_filter, limit=args.limit, sort=args.sort,
-                      descending=args.desc)
+                      descending=args.desc, artist=args.artist, album=args.album)
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
@@ -332,21 +339,22 @@ def _write_csv(rows: list[dict[str, Any]]) -> None:
 
 CORRECTED_MARK = "*"
 GENRE_WIDTH = 32  # longer genre lists are cut, so one odd label cannot widen every row
+TAG_WIDTH = 24  # the same for artist and album names
 
 
 def _write_table(rows: list[dict[str, Any]]) -> None:
     """PATH, GENRE (the effective ones, main first, CORRECTED_MARK when a label set them),
-    PREDICTED and CONF (the model's answer and its confidence), STATUS (with the reason of
-    an error)."""
+    PREDICTED and CONF (the model's answer and its confidence), ARTIST (else the album
+    artist) and ALBUM from the file's tags, STATUS (with the reason of an error)."""
     if not rows:
         print("no tracks match")
         return
     cells = [_table_cells(r) for r in rows]
-    header = ("PATH", "GENRE", "PREDICTED", "CONF", "STATUS")
-    path_w, genre_w, predicted_w = (max(len(c[i]) for c in [*cells, header]) for i in range(3))
-    for path, genre, predicted, conf, status in (header, *cells):
-        print(f"{path:<{path_w}}  {genre:<{genre_w}}  {predicted:<{predicted_w}}  {conf:>4}  "
-              f"{status}")
+    header = ("PATH", "GENRE", "PREDICTED", "CONF", "ARTIST", "ALBUM", "STATUS")
+    widths = [max(len(c[i]) for c in [*cells, header]) for i in range(6)]
+    for path, genre, predicted, conf, artist, album, status in (header, *cells):
+        print(f"{path:<{widths[0]}}  {genre:<{widths[1]}}  {predicted:<{widths[2]}}  "
+              f"{conf:>4}  {artist:<{widths[4]}}  {album:<{widths[5]}}  {status}")
     corrected = sum(1 for r in rows if r["corrected_genre"] is not None)
     footer = _plural(len(rows), "track")
     if corrected:
@@ -355,15 +363,17 @@ def _write_table(rows: list[dict[str, Any]]) -> None:
     print(footer)
 
 
-def _table_cells(r: dict[str, Any]) -> tuple[str, str, str, str, str]:
-    def cut(name: str | None) -> str:
-        return (name or "-")[:GENRE_WIDTH]
+def _table_cells(r: dict[str, Any]) -> tuple[str, str, str, str, str, str, str]:
+    def cut(name: str | None, width: int = GENRE_WIDTH) -> str:
+        return (name or "-")[:width]
 
     mark = CORRECTED_MARK if r["corrected_genre"] is not None else ""
     confidence = f"{r['confidence']:.2f}" if r["confidence"] is not None else "-"
     status = f"{r['status']}: {r['error']}" if r["error"] else r["status"]
     genres = "; ".join(r["genres"]) if r.get("genres") else r["genre"]
+    artist = r.get("artist") or r.get("album_artist")
     return (shown(r["path"]), cut(genres) + mark, cut(r["predicted_genre"]), confidence,
+            shown(cut(artist, TAG_WIDTH)), shown(cut(r.get("album"), TAG_WIDTH)),
             shown(status))
 
 

@@ -35,6 +35,7 @@ from storage.db import reading, writing
 from storage.genres import MultiGenre
 from storage.paths import safe_text
 from storage.schema import ERROR, PENDING, ClaimSkip, Track, WorkerHost, utcnow
+from storage.titles import TitleTags
 
 SKIP_RETRY_SECONDS = 3600.0  # a host that could not read a file tries it again after this
 FORGET_AFTER = timedelta(days=1)  # workers silent this long are recorded as stopped
@@ -168,7 +169,7 @@ def _done(s: Session, track: Track, worker_id: int) -> None:
 
 def finish(engine: Engine, held: Claim, worker_id: int, prediction: PredictionLike, *,
            fingerprint: str | None, size: int | None, mtime: float | None,
-           multi: MultiGenre | None = None) -> bool:
+           multi: MultiGenre | None = None, titles: TitleTags | None = None) -> bool:
     """Record ``prediction`` for the claimed track and release it; False (nothing recorded)
     when the claim is no longer this worker's (lease taken over, file queued again)."""
     with Session(writing(engine)) as s, s.begin():
@@ -176,7 +177,7 @@ def finish(engine: Engine, held: Claim, worker_id: int, prediction: PredictionLi
         if track is None:
             return False
         store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime,
-                         multi=multi)
+                         multi=multi, titles=titles)
         _done(s, track, worker_id)
         return True
 
