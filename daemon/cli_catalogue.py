@@ -9,6 +9,7 @@ Examples::
     genred query --uncorrected --sort confidence --limit 20 --format json
     genred query --status error               # files that could not be read, and why
     genred query --artist "Miles Davis" --album "Kind of Blue"
+    genred query --albums --path ~/Music      # one row per album: its genre, who disagrees
     genred correct ~/Music/Album Jazz         # a file, or every track under a folder
     genred correct f.flac "Rock; Blues"       # several genres, the first the main one
     genred correct --from-csv labels.csv      # path,genre (header optional)
@@ -116,6 +117,10 @@ def _register_query(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
                    "case-insensitive)")
     p.add_argument("--album", metavar="NAME",
                    help="the album tag, read at scan time (whole name, case-insensitive)")
+    p.add_argument("--albums", action="store_true",
+                   help="one row per album (album + album-artist tags, else the folder) of "
+                   "the tracks the filters select: the genre its tracks agree on (mean of "
+                   "their probabilities; a label counts as certain) and how many disagree")
     p.add_argument("--limit", type=_count, metavar="N", help="at most N tracks")
     p.add_argument("--sort", choices=SORTS, default="path",
                    help="tracks without a value (errors, pending) come last either way")
@@ -296,6 +301,8 @@ def _query(args: argparse.Namespace, cfg: Config) -> int:
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
+    if args.albums:
+        return _query_albums(engine, flt, args.format)
     if args.format == "json":
         _write_json(query_json(engine, flt))
         return EXIT_OK
@@ -304,6 +311,40 @@ def _query(args: argparse.Namespace, cfg: Config) -> int:
         _write_csv(rows)
     else:
         _write_table(rows)
+    return EXIT_OK
+
+
+def _query_albums(engine: Engine, flt: Any, fmt: str) -> int:
+    from storage.albums import COLUMNS, albums
+
+    rows = albums(engine, flt)
+    if fmt == "json":
+        _write_json(json.dumps(rows, ensure_ascii=False))
+        return EXIT_OK
+    if fmt == "csv":
+        out = csv.writer(sys.stdout)
+        out.writerow(COLUMNS)
+        for row in rows:
+            values = dict(row, outliers="; ".join(row["outliers"]))
+            out.writerow(["" if values[c] is None else shown(str(values[c])) for c in COLUMNS])
+        return EXIT_OK
+    if not rows:
+        print("no tracks match")
+        return EXIT_OK
+    header = ("ALBUM", "ALBUM ARTIST", "TRACKS", "GENRE", "CONF", "DISAGREE")
+    cells = [(shown((r["album"] or r["folder"] or "-")[:48]),
+              shown((r["album_artist"] or "-")[:TAG_WIDTH]), str(r["tracks"]),
+              (r["genre"] or "-")[:GENRE_WIDTH],
+              f"{r['confidence']:.2f}" if r["confidence"] is not None else "-",
+              str(r["disagreeing"])) for r in rows]
+    widths = [max(len(c[i]) for c in [*cells, header]) for i in range(4)]
+    for album, artist, tracks, genre, conf, disagree in (header, *cells):
+        print(f"{album:<{widths[0]}}  {artist:<{widths[1]}}  {tracks:>{widths[2]}}  "
+              f"{genre:<{widths[3]}}  {conf:>4}  {disagree:>8}")
+    flagged = sum(r["disagreeing"] for r in rows)
+    print(f"{_plural(len(rows), 'album')}" + (
+        f", {_plural(flagged, 'track')} disagreeing with its album (--format json lists "
+        "them; the review page ranks them up)" if flagged else ""))
     return EXIT_OK
 
 

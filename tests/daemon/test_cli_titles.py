@@ -75,3 +75,10 @@ def test_scan_stores_the_tags_and_query_filters_and_shows_them(
     assert "ARTIST" in table[0] and "ALBUM" in table[0]
     assert "John Coltrane" in table[1] and "Giant Steps" in table[1]
     assert "Miles Davis" in table[2] and "Kind of Blue" in table[2]
+    albums = {a["album"]: a for a in query(env, "--albums")}
+    assert set(albums) == {"Kind of Blue", "Giant Steps", None}
+    assert albums["Kind of Blue"]["tracks"] == 2 and albums["Kind of Blue"]["genre"]
+    assert albums[None]["folder"] == str(lib)  # untagged: by its folder
+    lines = genred(env, "query", "--albums").stdout.splitlines()
+    assert lines[0].split()[:3] == ["ALBUM", "ALBUM", "ARTIST"] and len(lines) == 5
+    assert lines[-1].startswith("3 albums")
