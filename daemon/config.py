@@ -15,6 +15,8 @@ Example ``config.toml`` (every key optional)::
     secondary_threshold = 0.35  # this probability (max_genres = 1: the top one only)
     write_genres = "all"        # or "main": tags carry only the main genre
     genre_separator = "; "      # joins several genres where a tag holds one text (ID3v2.3)
+    album_genres = false        # tags get the album's genre, unless a track is clearly
+    album_margin = 0.3          # other: its own genre beats the album's by this much
 
     [retrain]
     schedule = "0 3 * * *"      # cron: minute hour day month day-of-week
@@ -100,6 +102,10 @@ class Config:
     secondary_threshold: float = 0.35
     write_genres: str = "all"  # "all" genres into tags, or only the "main" one
     genre_separator: str = "; "  # where a tag holds one text (ID3v2.3): "Rock; Blues"
+    # Tags of an album's tracks get the album's genre (``query --albums``) unless a track's
+    # own confidence in its genre beats its probability of the album's by album_margin.
+    album_genres: bool = False
+    album_margin: float = 0.3
     log_level: str = "INFO"
     # genred web / run --web: where to listen; any address but loopback needs web_token
     web_host: str = "127.0.0.1"
@@ -206,6 +212,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "tag_threshold": (0, 1, "a confidence"),
     "max_genres": (1, 16, "genres per track; 1 = the top genre only"),
     "secondary_threshold": (0, 1, "a probability"),
+    "album_margin": (0, 1, "a difference of probabilities"),
     "busy_timeout_seconds": (0.01, 3600, "seconds"),
     "lease_seconds": (2, 86_400, "seconds a claim outlives its worker's last heartbeat"),
     "retrain.min_new_labels": (0, 1_000_000, "labels"),

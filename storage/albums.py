@@ -72,6 +72,35 @@ def album_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def album_with(engine: Engine, path: str
+               ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(the track's ``storage.query`` row, its album's row) for the track at canonical
+    ``path`` (its fellow tracks found by the grouping ``albums`` uses), or None when the
+    catalogue has no such track."""
+    row = next((r for r in query_tracks(engine, TrackFilter(path=path)) if r["path"] == path),
+               None)
+    if row is None:
+        return None
+    key = _key(row)
+    if key[0] == "tags":
+        f = TrackFilter(album=row["album"])
+    else:
+        f = TrackFilter(path=os.path.dirname(path))
+    return row, album_of([r for r in query_tracks(engine, f) if _key(r) == key])
+
+
+def follows_album(row: dict[str, Any], album: dict[str, Any], margin: float) -> bool:
+    """Should an uncorrected track (``storage.query`` row) take its album's genre? Yes
+    unless its own confidence exceeds its probability of the album's genre by more than
+    ``margin`` (a clearly different track keeps its own)."""
+    genre = album.get("genre")
+    if genre is None or row.get("genre") == genre or album["tracks"] < 2:
+        return False
+    probabilities = row.get("probabilities") or {}
+    own = float(row.get("confidence") or 0.0)
+    return own - float(probabilities.get(genre, 0.0)) <= margin
+
+
 def albums(engine: Engine, f: TrackFilter | None = None) -> list[dict[str, Any]]:
     """One row per album among the tracks ``f`` selects (its limit and sort are for the
     albums: at most ``limit`` albums, ordered by album name, then folder), keys as in

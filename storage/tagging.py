@@ -67,6 +67,9 @@ class TagPolicy:
     split_hard_links: bool = False
     main_only: bool = False  # config write_genres = "main": only the main genre is written
     separator: str = "; "  # config genre_separator: joins genres where a tag holds one text
+    # config album_genres (None: off) with album_margin: a predicted track whose own genre
+    # does not beat its album's by this much gets the album's genre (storage.albums)
+    album_margin: float | None = None
 
 
 def policy_from(cfg: Any, pretend: bool = False, threshold: float | None = None) -> TagPolicy:
@@ -74,7 +77,8 @@ def policy_from(cfg: Any, pretend: bool = False, threshold: float | None = None)
     ``tag_threshold``."""
     return TagPolicy(cfg.tag_threshold if threshold is None else threshold,
                      cfg.overwrite_existing, pretend, split_hard_links=cfg.split_hard_links,
-                     main_only=cfg.write_genres == "main", separator=cfg.genre_separator)
+                     main_only=cfg.write_genres == "main", separator=cfg.genre_separator,
+                     album_margin=cfg.album_margin if cfg.album_genres else None)
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,26 @@ class _Wanted:
     confidence: float | None
     corrected: bool
     ours: list[dict[str, list[str]]]  # what genred wrote (the open backup's written/pending)
+    album: bool = False  # the album's genre, not the track's own answer
 
 
-def _wanted(engine: Engine, path: str) -> _Wanted | str:
+def _wanted(engine: Engine, path: str, policy: TagPolicy) -> _Wanted | str:
     """What the catalogue wants in the file's tags, or why nothing."""
+    wanted = _own(engine, path)
+    if isinstance(wanted, str) or wanted.corrected or policy.album_margin is None:
+        return wanted
+    from storage.albums import album_with, follows_album
+
+    found = album_with(engine, path)
+    if found is None or not follows_album(found[0], found[1], policy.album_margin):
+        return wanted
+    album = found[1]
+    return _Wanted([album["genre"]], wanted.model, album["confidence"], False, wanted.ours,
+                   album=True)
+
+
+def _own(engine: Engine, path: str) -> _Wanted | str:
+    """What the track's own label or prediction wants in its tags, or why nothing."""
     with Session(reading(engine)) as s:
         track = track_at(s, path)
         if track is None:
@@ -133,7 +153,7 @@ def write_track(engine: Engine, path: str | os.PathLike[str], policy: TagPolicy)
     read-only, vanished or unreadable file, a full disk give a FAILED outcome, a file genred
     will not write for its own sake a REFUSED one (both with the reason)."""
     where = canonical(path)
-    wanted = _wanted(engine, where)
+    wanted = _wanted(engine, where, policy)
     if isinstance(wanted, str):
         return TagOutcome(where, SKIPPED, wanted)
     try:
@@ -168,7 +188,8 @@ def _write(engine: Engine, path: str, wanted: _Wanted, policy: TagPolicy) -> Tag
     except ValueError:
         return TagOutcome(path, REFUSED, f"genre {shown!r} is not printable text "
                           "(empty, control characters or a line break); not written")
-    detail = f"{'; '.join(existing) or '(none)'} -> {shown}"
+    detail = f"{'; '.join(existing) or '(none)'} -> {shown}" + (
+        " (the album's genre)" if wanted.album else "")
     if policy.pretend:  # what would be refused for a hard link or a writer says so now
         tags.check_replaceable(path, split_hard_links=policy.split_hard_links)
         return TagOutcome(path, WOULD_WRITE, detail)

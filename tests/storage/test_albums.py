@@ -49,3 +49,35 @@ def test_an_album_of_8_with_2_outliers_gets_one_genre_and_both_flagged(
         str(tmp_path / "loose"), "Rock", 0, 0.95)
     only = albums(engine, TrackFilter(path=str(disc)))
     assert [(a["tracks"], a["disagreeing"]) for a in only] == [(7, 1)]
+
+
+def test_with_album_genres_the_albums_genre_is_written_unless_a_track_is_clearly_other(
+        engine: Engine, tmp_path: Path) -> None:
+    import mutagen
+
+    from storage.tagging import WRITTEN, TagPolicy, write_track
+    from tests.audiogen import make_track
+
+    disc = tmp_path / "Blue Train"
+    songs = [make_track(disc / f"{i}.flac", "Drone", 1.0, seed=i) for i in range(9)]
+    for song in songs[:6]:
+        _track(engine, song, "Jazz", 0.8, "Blue Train", "John Coltrane")
+    _track(engine, songs[6], "Rock", 0.55, "Blue Train", "John Coltrane")  # Jazz 0.45
+    _track(engine, songs[7], "Rock", 0.6, "Blue Train", "John Coltrane")  # Jazz 0.4
+    (album,) = albums(engine)
+    assert (album["tracks"], album["genre"], album["disagreeing"]) == (8, "Jazz", 2)
+    assert album["outliers"] == [str(songs[6]), str(songs[7])]  # flagged for review
+
+    policy = TagPolicy(threshold=0.5, album_margin=0.3)
+    outcomes = [write_track(engine, song, policy) for song in songs[:8]]
+
+    assert all(o.action == WRITTEN for o in outcomes), outcomes
+    assert [mutagen.File(s).tags["genre"] for s in songs[:8]] == [["Jazz"]] * 8
+    assert outcomes[6].detail.endswith("(the album's genre)")
+    # a track whose own genre beats the album's by more than the margin keeps it
+    _track(engine, songs[8], "Rock", 0.95, "Blue Train", "John Coltrane")
+    assert write_track(engine, songs[8], policy).action == WRITTEN
+    assert mutagen.File(songs[8]).tags["genre"] == ["Rock"]
+    # without album_genres every track gets its own answer
+    assert write_track(engine, songs[7], TagPolicy(threshold=0.5)).action == WRITTEN
+    assert mutagen.File(songs[7]).tags["genre"] == ["Rock"]
