@@ -30,7 +30,8 @@ COLUMNS = ("album", "album_artist", "folder", "tracks", "genre", "confidence",
            "disagreeing", "outliers")
 
 
-def _key(row: dict[str, Any]) -> tuple[str, ...]:
+def album_key(row: dict[str, Any]) -> tuple[str, ...]:
+    """The album a track (a row with path, album, album_artist) belongs to."""
     album, artist = row.get("album"), row.get("album_artist")
     folder = os.path.dirname(str(row["path"]))
     if album and artist:
@@ -81,12 +82,12 @@ def album_with(engine: Engine, path: str
                None)
     if row is None:
         return None
-    key = _key(row)
+    key = album_key(row)
     if key[0] == "tags":
         f = TrackFilter(album=row["album"])
     else:
         f = TrackFilter(path=os.path.dirname(path))
-    return row, album_of([r for r in query_tracks(engine, f) if _key(r) == key])
+    return row, album_of([r for r in query_tracks(engine, f) if album_key(r) == key])
 
 
 def follows_album(row: dict[str, Any], album: dict[str, Any], margin: float) -> bool:
@@ -109,7 +110,7 @@ def albums(engine: Engine, f: TrackFilter | None = None) -> list[dict[str, Any]]
     rows = query_tracks(engine, replace(f, limit=None, offset=None, sort="path"))
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault(_key(row), []).append(row)
+        groups.setdefault(album_key(row), []).append(row)
     out = [album_of(tracks) for tracks in groups.values()]
     out.sort(key=lambda a: ((a["album"] or "").casefold(), a["folder"] or "",
                             (a["album_artist"] or "").casefold()))

@@ -81,3 +81,20 @@ def test_with_album_genres_the_albums_genre_is_written_unless_a_track_is_clearly
     # without album_genres every track gets its own answer
     assert write_track(engine, songs[7], TagPolicy(threshold=0.5)).action == WRITTEN
     assert mutagen.File(songs[7]).tags["genre"] == ["Rock"]
+
+
+def test_the_review_queue_flags_a_track_that_disagrees_with_its_album_tags(
+        engine: Engine, tmp_path: Path) -> None:
+    from storage.review import ReviewFilter, review_order
+
+    for i in range(3):  # one album over two folders (CD1, CD2), by its tags
+        _track(engine, tmp_path / f"CD{i % 2 + 1}" / f"{i}.flac", "Jazz", 0.8, "Set",
+               "Quartet")
+    _track(engine, tmp_path / "CD2" / "odd.flac", "Rock", 0.6, "Set", "Quartet")
+    _track(engine, tmp_path / "CD2" / "other.flac", "Rock", 0.6, "Another", "Band")
+    flagged = {e.track_id: (e.outlier, e.folder_genre)
+               for e in review_order(engine, ReviewFilter())}
+    ids = {Path(t.path).name: t.id for t in catalogue.tracks_under(engine, tmp_path)}
+    assert flagged[ids["odd.flac"]] == (True, "Jazz")
+    assert flagged[ids["other.flac"]] == (False, None)  # an album of one: no majority
+    assert not any(flagged[ids[f"{i}.flac"]][0] for i in range(3))
