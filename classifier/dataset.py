@@ -143,6 +143,21 @@ def split(
         out["test"] += members[:n_test]
         out["val"] += members[n_test : n_test + n_val]
         out["train"] += members[n_test + n_val :]
+    return _together(out)
+
+
+def _together(splits: dict[str, list[Song]]) -> dict[str, list[Song]]:
+    """A song listed once per genre (a multi-genre label) stays in one split: the first of
+    train, val, test that holds it gets every copy, so no song is both trained on and
+    validated or tested with."""
+    home: dict[Path, str] = {}
+    for name in ("train", "val", "test"):
+        for song in splits.get(name, []):
+            home.setdefault(song.path, name)
+    out: dict[str, list[Song]] = {name: [] for name in splits}
+    for name, songs in splits.items():
+        for song in songs:
+            out[home.get(song.path, name)].append(song)
     return out
 
 

@@ -138,7 +138,8 @@ def probabilities(net: BackboneHead, x: np.ndarray) -> np.ndarray:
 
 
 def head_metrics(net: BackboneHead, labels: list[str], songs: list[Song], x: np.ndarray,
-                 windows: int, per_song: bool = False) -> dict[str, Any]:
+                 windows: int, per_song: bool = False,
+                 lists: tuple[int, float] | None = None) -> dict[str, Any]:
     """The evaluate JSON of ``songs`` (embeddings ``x``), with per_source and ECE; with
     ``per_song``, "songs" lists {path, genre, predicted} (what the retrain judge pairs)."""
     probs = probabilities(net, x) if len(x) else np.zeros((0, len(labels)))
@@ -152,6 +153,9 @@ def head_metrics(net: BackboneHead, labels: list[str], songs: list[Song], x: np.
     if per_song:
         out["songs"] = [{"path": str(s.path), "genre": s.genre, "predicted": p}
                         for s, p in zip(songs, predicted, strict=True)]
+    if lists is not None and lists[0] > 1:
+        out["genre_lists"] = reports.list_metrics([str(s.path) for s in songs], true, probs,
+                                                  labels, *lists)
     return out
 
 

@@ -53,6 +53,56 @@ def metrics(
     }
 
 
+def pick_genres(row: Sequence[float], labels: Sequence[str], max_genres: int,
+                threshold: float) -> list[str]:
+    """A song's genre list from its probabilities: the top genre, then every other one
+    reaching ``threshold``, most probable first, at most ``max_genres`` (the rule
+    ``storage.genres.MultiGenre`` applies to predictions in the catalogue)."""
+    order = sorted(range(len(labels)), key=lambda i: (-float(row[i]), labels[i]))
+    picked = [labels[order[0]]] if order else []
+    picked += [labels[i] for i in order[1:] if float(row[i]) >= threshold]
+    return picked[:max(1, max_genres)]
+
+
+def list_metrics(paths: Sequence[str], true: Sequence[str], probs: np.ndarray,
+                 labels: Sequence[str], max_genres: int, threshold: float) -> dict[str, Any]:
+    """Per-genre precision and recall of genre *lists* (main and secondary genres): each
+    song's true genres (the songs listed once per genre are one song: their genres make
+    its set) against its predicted list (``pick_genres``). A genre counts as found when it
+    is anywhere in the list; ``as_secondary`` / ``secondary_hits`` say how often it came as
+    a secondary genre and how often that was one of the song's genres."""
+    truth: dict[str, set[str]] = {}
+    lists: dict[str, list[str]] = {}
+    for path, genre, row in zip(paths, true, probs, strict=True):
+        truth.setdefault(path, set()).add(genre)
+        lists[path] = pick_genres(row, labels, max_genres, threshold)
+    per_genre: dict[str, dict[str, float]] = {}
+    for genre in sorted({g for t in truth.values() for g in t} | set(labels)):
+        support = sum(genre in t for t in truth.values())
+        predicted = sum(genre in lists[p] for p in lists)
+        hits = sum(genre in lists[p] and genre in truth[p] for p in lists)
+        secondary = [p for p in lists if genre in lists[p][1:]]
+        if not support and not predicted:
+            continue
+        per_genre[genre] = {
+            "precision": round(hits / predicted, 4) if predicted else 0.0,
+            "recall": round(hits / support, 4) if support else 0.0,
+            "support": support, "predicted": predicted,
+            "as_secondary": len(secondary),
+            "secondary_hits": sum(genre in truth[p] for p in secondary),
+        }
+    n = len(lists)
+    return {
+        "max_genres": max_genres, "secondary_threshold": threshold, "n_songs": n,
+        "mean_genres": round(sum(len(v) for v in lists.values()) / n, 4) if n else 0.0,
+        "with_secondary": sum(len(v) > 1 for v in lists.values()),
+        # Songs one of whose true genres is anywhere in the list.
+        "any_hit": round(sum(bool(truth[p] & set(v)) for p, v in lists.items()) / n, 4)
+        if n else 0.0,
+        "per_genre": per_genre,
+    }
+
+
 def ece(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool], bins: int = 10
         ) -> float:
     """Expected calibration error: the song-weighted mean |accuracy - mean confidence|

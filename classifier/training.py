@@ -89,8 +89,10 @@ class TrainOptions:
 
 
 def song_metrics(net: nn.Module, labels: list[str], songs: list[Song],
-                 feats: list[np.ndarray]) -> dict[str, Any]:
-    """The evaluate JSON for these songs, plus per_source accuracy."""
+                 feats: list[np.ndarray], lists: tuple[int, float] | None = None
+                 ) -> dict[str, Any]:
+    """The evaluate JSON for these songs, plus per_source accuracy; with ``lists``
+    (max_genres, secondary_threshold), "genre_lists" (``reports.list_metrics``)."""
     from classifier.fit import song_probabilities
 
     probs = song_probabilities(net, feats) if feats else np.zeros((0, len(labels)))
@@ -101,6 +103,9 @@ def song_metrics(net: nn.Module, labels: list[str], songs: list[Song],
     out["per_source"] = reports.per_group_accuracy([s.source for s in songs], true, predicted)
     out["ece"] = reports.ece(probs.max(axis=1) if feats else [],
                              [t == p for t, p in zip(true, predicted, strict=True)])
+    if lists is not None and lists[0] > 1:
+        out["genre_lists"] = reports.list_metrics([str(s.path) for s in songs], true, probs,
+                                                  labels, *lists)
     return out
 
 
@@ -408,6 +413,7 @@ def evaluate(
     progress: bool = False,
     workers: int | None = None,
     per_song: bool = False,
+    lists: tuple[int, float] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a bundle on (path, genre) pairs or a genre-folder collection, one
     whole-track prediction per song (``clips_per_track`` spread clips averaged). Returns
@@ -416,21 +422,24 @@ def evaluate(
     "n_clips", "per_source", "model", "errors": [{path, error}]}. Unreadable files are
     listed in errors and not counted; a genre the model lacks still counts (always wrong)
     and is appended to labels. With ``per_song``, "songs" lists {path, genre, predicted}
-    for each song counted. Raises DatasetError, BundleError / ModelMismatch."""
+    for each song counted. With ``lists`` (max_genres, secondary_threshold) above one
+    genre, "genre_lists" has per-genre precision and recall of the songs' genre lists,
+    secondary genres included (``reports.list_metrics``). Raises DatasetError,
+    BundleError / ModelMismatch."""
     from classifier.predict import Classifier, set_torch_threads
 
     songs = dataset.scan(data) if isinstance(data, str | Path) else dataset.from_pairs(data)
     clf = Classifier.load(Path(bundle_path))
     set_torch_threads()
     if clf.meta.arch == "backbone":
-        out = _evaluate_head(clf, songs, cache_dir, progress, workers, per_song)
+        out = _evaluate_head(clf, songs, cache_dir, progress, workers, per_song, lists)
         out["in_training_data"] = seen_in_training(
             Path(bundle_path), clf.meta, [s for s in songs if str(s.path) not in
                                           {e["path"] for e in out["errors"]}])
         return out
     ex = Extractor(clf.params, cache_dir, progress, workers)
     kept, feats = ex.many(songs, clips_per_track, None, "evaluate")
-    out = song_metrics(clf.net, clf.labels, kept, feats)
+    out = song_metrics(clf.net, clf.labels, kept, feats, lists)
     if per_song:
         from classifier.fit import song_probabilities
 
@@ -476,7 +485,8 @@ def seen_in_training(bundle_path: Path, meta: BundleMeta, songs: list[Song]) -> 
 
 
 def _evaluate_head(clf: Any, songs: list[Song], cache_dir: Any, progress: bool,
-                   workers: int | None, per_song: bool = False) -> dict[str, Any]:
+                   workers: int | None, per_song: bool = False,
+                   lists: tuple[int, float] | None = None) -> dict[str, Any]:
     """evaluate() of a backbone model, through the embedding store."""
     from classifier.embeddings import embed_songs
     from classifier.headfit import head_metrics
@@ -484,7 +494,7 @@ def _evaluate_head(clf: Any, songs: list[Song], cache_dir: Any, progress: bool,
     windows = clf.clips_per_track
     backbone = "msd_musicnn"  # arch "backbone" is MSD_musicnn (classifier/head.py)
     e = embed_songs(songs, clf.params, windows, backbone, cache_dir, progress, workers)
-    out = head_metrics(clf.net, clf.labels, e.songs, e.embeddings, windows, per_song)
+    out = head_metrics(clf.net, clf.labels, e.songs, e.embeddings, windows, per_song, lists)
     out["model"] = clf.version
     out["errors"] = e.skipped
     return out

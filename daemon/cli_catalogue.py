@@ -8,7 +8,10 @@ Examples::
     genred query --genre jazz --min-confidence 0.8
     genred query --uncorrected --sort confidence --limit 20 --format json
     genred query --status error               # files that could not be read, and why
+    genred query --artist "Miles Davis" --album "Kind of Blue"
+    genred query --albums --path ~/Music      # one row per album: its genre, who disagrees
     genred correct ~/Music/Album Jazz         # a file, or every track under a folder
+    genred correct f.flac "Rock; Blues"       # several genres, the first the main one
     genred correct --from-csv labels.csv      # path,genre (header optional)
     genred uncorrect ~/Music/Album
     genred import-tags ~/Music                # genre tags the files carry -> labels
@@ -41,7 +44,8 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 STATUSES = ("ok", "error", "missing", "pending")
-SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration")
+SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration",
+         "artist", "album")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -108,6 +112,15 @@ def _register_query(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
                    "case-sensitive, no wildcards), or this one file")
     p.add_argument("--model", dest="model_filter", metavar="VERSION",
                    help="predicted by this model version")
+    p.add_argument("--artist", metavar="NAME",
+                   help="the artist or album artist tag, read at scan time (whole name, "
+                   "case-insensitive)")
+    p.add_argument("--album", metavar="NAME",
+                   help="the album tag, read at scan time (whole name, case-insensitive)")
+    p.add_argument("--albums", action="store_true",
+                   help="one row per album (album + album-artist tags, else the folder) of "
+                   "the tracks the filters select: the genre its tracks agree on (mean of "
+                   "their probabilities; a label counts as certain) and how many disagree")
     p.add_argument("--limit", type=_count, metavar="N", help="at most N tracks")
     p.add_argument("--sort", choices=SORTS, default="path",
                    help="tracks without a value (errors, pending) come last either way")
@@ -148,8 +161,10 @@ def _register_corrections(sub: argparse._SubParsersAction,
                        description="Label a file, or every track under a folder. A "
                        "correction wins over predictions, in queries and in tags.")
     p.add_argument("path", nargs="?", metavar="PATH")
-    p.add_argument("genre", nargs="?", metavar="GENRE")
-    p.add_argument("--from-csv", metavar="FILE", help="CSV of path,genre (header optional)")
+    p.add_argument("genre", nargs="?", metavar="GENRE",
+                   help='a genre, or several main first: "Rock; Blues"')
+    p.add_argument("--from-csv", metavar="FILE", help="CSV of path,genre (header optional; "
+                   'a genre cell may name several: "Rock; Blues")')
     p.add_argument("--new-genre", action="store_true",
                    help="accept genres no model or label knows yet, spelt as given "
                    "(else a name that is neither known nor an alias is refused)")
@@ -203,10 +218,9 @@ def _open(cfg: Config) -> Engine | None:
 
 
 def _policy(args: argparse.Namespace, cfg: Config) -> Any:
-    from storage.tagging import TagPolicy
+    from storage.tagging import policy_from
 
-    return TagPolicy(cfg.tag_threshold, cfg.overwrite_existing, getattr(args, "pretend", False),
-                     split_hard_links=cfg.split_hard_links)
+    return policy_from(cfg, getattr(args, "pretend", False))
 
 
 def _print_outcome(outcome: TagOutcome) -> None:
@@ -283,10 +297,12 @@ def _query(args: argparse.Namespace, cfg: Config) -> int:
     flt = TrackFilter(genre=genre, min_confidence=low, max_confidence=high,
                       corrected=args.corrected, status=args.status, path=args.query_path,
                       model=args.model_filter, limit=args.limit, sort=args.sort,
-                      descending=args.desc)
+                      descending=args.desc, artist=args.artist, album=args.album)
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
+    if args.albums:
+        return _query_albums(engine, flt, args.format)
     if args.format == "json":
         _write_json(query_json(engine, flt))
         return EXIT_OK
@@ -298,13 +314,48 @@ def _query(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+def _query_albums(engine: Engine, flt: Any, fmt: str) -> int:
+    from storage.albums import COLUMNS, albums
+
+    rows = albums(engine, flt)
+    if fmt == "json":
+        _write_json(json.dumps(rows, ensure_ascii=False))
+        return EXIT_OK
+    if fmt == "csv":
+        out = csv.writer(sys.stdout)
+        out.writerow(COLUMNS)
+        for row in rows:
+            values = dict(row, outliers="; ".join(row["outliers"]))
+            out.writerow(["" if values[c] is None else shown(str(values[c])) for c in COLUMNS])
+        return EXIT_OK
+    if not rows:
+        print("no tracks match")
+        return EXIT_OK
+    header = ("ALBUM", "ALBUM ARTIST", "TRACKS", "GENRE", "CONF", "DISAGREE")
+    cells = [(shown((r["album"] or r["folder"] or "-")[:48]),
+              shown((r["album_artist"] or "-")[:TAG_WIDTH]), str(r["tracks"]),
+              (r["genre"] or "-")[:GENRE_WIDTH],
+              f"{r['confidence']:.2f}" if r["confidence"] is not None else "-",
+              str(r["disagreeing"])) for r in rows]
+    widths = [max(len(c[i]) for c in [*cells, header]) for i in range(4)]
+    for album, artist, tracks, genre, conf, disagree in (header, *cells):
+        print(f"{album:<{widths[0]}}  {artist:<{widths[1]}}  {tracks:>{widths[2]}}  "
+              f"{genre:<{widths[3]}}  {conf:>4}  {disagree:>8}")
+    flagged = sum(r["disagreeing"] for r in rows)
+    print(f"{_plural(len(rows), 'album')}" + (
+        f", {_plural(flagged, 'track')} disagreeing with its album (--format json lists "
+        "them; the review page ranks them up)" if flagged else ""))
+    return EXIT_OK
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _write_csv(rows: list[dict[str, Any]]) -> None:
     """The JSON fields, in the same order; probabilities as one JSON object text (the
-    genres differ between models, so they cannot be fixed columns); null -> empty.
+    genres differ between models, so they cannot be fixed columns); genres joined with
+    "; " ("Rock; Blues", as `genred correct` takes them); null -> empty.
     Lossless: a path goes out as the bytes of the file's name, even where they are not
     UTF-8 (CSV has no escapes; a reader with ``surrogateescape`` gets the same str)."""
     import io
@@ -320,28 +371,31 @@ def _write_csv(rows: list[dict[str, Any]]) -> None:
         for row in rows:
             values = dict(row, probabilities=json.dumps(row["probabilities"],
                                                         ensure_ascii=False)
-                          if row["probabilities"] is not None else None)
+                          if row["probabilities"] is not None else None,
+                          genres="; ".join(row["genres"]) if row["genres"] else None)
             out.writerow(["" if values[c] is None else values[c] for c in COLUMNS])
     finally:
         stream.detach()  # leave sys.stdout's buffer open (also after `| head` broke the pipe)
 
 
 CORRECTED_MARK = "*"
-GENRE_WIDTH = 24  # longer genre names are cut, so one odd label cannot widen every row
+GENRE_WIDTH = 32  # longer genre lists are cut, so one odd label cannot widen every row
+TAG_WIDTH = 24  # the same for artist and album names
 
 
 def _write_table(rows: list[dict[str, Any]]) -> None:
-    """PATH, GENRE (the effective one, CORRECTED_MARK when a label set it), PREDICTED and
-    CONF (the model's answer and its confidence), STATUS (with the reason of an error)."""
+    """PATH, GENRE (the effective ones, main first, CORRECTED_MARK when a label set them),
+    PREDICTED and CONF (the model's answer and its confidence), ARTIST (else the album
+    artist) and ALBUM from the file's tags, STATUS (with the reason of an error)."""
     if not rows:
         print("no tracks match")
         return
     cells = [_table_cells(r) for r in rows]
-    header = ("PATH", "GENRE", "PREDICTED", "CONF", "STATUS")
-    path_w, genre_w, predicted_w = (max(len(c[i]) for c in [*cells, header]) for i in range(3))
-    for path, genre, predicted, conf, status in (header, *cells):
-        print(f"{path:<{path_w}}  {genre:<{genre_w}}  {predicted:<{predicted_w}}  {conf:>4}  "
-              f"{status}")
+    header = ("PATH", "GENRE", "PREDICTED", "CONF", "ARTIST", "ALBUM", "STATUS")
+    widths = [max(len(c[i]) for c in [*cells, header]) for i in range(6)]
+    for path, genre, predicted, conf, artist, album, status in (header, *cells):
+        print(f"{path:<{widths[0]}}  {genre:<{widths[1]}}  {predicted:<{widths[2]}}  "
+              f"{conf:>4}  {artist:<{widths[4]}}  {album:<{widths[5]}}  {status}")
     corrected = sum(1 for r in rows if r["corrected_genre"] is not None)
     footer = _plural(len(rows), "track")
     if corrected:
@@ -350,14 +404,17 @@ def _write_table(rows: list[dict[str, Any]]) -> None:
     print(footer)
 
 
-def _table_cells(r: dict[str, Any]) -> tuple[str, str, str, str, str]:
-    def cut(name: str | None) -> str:
-        return (name or "-")[:GENRE_WIDTH]
+def _table_cells(r: dict[str, Any]) -> tuple[str, str, str, str, str, str, str]:
+    def cut(name: str | None, width: int = GENRE_WIDTH) -> str:
+        return (name or "-")[:width]
 
     mark = CORRECTED_MARK if r["corrected_genre"] is not None else ""
     confidence = f"{r['confidence']:.2f}" if r["confidence"] is not None else "-"
     status = f"{r['status']}: {r['error']}" if r["error"] else r["status"]
-    return (shown(r["path"]), cut(r["genre"]) + mark, cut(r["predicted_genre"]), confidence,
+    genres = "; ".join(r["genres"]) if r.get("genres") else r["genre"]
+    artist = r.get("artist") or r.get("album_artist")
+    return (shown(r["path"]), cut(genres) + mark, cut(r["predicted_genre"]), confidence,
+            shown(cut(artist, TAG_WIDTH)), shown(cut(r.get("album"), TAG_WIDTH)),
             shown(status))
 
 
@@ -398,7 +455,7 @@ def _targets(engine: Engine, path: str) -> list[str]:
 def _correct(args: argparse.Namespace, cfg: Config) -> int:
     from daemon.cli_genres import choose, describe_new, known_genres, refusal
     from storage.corrections import ADDED, add_label, read_label_csv_lines
-    from storage.genres import check_name
+    from storage.genres import check_name, split_list, unique
 
     pair = args.path is not None and args.genre is not None  # "" is a (bad) genre: checked
     if bool(args.from_csv) == pair or (args.path and args.genre is None):
@@ -409,8 +466,9 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     engine = _open(cfg)
     if engine is None:
         return EXIT_FAILED
-    if args.genre is not None:
-        check_name(args.genre)  # a name that cannot be a genre: usage error
+    if args.genre is not None:  # a name that cannot be a genre: usage error
+        for name in split_list(args.genre) or [args.genre]:
+            check_name(name)
     skipped = 0
     if args.from_csv:
         try:
@@ -423,16 +481,19 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
         skipped += len(problems)
     else:
         rows = [(0, args.path, args.genre)]
-    choice = choose([g for _, _, g in rows], known_genres(engine, cfg), args.new_genre, cfg)
+    # "Rock; Blues": several genres, the first the main one; each name is checked alone.
+    names = {genre: [check_name(n) for n in split_list(genre)] for _, _, genre in rows}
+    choice = choose([n for parts in names.values() for n in parts],
+                    known_genres(engine, cfg), args.new_genre, cfg)
     if choice.unknown:  # nothing is applied: a typo must not half-apply a file
         for name, hints in choice.unknown.items():
-            lines = [str(n) for n, _, g in rows if g == name and n]
+            lines = [str(n) for n, _, g in rows if name in names[g] and n]
             where = f" (line {', '.join(lines)} of {args.from_csv})" if lines else ""
             print(refusal(name, hints) + where, file=sys.stderr)
         if args.from_csv:
             print(f"genred: nothing applied from {args.from_csv}", file=sys.stderr)
         return EXIT_USAGE
-    labels: list[tuple[str, str]] = []
+    labels: list[tuple[str, list[str]]] = []
     for _, path, genre in rows:
         if missing([path]):  # the same rule (and words) as a missing PATH argument
             print(f"skipped: {missing_message(path)}")
@@ -442,11 +503,12 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
         if not targets:
             print(f"skipped {shown(path)}: no audio file there")
             skipped += 1
-        labels += [(t, choice.genres[genre]) for t in targets]
-    results = [add_label(engine, path, genre) for path, genre in labels]
+        wanted = unique(choice.genres[n] for n in names[genre])
+        labels += [(t, wanted) for t in targets]
+    results = [add_label(engine, path, genres) for path, genres in labels]
     added = [r for r in results if r.outcome == ADDED]
     for r in added:
-        print(f"corrected {shown(r.path)}: {r.genre}")
+        print(f"corrected {shown(r.path)}: {r.shown()}")
     for note in choice.notes():
         print(note)
     if choice.new and results:

@@ -216,7 +216,8 @@ def _evaluate(args: argparse.Namespace, cfg: Config) -> int:
         store = _store(cfg)
         path = store.resolve(cfg.model) if cfg.model else store.active()
         result = training.evaluate(path, args.data_dir, clips_per_track=cfg.clips_per_track,
-                                   cache_dir=cfg.cache_path, progress=sys.stderr.isatty())
+                                   cache_dir=cfg.cache_path, progress=sys.stderr.isatty(),
+                                   lists=(cfg.max_genres, cfg.secondary_threshold))
     except (ModelNotFound, BundleError, DatasetError) as e:
         print(f"genred: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -242,6 +243,17 @@ def _print_evaluate_table(r: dict[str, Any]) -> None:
         if m["support"] or n_pred:  # genres neither present nor predicted add nothing
             print(f"{genre:<14} {m['precision']:>5.2f} {m['recall']:>5.2f} {m['f1']:>5.2f} "
                   f"{m['support']:>5} {n_pred:>9}")
+    lists = r.get("genre_lists")
+    if lists:
+        print(f"\ngenre lists (max_genres {lists['max_genres']}, secondary_threshold "
+              f"{lists['secondary_threshold']:g}): {lists['with_secondary']} of "
+              f"{lists['n_songs']} songs get a second genre; a true genre anywhere in the "
+              f"list for {lists['any_hit']:.3f}")
+        print(f"{'GENRE':<14} {'PREC':>5} {'REC':>5} {'SONGS':>5} {'LISTED':>6} "
+              f"{'AS 2ND':>6} {'2ND OK':>6}")
+        for genre, m in lists["per_genre"].items():
+            print(f"{genre:<14} {m['precision']:>5.2f} {m['recall']:>5.2f} {m['support']:>5} "
+                  f"{m['predicted']:>6} {m['as_secondary']:>6} {m['secondary_hits']:>6}")
     for e in r.get("errors", []):
         print(f"unreadable: {e['path']}: {e['error']}")
 

@@ -215,9 +215,9 @@ def _retag(engine: Engine, paths: list[str], cfg: Config) -> int:
     """Rewrite the tags genred wrote on ``paths`` (the genre they show was renamed). No
     threshold: the file already carries genred's answer under the old name; a genre the
     user changed since is left alone (the tag policy's own rule)."""
-    from storage.tagging import WRITTEN, TagPolicy, write_track
+    from storage.tagging import WRITTEN, policy_from, write_track
 
-    policy = TagPolicy(0.0, cfg.overwrite_existing)
+    policy = policy_from(cfg, threshold=0.0)
     written = 0
     for path in paths:
         outcome = write_track(engine, path, policy)

@@ -267,9 +267,9 @@ def _reclassify(engine: Engine, cfg: Config, text: bool) -> dict[str, Any]:
                                  clips_per_track=cfg.clips_per_track)
     policy = None
     if cfg.write_tags:
-        from storage.tagging import TagPolicy
+        from storage.tagging import policy_from
 
-        policy = TagPolicy(cfg.tag_threshold, cfg.overwrite_existing)
+        policy = policy_from(cfg)
     with tqdm(total=len(paths), unit="track", disable=not (text and sys.stderr.isatty()),
               file=sys.stderr) as bar, \
             Worker(engine, classifier, cfg, tag_policy=policy, progress=bar) as worker:

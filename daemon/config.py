@@ -11,6 +11,12 @@ Example ``config.toml`` (every key optional)::
     settle_seconds = 5
     write_tags = true
     tag_threshold = 0.6
+    max_genres = 2              # genres per track: the top one, plus others reaching
+    secondary_threshold = 0.35  # this probability (max_genres = 1: the top one only)
+    write_genres = "all"        # or "main": tags carry only the main genre
+    genre_separator = "; "      # joins several genres where a tag holds one text (ID3v2.3)
+    album_genres = false        # tags get the album's genre, unless a track is clearly
+    album_margin = 0.3          # other: its own genre beats the album's by this much
 
     [retrain]
     schedule = "0 3 * * *"      # cron: minute hour day month day-of-week
@@ -91,6 +97,16 @@ class Config:
     tag_threshold: float = 0.5
     overwrite_existing: bool = False
     split_hard_links: bool = False  # tag a hard-linked file anyway (its other names keep the old)
+    # Several genres per track: the top genre, plus any other whose probability reaches
+    # secondary_threshold, at most max_genres (1 = the top genre only).
+    max_genres: int = 2
+    secondary_threshold: float = 0.35
+    write_genres: str = "all"  # "all" genres into tags, or only the "main" one
+    genre_separator: str = "; "  # where a tag holds one text (ID3v2.3): "Rock; Blues"
+    # Tags of an album's tracks get the album's genre (``query --albums``) unless a track's
+    # own confidence in its genre beats its probability of the album's by album_margin.
+    album_genres: bool = False
+    album_margin: float = 0.3
     log_level: str = "INFO"
     # genred web / run --web: where to listen; any address but loopback needs web_token
     web_host: str = "127.0.0.1"
@@ -172,6 +188,19 @@ _TOP_KEYS = {f.name: f for f in fields(Config)
              if f.name not in ("retrain", "aliases", "paths", "source", "origins")}
 _RETRAIN_KEYS = {f.name: f for f in fields(RetrainConfig)}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+WRITE_GENRES = ("all", "main")
+
+
+def separator_problem(separator: str) -> str | None:
+    """Why ``separator`` cannot join genres in a tag, or None. "/" is refused: players
+    split it inside names ("AC/DC", "Hip Hop/Rap"), so "Rock/Blues" is no list."""
+    if not separator.strip():
+        return f"must hold a visible character, not {separator!r}"
+    if "/" in separator:
+        return "must not hold '/': players read it inside genre names; use \"; \""
+    if not separator.isprintable() or len(separator) > 8:
+        return f"must be up to 8 printable characters, not {separator!r}"
+    return None
 
 
 # Numeric settings: (lowest, highest, unit) — finite, and sensible: a rescan every 0.36 ms
@@ -182,6 +211,9 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "workers": (0, 256, "processes; 0 = all cores"),
     "clips_per_track": (1, 32, "clips"),
     "tag_threshold": (0, 1, "a confidence"),
+    "max_genres": (1, 16, "genres per track; 1 = the top genre only"),
+    "secondary_threshold": (0, 1, "a probability"),
+    "album_margin": (0, 1, "a difference of probabilities"),
     "busy_timeout_seconds": (0.01, 3600, "seconds"),
     "lease_seconds": (2, 86_400, "seconds a claim outlives its worker's last heartbeat"),
     "retrain.min_new_labels": (0, 1_000_000, "labels"),
@@ -297,6 +329,12 @@ def _validate(cfg: Config) -> Config:
         value = getattr(cfg.retrain if section else cfg, name)
         if any("\x00" in v for v in (value if isinstance(value, tuple) else (value,))):
             raise fail(key, "holds a NUL character (\\0); no path or name can")
+    if cfg.write_genres not in WRITE_GENRES:
+        raise fail("write_genres", f"one of {', '.join(WRITE_GENRES)}, not "
+                   f"{cfg.write_genres!r}")
+    why = separator_problem(cfg.genre_separator)
+    if why is not None:
+        raise fail("genre_separator", why)
     if cfg.log_level.upper() not in _LOG_LEVELS:
         raise fail("log_level", f"one of {', '.join(_LOG_LEVELS)}")
     if len(cfg.retrain.schedule.split()) != 5:

@@ -161,7 +161,8 @@ class ClaimingWorker(Worker):
             summary.moved += int(bool(old_path))
         try:
             recorded = workqueue.finish(self.engine, held, self.claimant.worker_id, prediction,
-                                        fingerprint=decoded.fingerprint, size=size, mtime=mtime)
+                                        fingerprint=decoded.fingerprint, size=size, mtime=mtime,
+                                        multi=self.multi, titles=decoded.titles)
         except IntegrityError:
             # The catalogue refuses this row (Worker._record puts the track aside): the
             # claim goes back with the rest of the batch, so it can be tried again.

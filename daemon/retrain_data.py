@@ -62,9 +62,10 @@ def _hash(fingerprint: str | None, path: str) -> str:
 @dataclass(frozen=True)
 class Label:
     path: str
-    genre: str
+    genre: str  # the main genre: what splits, folds and judging go by
     correction_id: int
     fingerprint: str | None
+    also: tuple[str, ...] = ()  # the label's other genres ("Rock; Blues": Blues)
 
     @property
     def holdout_key(self) -> str:
@@ -86,7 +87,7 @@ class Anchor:
 
 def present_labels(engine: Engine) -> list[Label]:
     """The active label of each track whose file is present, by path."""
-    return [Label(r.path, r.genre, r.correction_id, r.fingerprint)
+    return [Label(r.path, r.genre, r.correction_id, r.fingerprint, r.also)
             for r in training_runs.label_rows(engine) if os.path.isfile(r.path)]
 
 
@@ -178,7 +179,8 @@ def model_names(labels: list[Label], model_labels: list[str], shown: dict[str, s
     for label, name in shown.items():
         if label in model_labels and (name not in back or label == name):
             back[name] = label
-    return [Label(x.path, back.get(x.genre, x.genre), x.correction_id, x.fingerprint)
+    return [Label(x.path, back.get(x.genre, x.genre), x.correction_id, x.fingerprint,
+                  tuple(back.get(g, g) for g in x.also))
             for x in labels]
 
 
@@ -230,6 +232,17 @@ def _present(anchors: Iterable[Anchor], limit: int) -> list[Anchor]:
     return out
 
 
+def multi_label_pairs(train: list[Label], model_labels: Iterable[str]) -> Labelled:
+    """(path, genre) pairs to train on: each label's main genre, and each of its other
+    genres as one more pair of the same song (every genre of a label counted once). A
+    secondary genre trains only when the model knows it or some label has it as its main
+    genre, so a genre still waiting for songs does not slip in through a second place."""
+    allowed = set(model_labels) | {x.genre for x in train}
+    pairs = [(x.path, x.genre) for x in train]
+    pairs += [(x.path, g) for x in train for g in x.also if g in allowed and g != x.genre]
+    return pairs
+
+
 def training_set(engine: Engine, store_root: Path, base: Path, train: list[Label],
                  holdout: Labelled, judged: Labelled | None = None) -> TrainingSet:
     """The night's data: the labels, up to ORIGINAL_SONGS_PER_GENRE songs per genre of the
@@ -240,7 +253,7 @@ def training_set(engine: Engine, store_root: Path, base: Path, train: list[Label
     anchors as the hold-out is."""
     from classifier.bundle import read_meta
 
-    labelled = [(x.path, x.genre) for x in train]
+    labelled = multi_label_pairs(train, read_meta(base).labels)
     everything = labelled + list(holdout) + list(judged or [])
     taken = {p for p, _ in everything}
     original = [x for x in original_training_data(store_root, base) if x[0] not in taken]

@@ -89,8 +89,6 @@ class TagPass:
 
 
 def _policy(cfg: Config) -> TagPolicy | None:
-    from storage.tagging import TagPolicy
+    from storage.tagging import policy_from
 
-    return (TagPolicy(cfg.tag_threshold, cfg.overwrite_existing,
-                      split_hard_links=cfg.split_hard_links)
-            if cfg.write_tags else None)
+    return policy_from(cfg) if cfg.write_tags else None

@@ -41,9 +41,11 @@ from classifier.predict import Classifier, Unclassifiable, clip_features
 from daemon.config import Config
 from daemon.walk import Walk
 from storage import catalogue
+from storage.genres import MultiGenre
 from storage.names import shown
 from storage.paths import is_gone
 from storage.tagging import TagOutcome, TagPolicy, write_track
+from storage.titles import TitleTags, read_titles
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -105,15 +107,18 @@ class Decoded:
     features: np.ndarray | None = None
     fingerprint: str | None = None
     error: str | None = None
+    titles: TitleTags | None = None  # title, artist, album, ... from the file's tags
 
 
 def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
-    """K clips' log-mels and the fingerprint of ``path``, from one open of the file; runs
-    in a pool process (no torch). Never raises for the file's problems."""
+    """K clips' log-mels and the fingerprint of ``path``, from one open of the file, and
+    its title tags; runs in a pool process (no torch). Never raises for the file's
+    problems."""
     try:
         track = read_track(path, n_clips, params.clip_seconds, params.sample_rate,
                            fingerprint=True, resampler=params.resampler)
-        return Decoded(path, track.info, clip_features(track.clips, params), track.fingerprint)
+        return Decoded(path, track.info, clip_features(track.clips, params), track.fingerprint,
+                       titles=read_titles(path))
     except UnreadableAudio as e:
         return Decoded(path, error=e.reason)
     except MemoryError:
@@ -492,10 +497,15 @@ class Worker:
                 summary.missing -= 1
                 self._gone_now.discard(old_path)
         catalogue.record_prediction(
-            self.engine, path, prediction, fingerprint=decoded.fingerprint, size=size, mtime=mtime
-        )
+            self.engine, path, prediction, fingerprint=decoded.fingerprint, size=size,
+            mtime=mtime, multi=self.multi, titles=decoded.titles)
         summary.classified += 1
         self._write_tags(path, summary)
+
+    @property
+    def multi(self) -> MultiGenre:
+        """How many genres an answer holds (config ``max_genres``, ``secondary_threshold``)."""
+        return MultiGenre(self.cfg.max_genres, self.cfg.secondary_threshold)
 
     def _write_tags(self, path: str, summary: Summary) -> None:
         if self.tag_policy is None:

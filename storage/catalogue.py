@@ -24,6 +24,7 @@ from sqlalchemy import Engine, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import locks_rows, reading, serialise, writing
+from storage.genres import MultiGenre
 from storage.names import shown
 from storage.paths import in_folder, is_gone, safe_text
 from storage.schema import (
@@ -38,6 +39,7 @@ from storage.schema import (
     Track,
     utcnow,
 )
+from storage.titles import TitleTags
 
 log = logging.getLogger(__name__)
 
@@ -293,17 +295,22 @@ def _unqueue_classified_by(engine: Engine, version: str) -> int:
 
 
 def record_prediction(engine: Engine, path: str | os.PathLike[str], prediction: PredictionLike,
-                      *, fingerprint: str | None, size: int | None, mtime: float | None) -> int:
+                      *, fingerprint: str | None, size: int | None, mtime: float | None,
+                      multi: MultiGenre | None = None, titles: TitleTags | None = None) -> int:
     """Store ``prediction`` as the track's current one (earlier ones stay as history) and set
-    the track ``ok``; returns the track id."""
+    the track ``ok``; returns the track id. ``multi`` says how many genres the answer holds
+    (default: the top genre only); ``titles`` are the file's title tags (title, artist,
+    album, ...), stored on the track when given."""
     with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
-        store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime)
+        store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime,
+                         multi=multi, titles=titles)
         return track.id
 
 
 def store_prediction(s: Session, track: Track, prediction: PredictionLike, *,
-                     fingerprint: str | None, size: int | None, mtime: float | None) -> None:
+                     fingerprint: str | None, size: int | None, mtime: float | None,
+                     multi: MultiGenre | None = None, titles: TitleTags | None = None) -> None:
     """Inside a write session, on a locked ``track``: ``record_prediction``'s changes (the
     prediction under the names `genred genres rename|merge` gave its genres)."""
     s.execute(update(Prediction).where(Prediction.track_id == track.id, Prediction.current)
@@ -312,6 +319,7 @@ def store_prediction(s: Session, track: Track, prediction: PredictionLike, *,
     genre, confidence, probabilities = _shown(s, prediction)
     s.add(Prediction(
         track_id=track.id, model_version=prediction.model, genre=genre,
+        genres=(multi or MultiGenre()).pick(genre, probabilities),
         confidence=confidence, probabilities=probabilities, current=True,
     ))
     track.status, track.error = OK, None
@@ -320,6 +328,9 @@ def store_prediction(s: Session, track: Track, prediction: PredictionLike, *,
     track.duration, track.format = prediction.duration, prediction.format
     track.size, track.mtime = size, mtime
     track.last_seen = utcnow()
+    if titles is not None:  # the bytes just classified: their tags, empty ones included
+        for name, value in titles.columns().items():
+            setattr(track, name, value)
 
 
 def _shown(s: Session, prediction: PredictionLike) -> tuple[str, float, dict[str, float]]:

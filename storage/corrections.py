@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -36,8 +36,13 @@ KEPT_USER = "kept-user"  # a tag label did not override a user correction
 @dataclass(frozen=True)
 class LabelResult:
     path: str
-    genre: str
+    genre: str  # the main genre
     outcome: str  # ADDED | SAME | KEPT_USER
+    genres: tuple[str, ...] = ()  # every genre of the label, main first
+
+    def shown(self) -> str:
+        """"Rock; Blues" for the label's genres."""
+        return "; ".join(self.genres or (self.genre,))
 
 
 def active_label(s: Session, track_id: int) -> Correction | None:
@@ -47,23 +52,38 @@ def active_label(s: Session, track_id: int) -> Correction | None:
     ).first()
 
 
-def add_label(engine: Engine, path: str | os.PathLike[str], genre: str,
+def label_genres(label: Correction) -> list[str]:
+    """Every genre of a stored label, main first."""
+    from storage.genres import genres_or
+
+    return genres_or(label.genre, label.genres)
+
+
+def add_label(engine: Engine, path: str | os.PathLike[str], genre: str | Sequence[str],
               source: str = USER) -> LabelResult:
-    """Make ``genre`` (already normalised) the active label of the track at ``path``.
+    """Make ``genre`` (already normalised; or several, the main one first) the active label
+    of the track at ``path``.
 
     Earlier active labels are deactivated (kept as history)."""
+    from storage.genres import unique
+
+    genres = unique([genre] if isinstance(genre, str) else genre)
+    if not genres:
+        raise ValueError("a label needs at least one genre")
     with Session(writing(engine)) as s, s.begin():
         track = get_or_create_track(s, canonical(path))
         current = active_label(s, track.id)
-        if current is not None and current.genre == genre:
-            return LabelResult(track.path, genre, SAME)
+        if current is not None and label_genres(current) == genres:
+            return LabelResult(track.path, genres[0], SAME, tuple(genres))
         if current is not None and current.source == USER and source == TAG:
-            return LabelResult(track.path, current.genre, KEPT_USER)
+            return LabelResult(track.path, current.genre, KEPT_USER,
+                               tuple(label_genres(current)))
         for old in s.scalars(select(Correction).where(Correction.track_id == track.id,
                                                       Correction.active)):
             old.active = False
-        s.add(Correction(track_id=track.id, genre=genre, source=source, active=True))
-        return LabelResult(track.path, genre, ADDED)
+        s.add(Correction(track_id=track.id, genre=genres[0], genres=genres, source=source,
+                         active=True))
+        return LabelResult(track.path, genres[0], ADDED, tuple(genres))
 
 
 def add_labels(engine: Engine, labels: Iterable[tuple[str, str]],
@@ -107,6 +127,21 @@ def labelled_tracks(engine: Engine) -> list[tuple[str, str]]:
         return [(p, g) for p, g in rows]
 
 
+def labelled_genres(engine: Engine) -> dict[str, list[str]]:
+    """path -> every genre of its active label (main first), for the tracks
+    ``labelled_tracks`` gives."""
+    from storage.genres import genres_or
+
+    newest = (select(func.max(Correction.id)).where(Correction.active)
+              .group_by(Correction.track_id).scalar_subquery())
+    with Session(reading(engine)) as s:
+        rows = s.execute(
+            select(Track.path, Correction.genre, Correction.genres).join(Track)
+            .where(Correction.id.in_(newest), Track.status != "missing")
+        ).all()
+        return {p: genres_or(g, gs) for p, g, gs in rows}
+
+
 def latest_correction_id(engine: Engine) -> int:
     """The newest Correction.id (0 when none): "new labels since" is one comparison."""
     with Session(reading(engine)) as s:
@@ -126,10 +161,11 @@ MAX_CSV_LINE_BYTES = 64 << 10  # a path plus a genre; longer is not a label line
 
 
 def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """(path, genre) rows of a CSV file and the problems of the rows it skipped. A first
-    row ``path,genre`` is a header; relative paths are relative to the CSV's folder. A line
-    that is not UTF-8, longer than MAX_CSV_LINE_BYTES, or whose genre is not a genre name
-    (storage.genres.check_name) is skipped with its problem; the other lines count.
+    """(path, genre) rows of a CSV file (a genre cell "Rock; Blues" names two genres) and
+    the problems of the rows it skipped. A first row ``path,genre`` is a header; relative
+    paths are relative to the CSV's folder. A line that is not UTF-8, longer than
+    MAX_CSV_LINE_BYTES, or whose genre is not a genre name (storage.genres.check_name) is
+    skipped with its problem; the other lines count.
     Raises OSError when the file cannot be read."""
     rows, problems = read_label_csv_lines(path)
     return [(p, g) for _, p, g in rows], problems
@@ -137,8 +173,10 @@ def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[tuple[str, str]],
 
 def read_label_csv_lines(path: str | os.PathLike[str]
                          ) -> tuple[list[tuple[int, str, str]], list[str]]:
-    """As :func:`read_label_csv`, each row with its line number."""
-    from storage.genres import GenreNameError, check_name
+    """As :func:`read_label_csv`, each row with its line number. A genre cell may name
+    several genres, main first ("Rock; Blues"): each is checked, and the cell comes back
+    as their checked names joined with "; "."""
+    from storage.genres import GenreNameError, check_name, split_list
 
     base = os.path.dirname(os.path.abspath(path))
     rows: list[tuple[int, str, str]] = []
@@ -157,7 +195,7 @@ def read_label_csv_lines(path: str | os.PathLike[str]
                 problems.append(f"line {n}: expected path,genre")
                 continue
             try:
-                genre = check_name(cells[1])
+                genre = "; ".join(check_name(part) for part in split_list(cells[1]) or [""])
             except GenreNameError as e:
                 problems.append(f"line {n}: {e}")
                 continue
@@ -316,6 +354,14 @@ def _is_name(value: str) -> bool:
     except GenreNameError:
         return False
     return True
+
+
+def corrected_genres(engine: Engine, path: str | os.PathLike[str]) -> list[str]:
+    """Every genre of the track's active label, main first ([] when none)."""
+    with Session(reading(engine)) as s:
+        track = track_at(s, canonical(path))
+        active = active_label(s, track.id) if track is not None else None
+        return label_genres(active) if active else []
 
 
 def corrected_source(engine: Engine, path: str | os.PathLike[str]) -> tuple[str, str] | None:

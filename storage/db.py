@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WRITE = "genred_write"  # execution option: BEGIN IMMEDIATE
-HEAD = "h_pg_portable_queue"  # the newest migration in migrations/versions (a test checks)
+HEAD = "h_multi_genres_titles"  # the newest migration in migrations/versions (a test checks)
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:

@@ -25,7 +25,8 @@ Examples::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 # Keys are folded (lower case, single spaces, "&" -> "and"); values are canonical names.
 ALIASES: dict[str, str] = {
@@ -266,3 +267,54 @@ def suggestions(name: str, known: Iterable[str], n: int = 3) -> list[str]:
         if target not in out:
             out.append(target)
     return out[:n]
+
+
+# --- several genres per track ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class MultiGenre:
+    """How many genres an answer holds (config ``max_genres``, ``secondary_threshold``):
+    the top genre, then every other genre whose probability reaches ``threshold``, most
+    probable first, at most ``max_genres`` in all. ``max_genres = 1`` is one genre."""
+
+    max_genres: int = 1
+    threshold: float = 0.35
+
+    def pick(self, top: str, probabilities: Mapping[str, float]) -> list[str]:
+        """The answer's genres, ``top`` first.
+
+        >>> MultiGenre(2, 0.35).pick("Rock", {"Rock": 0.5, "Blues": 0.4, "Pop": 0.1})
+        ['Rock', 'Blues']
+        """
+        others = sorted((g for g, p in probabilities.items()
+                         if g != top and float(p) >= self.threshold),
+                        key=lambda g: (-float(probabilities[g]), g))
+        return [top, *others][:max(1, self.max_genres)]
+
+
+LIST_SEPARATOR = ";"  # between the genres of one correction: "Rock; Blues"
+
+
+def split_list(text: str) -> list[str]:
+    """The names of a genre list typed by a user ("Rock; Blues"), in order, empty parts
+    dropped. Only ";" separates: "/" and "," occur inside genre names ("Hip Hop/Rap")."""
+    return [part.strip() for part in text.split(LIST_SEPARATOR) if part.strip()]
+
+
+def genres_or(genre: str | None, genres: Sequence[str] | None) -> list[str]:
+    """A stored answer's genres: the ``genres`` column, else (rows written before several
+    genres per track, or no answer) ``[genre]`` / ``[]``."""
+    if genres:
+        return [str(g) for g in genres]
+    return [genre] if genre is not None else []
+
+
+def unique(names: Iterable[str]) -> list[str]:
+    """``names`` in order, each genre once (compared folded)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for name in names:
+        if fold(name) not in seen:
+            seen.add(fold(name))
+            out.append(name)
+    return out

@@ -12,6 +12,8 @@ Examples (``genred query`` flags → ``TrackFilter``)::
     --status error                           files that could not be read, with the reason
     --path /music/Various                    that folder (exactly: case-sensitive, no
                                              wildcards) or that one file
+    --artist "miles davis" --album "kind of blue"   the tags read at scan time (artist
+                                             or album artist; case-insensitive, whole)
 
 Timestamps (``mtime``, ``last_seen``) go out as ISO 8601 in UTC to the second
 (``2026-11-25T11:37:04+00:00``). Sorting puts rows without a value (an unreadable or
@@ -42,13 +44,16 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.catalogue import canonical
 from storage.db import reading
+from storage.genres import genres_or
 from storage.paths import MARK, from_db, in_folder
 from storage.schema import Correction, Prediction, Track
 
-SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration")
+SORTS = ("path", "genre", "confidence", "mtime", "status", "model", "seen", "duration",
+         "artist", "album")
 COLUMNS = ("path", "genre", "predicted_genre", "confidence", "corrected_genre",
            "correction_source", "model", "status", "error", "duration", "format",
-           "probabilities", "size", "mtime", "last_seen")
+           "probabilities", "size", "mtime", "last_seen", "genres", "title", "artist",
+           "album", "album_artist", "track_number", "year")
 # Sort keys a track always has; every other key may be NULL and then sorts last.
 _NOT_NULL_SORTS = ("path", "status")
 
@@ -67,6 +72,8 @@ class TrackFilter:
     descending: bool = False
     offset: int | None = None  # skip this many rows first (pages of the web API)
     ids: tuple[int, ...] | None = None  # only these track ids (the web page's rows)
+    artist: str | None = None  # the artist or album artist tag, case-insensitive
+    album: str | None = None  # the album tag, case-insensitive
 
 
 def _base(with_id: bool = False) -> Select[*tuple[Any, ...]]:
@@ -78,15 +85,22 @@ def _base(with_id: bool = False) -> Select[*tuple[Any, ...]]:
         .correlate(Track).scalar_subquery()
     )
     effective = func.coalesce(corr.genre, pred.genre)
+    # Every effective genre, main first: the stored list of the correction if there is one,
+    # else the prediction's (NULL in rows older than the lists: the one genre).
+    genres = case((corr.id.is_not(None), literal_column("c.genres")),
+                  else_=literal_column("p.genres"))
     return (
         select(
-            Track.path, effective.label("genre"), pred.genre.label("predicted_genre"),
+            Track.path, effective.label("genre"), genres.label("genres"),
+            pred.genre.label("predicted_genre"),
             pred.confidence, corr.genre.label("corrected_genre"),
             corr.source.label("correction_source"), pred.model_version.label("model"),
             Track.status, Track.error, Track.duration, Track.format,
             # Probabilities go out as the stored JSON text: no decode/encode per row.
             literal_column("p.probabilities").label("probabilities"),
             Track.size, Track.mtime, literal_column("tracks.last_seen").label("last_seen"),
+            Track.title, Track.artist, Track.album, Track.album_artist, Track.track_number,
+            Track.year,
             # Not in COLUMNS (the CLI's output): the web API's handle on a track.
             *([Track.id.label("id")] if with_id else []),
         )
@@ -137,9 +151,16 @@ def build(f: TrackFilter, with_id: bool = False) -> Select[*tuple[Any, ...]]:
         query = query.where(cols.model == f.model)
     if f.ids is not None:
         query = query.where(Track.id.in_(f.ids))
+    if f.artist is not None:
+        name = _ascii_lower(f.artist)
+        query = query.where((func.lower(Track.artist) == name)
+                            | (func.lower(Track.album_artist) == name))
+    if f.album is not None:
+        query = query.where(func.lower(Track.album) == _ascii_lower(f.album))
     key = {"path": Track.path, "genre": cols.genre, "confidence": cols.confidence,
            "mtime": Track.mtime, "status": Track.status, "model": cols.model,
-           "seen": cols.last_seen, "duration": Track.duration}[f.sort]
+           "seen": cols.last_seen, "duration": Track.duration, "artist": Track.artist,
+           "album": Track.album}[f.sort]
     order = [key.desc() if f.descending else key.asc(), Track.path]
     if f.sort not in _NOT_NULL_SORTS:  # ``key IS NULL`` first: NULLS LAST on any database
         order.insert(0, key.is_(None))
@@ -185,6 +206,9 @@ def _row(mapping: Any) -> dict[str, Any]:
     row = dict(mapping)
     probs = row["probabilities"]
     row["probabilities"] = json.loads(probs) if isinstance(probs, str) else probs
+    listed = row["genres"]
+    row["genres"] = genres_or(row["genre"], json.loads(listed) if isinstance(listed, str)
+                              else listed) if row["genre"] is not None else None
     row["last_seen"] = iso_utc(row["last_seen"])
     row["mtime"] = mtime_iso(row["mtime"])
     return row
@@ -203,6 +227,10 @@ def _sqlite_value(sub: Any, name: str) -> Any:
     column = sub.c[name]
     if name == "probabilities":
         return func.json(column)
+    if name == "genres":  # as ``_row``: the stored list, else [genre]; null without a genre
+        return case((sub.c.genre.is_(None), None),
+                    else_=func.json(func.coalesce(func.nullif(column, "null"),
+                                                  func.json_array(sub.c.genre))))
     if name == "last_seen":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
         return func.replace(func.substr(column, 1, 19), " ", "T").op("||")("+00:00")
     if name in ("confidence", "duration"):

@@ -4,8 +4,9 @@ vocabulary; a track's folder; the retrain history.
 The review queue holds uncorrected ``ok`` tracks. Its order: the *margin* (top-1 minus
 top-2 probability: a 0.41 / 0.39 answer is less certain than a 0.41 / 0.10 one, though the
 confidence is the same), with album outliers ranked up: a track whose predicted genre
-differs from the genre most other tracks of its folder have counts as if its margin were
-half as large. Folders stand for albums (the catalogue does not store album tags).
+differs from the genre most other tracks of its album have counts as if its margin were
+half as large. An album is what ``storage.albums`` groups by: the album and album-artist
+tags read at scan time, else the folder (only the tracks in the selection count).
 
 The order costs one pass over the ``ok`` tracks (seconds for 100,000 on a busy machine):
 ``review_order`` computes it, labelled tracks included; ``review_queue`` takes one page of
@@ -92,7 +93,7 @@ def _candidates(engine: Engine, folder: str | None) -> list[Any]:
         current = func.coalesce(pred.current, False) == True  # noqa: E712
     query = (select(Track.id, Track.path, pred.genre, pred.confidence, pred.model_version,
                     func.coalesce(corr.genre, pred.genre), corr.id.is_not(None), extra,
-                    Track.status)
+                    Track.status, Track.album, Track.album_artist)
              .select_from(Track)
              .join(pred, (pred.track_id == Track.id) & current)
              .outerjoin(corr, corr.id == newest))
@@ -101,7 +102,15 @@ def _candidates(engine: Engine, folder: str | None) -> list[Any]:
     # The status is tested here, not in SQL: SQLite would pick the status index (nearly
     # every track is ok) over the path range of a folder.
     with reading(engine).connect() as conn:
-        return [row[:8] for row in conn.execute(query) if row[8] == OK]
+        return [(*row[:8], _album_key(row[1], row[9], row[10]))
+                for row in conn.execute(query) if row[8] == OK]
+
+
+def _album_key(path: str, album: str | None, artist: str | None) -> tuple[str, ...]:
+    """The album a track belongs to, as ``storage.albums`` groups them."""
+    from storage.albums import album_key
+
+    return album_key({"path": path, "album": album, "album_artist": artist})
 
 
 @dataclass
@@ -135,11 +144,11 @@ def review_order(engine: Engine, f: ReviewFilter) -> list[ReviewEntry]:
     rows = _candidates(engine, f.folder)
     counts: dict[str, Counter[str]] = {}
     for row in rows:
-        counts.setdefault(os.path.dirname(row[1]), Counter())[str(row[5])] += 1
+        counts.setdefault(row[8], Counter())[str(row[5])] += 1
     folders = {name: _Folder(c) for name, c in counts.items()}
     genre = f.genre.lower() if f.genre else None
     entries: list[tuple[float, str, ReviewEntry]] = []
-    for track_id, path, predicted, confidence, model, _, _, extra in rows:
+    for track_id, path, predicted, confidence, model, _, _, extra, album in rows:
         if genre is not None and str(predicted).lower() != genre:
             continue
         if (f.min_confidence is not None and confidence < f.min_confidence) or \
@@ -150,7 +159,7 @@ def review_order(engine: Engine, f: ReviewFilter) -> list[ReviewEntry]:
             m = float(extra)
         else:
             m = margin(json.loads(extra) if isinstance(extra, str) else extra, confidence)
-        majority = folders[os.path.dirname(path)].majority_without(str(predicted))
+        majority = folders[album].majority_without(str(predicted))
         key = m * OUTLIER_WEIGHT if majority else m
         entries.append((key, path, ReviewEntry(int(track_id), m, majority is not None,
                                                majority)))
@@ -189,8 +198,9 @@ def outlier_info(engine: Engine, path: str, genre: str | None) -> str | None:
     if genre is None:
         return None
     folder = os.path.dirname(path)
-    counts: Counter[str] = Counter(str(r[5]) for r in _candidates(engine, folder)
-                                   if os.path.dirname(r[1]) == folder)
+    rows = _candidates(engine, folder)
+    key = next((r[8] for r in rows if r[1] == path), ("folder", folder))
+    counts: Counter[str] = Counter(str(r[5]) for r in rows if r[8] == key)
     return _Folder(counts).majority_without(genre) if counts else None
 
 

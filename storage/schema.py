@@ -78,6 +78,13 @@ class Track(Base):
     fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     duration: Mapped[float | None] = mapped_column(Float)
     format: Mapped[str | None] = mapped_column(String(32))
+    # What the file's tags say, read when it is classified (storage/titles.py).
+    title: Mapped[str | None] = mapped_column(Text)
+    artist: Mapped[str | None] = mapped_column(Text)
+    album: Mapped[str | None] = mapped_column(Text)
+    album_artist: Mapped[str | None] = mapped_column(Text)
+    track_number: Mapped[int | None] = mapped_column(Integer)
+    year: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(binary_text(16), default=PENDING, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     # The claim on a pending track (storage/workqueue.py): which worker has it and until
@@ -125,6 +132,9 @@ class Prediction(Base):
     track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
     model_version: Mapped[str] = mapped_column(binary_text(64), index=True)
     genre: Mapped[str] = mapped_column(binary_text(128))
+    # Every genre of the answer, main first (``genre`` is the first); NULL in rows older
+    # than several genres per track means ``[genre]``.
+    genres: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     confidence: Mapped[float] = mapped_column(Float, index=True)
     probabilities: Mapped[dict[str, Any]] = mapped_column(JSON)
     current: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -153,6 +163,8 @@ class Correction(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
     genre: Mapped[str] = mapped_column(binary_text(128), index=True)
+    genres: Mapped[list[Any] | None] = mapped_column(  # as Prediction's
+        JSON(none_as_null=True), nullable=True)
     source: Mapped[str] = mapped_column(String(16), default=USER)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(

@@ -2,7 +2,10 @@
 write, and ``tags restore``.
 
 Policy (config keys ``write_tags``, ``tag_threshold``, ``overwrite_existing``,
-``split_hard_links``):
+``split_hard_links``, ``write_genres``, ``genre_separator``):
+
+- every genre of the answer is written, main first (``write_genres = "main"``: the main
+  one only), in the list form of each format (``storage.tags``);
 
 - a user correction (or any active label) is always written;
 - a prediction is written only when its confidence reaches ``threshold``;
@@ -39,8 +42,9 @@ from sqlalchemy.orm import Session
 
 from storage import tags
 from storage.catalogue import canonical, track_at, under
-from storage.corrections import active_label
+from storage.corrections import active_label, label_genres
 from storage.db import reading, writing
+from storage.genres import genres_or
 from storage.schema import OK, Prediction, TagBackup, Track
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,20 @@ class TagPolicy:
     overwrite_existing: bool = False
     pretend: bool = False
     split_hard_links: bool = False
+    main_only: bool = False  # config write_genres = "main": only the main genre is written
+    separator: str = "; "  # config genre_separator: joins genres where a tag holds one text
+    # config album_genres (None: off) with album_margin: a predicted track whose own genre
+    # does not beat its album's by this much gets the album's genre (storage.albums)
+    album_margin: float | None = None
+
+
+def policy_from(cfg: Any, pretend: bool = False, threshold: float | None = None) -> TagPolicy:
+    """The policy a config (``daemon.config.Config``) sets; ``threshold`` overrides its
+    ``tag_threshold``."""
+    return TagPolicy(cfg.tag_threshold if threshold is None else threshold,
+                     cfg.overwrite_existing, pretend, split_hard_links=cfg.split_hard_links,
+                     main_only=cfg.write_genres == "main", separator=cfg.genre_separator,
+                     album_margin=cfg.album_margin if cfg.album_genres else None)
 
 
 @dataclass(frozen=True)
@@ -75,15 +93,31 @@ class TagOutcome:
 
 @dataclass(frozen=True)
 class _Wanted:
-    genre: str
+    genres: list[str]  # main first
     model: str | None
     confidence: float | None
     corrected: bool
     ours: list[dict[str, list[str]]]  # what genred wrote (the open backup's written/pending)
+    album: bool = False  # the album's genre, not the track's own answer
 
 
-def _wanted(engine: Engine, path: str) -> _Wanted | str:
+def _wanted(engine: Engine, path: str, policy: TagPolicy) -> _Wanted | str:
     """What the catalogue wants in the file's tags, or why nothing."""
+    wanted = _own(engine, path)
+    if isinstance(wanted, str) or wanted.corrected or policy.album_margin is None:
+        return wanted
+    from storage.albums import album_with, follows_album
+
+    found = album_with(engine, path)
+    if found is None or not follows_album(found[0], found[1], policy.album_margin):
+        return wanted
+    album = found[1]
+    return _Wanted([album["genre"]], wanted.model, album["confidence"], False, wanted.ours,
+                   album=True)
+
+
+def _own(engine: Engine, path: str) -> _Wanted | str:
+    """What the track's own label or prediction wants in its tags, or why nothing."""
     with Session(reading(engine)) as s:
         track = track_at(s, path)
         if track is None:
@@ -92,14 +126,15 @@ def _wanted(engine: Engine, path: str) -> _Wanted | str:
         ours = _ours(backup) if backup else []
         label = active_label(s, track.id)
         if label is not None:
-            return _Wanted(label.genre, None, None, True, ours)
+            return _Wanted(label_genres(label), None, None, True, ours)
         if track.status != OK:
             return f"status {track.status}, no genre to write"
         pred = s.scalars(select(Prediction).where(Prediction.track_id == track.id,
                                                   Prediction.current)).first()
         if pred is None:
             return "no prediction"
-        return _Wanted(pred.genre, pred.model_version, pred.confidence, False, ours)
+        return _Wanted(genres_or(pred.genre, pred.genres), pred.model_version, pred.confidence,
+                       False, ours)
 
 
 def _ours(backup: TagBackup) -> list[dict[str, list[str]]]:
@@ -118,7 +153,7 @@ def write_track(engine: Engine, path: str | os.PathLike[str], policy: TagPolicy)
     read-only, vanished or unreadable file, a full disk give a FAILED outcome, a file genred
     will not write for its own sake a REFUSED one (both with the reason)."""
     where = canonical(path)
-    wanted = _wanted(engine, where)
+    wanted = _wanted(engine, where, policy)
     if isinstance(wanted, str):
         return TagOutcome(where, SKIPPED, wanted)
     try:
@@ -135,30 +170,33 @@ def write_track(engine: Engine, path: str | os.PathLike[str], policy: TagPolicy)
 
 
 def _write(engine: Engine, path: str, wanted: _Wanted, policy: TagPolicy) -> TagOutcome:
+    genres = wanted.genres[:1] if policy.main_only else wanted.genres
+    shown = "; ".join(genres)
     if not wanted.corrected and (wanted.confidence or 0.0) < policy.threshold:
-        return TagOutcome(path, SKIPPED, f"{wanted.genre} at {wanted.confidence:.2f} is below "
+        return TagOutcome(path, SKIPPED, f"{shown} at {wanted.confidence:.2f} is below "
                           f"the tag threshold {policy.threshold:.2f}")
     kind, current = tags.read_values(path)
     existing = tags.genre_of(kind, current)
-    if existing == [wanted.genre]:
-        return TagOutcome(path, SKIPPED, f"already {wanted.genre}")
+    if existing in (genres, [policy.separator.join(genres)]):
+        return TagOutcome(path, SKIPPED, f"already {shown}")
     ours = current in wanted.ours
     if existing and not ours and not wanted.corrected and not policy.overwrite_existing:
         return TagOutcome(path, SKIPPED, f"has genre {'; '.join(existing)} "
                           "(overwrite_existing is off)")
     try:
-        changes = tags.genre_values(kind, wanted.genre, wanted.model, wanted.confidence)
+        changes = tags.genre_values(kind, genres, wanted.model, wanted.confidence)
     except ValueError:
-        return TagOutcome(path, REFUSED, f"genre {wanted.genre!r} is not printable text "
+        return TagOutcome(path, REFUSED, f"genre {shown!r} is not printable text "
                           "(empty, control characters or a line break); not written")
-    detail = f"{'; '.join(existing) or '(none)'} -> {wanted.genre}"
+    detail = f"{'; '.join(existing) or '(none)'} -> {shown}" + (
+        " (the album's genre)" if wanted.album else "")
     if policy.pretend:  # what would be refused for a hard link or a writer says so now
         tags.check_replaceable(path, split_hard_links=policy.split_hard_links)
         return TagOutcome(path, WOULD_WRITE, detail)
     backup = _Durable(engine, path, kind)
     try:
         after = tags.update(path, changes, split_hard_links=policy.split_hard_links,
-                            before_replace=backup.commit_pending)
+                            before_replace=backup.commit_pending, separator=policy.separator)
     except BaseException:
         backup.abandon()
         raise

@@ -15,7 +15,14 @@ asf       WMA                                         WM/Genre, WM/GenreID, GENR
 ========  ==========================================  =======================================
 
 ID3 keeps the file's version (a v2.3 tag stays v2.3) and gets exactly one TCON frame with
-the genre's name, never a numeric code ("(17)" is read as "Rock"). MP4's numeric ``gnre``
+the genre's name, never a numeric code ("(17)" is read as "Rock").
+
+Several genres (main first) are written in each format's list form, the way players read
+them: ID3v2.4 one TCON frame holding a null-separated list; ID3v2.3 (one text per frame)
+one TCON frame joined with the config's ``genre_separator`` ("Rock; Blues"; never "/",
+which mutagen would use and players split inside names); Vorbis comments one GENRE field
+per genre; MP4 a list in ``©gen``; APEv2 a null-separated list value; ASF one WM/Genre
+attribute per genre. One genre is written exactly as it always was. MP4's numeric ``gnre``
 atom is read as its name by mutagen and saved as ``©gen``, so no file gets both.
 
 Writes never touch the file in place: ``storage.filewrite.atomic_rewrite`` tags a copy next
@@ -219,16 +226,19 @@ def printable(text: str) -> bool:
     return not any(unicodedata.category(c) in _UNPRINTABLE for c in text)
 
 
-def genre_values(kind: str, genre: str, model: str | None,
+def genre_values(kind: str, genre: str | list[str], model: str | None,
                  confidence: float | None) -> dict[str, list[str] | None]:
-    """The changes that make a file of ``kind`` say ``genre`` with genred's provenance
-    (None = remove the key). A user correction has no model: provenance says "user".
-    Raises ValueError for a genre or model that is not printable text."""
-    if not genre.strip() or not printable(genre) or not printable(model or ""):
-        raise ValueError(f"not printable text: {genre!r} / {model!r}")
+    """The changes that make a file of ``kind`` say ``genre`` (or several genres, main
+    first) with genred's provenance (None = remove the key). A user correction has no
+    model: provenance says "user". Raises ValueError for a genre or model that is not
+    printable text."""
+    genres = [genre] if isinstance(genre, str) else list(genre)
+    if not genres or not printable(model or "") or \
+            any(not g.strip() or not printable(g) for g in genres):
+        raise ValueError(f"not printable text: {genres!r} / {model!r}")
     keys = _KEYS[kind]
     changes: dict[str, list[str] | None] = {
-        keys["genre"]: [genre],
+        keys["genre"]: genres,
         keys[MODEL]: [model or USER_PROVENANCE],
         keys[CONFIDENCE]: [f"{confidence:.3f}"] if confidence is not None else None,
     }
@@ -241,17 +251,24 @@ Replacing = Callable[[Values, Values], None]  # (values before, values after) ->
 
 
 def update(path: str | os.PathLike[str], changes: dict[str, list[str] | None], *,
-           split_hard_links: bool = False, before_replace: Replacing | None = None) -> Values:
+           split_hard_links: bool = False, before_replace: Replacing | None = None,
+           separator: str | None = None) -> Values:
     """Apply ``changes`` (key -> values, None = delete) to the file's tags, atomically (see
     ``storage.filewrite``). ``before_replace(before, after)`` is called with the values of
     the very bytes being replaced and of the copy replacing them, after every check and
-    before the rename. Returns the genre-related values the file holds afterwards."""
+    before the rename. With ``separator``, several genres going into an ID3v2.3 tag (one
+    text per frame there) are joined with it into one TCON value ("Rock; Blues"); without,
+    the values are written as given (a restore). Returns the genre-related values the
+    file holds afterwards."""
     result: dict[str, Values] = {}
 
     def mutate(tmp: str) -> None:
         audio, kind = _open(tmp, shown=path)
         result["before"] = _values(audio, kind)
         for key, values in changes.items():
+            if separator is not None and values and len(values) > 1 and key == "TCON" \
+                    and _id3_version(audio) == 3:
+                values = [separator.join(values)]
             _set(audio, kind, key, values)
         try:
             _save(audio, kind)
@@ -265,6 +282,12 @@ def update(path: str | os.PathLike[str], changes: dict[str, list[str] | None], *
 
     atomic_rewrite(path, mutate, split_hard_links=split_hard_links, before_replace=replacing)
     return result["after"]
+
+
+def _id3_version(audio: mutagen.FileType) -> int:
+    """The ID3v2 minor version the file keeps (3 or 4; 4 for a file without a tag)."""
+    tags: Any = audio.tags
+    return int(tags.version[1]) if isinstance(tags, ID3) else 4
 
 
 def _save(audio: mutagen.FileType, kind: str) -> None:

@@ -25,9 +25,10 @@ PROMOTED, REJECTED, SKIPPED, FAILED, RUNNING = (
 @dataclass(frozen=True)
 class LabelRow:
     path: str
-    genre: str
+    genre: str  # the main genre
     correction_id: int
     fingerprint: str | None
+    also: tuple[str, ...] = ()  # the label's other genres, in order
 
 
 def label_rows(engine: Engine) -> list[LabelRow]:
@@ -39,11 +40,13 @@ def label_rows(engine: Engine) -> list[LabelRow]:
     )
     with Session(reading(engine)) as s:
         rows = s.execute(
-            select(Track.path, Correction.genre, Correction.id, Track.fingerprint)
+            select(Track.path, Correction.genre, Correction.id, Track.fingerprint,
+                   Correction.genres)
             .join(Track).where(Correction.id.in_(newest), Track.status != MISSING)
             .order_by(Track.path)
         ).all()
-    return [LabelRow(p, g, int(c), fp) for p, g, c, fp in rows]
+    return [LabelRow(p, g, int(c), fp, tuple(str(x) for x in (gs or [])[1:]))
+            for p, g, c, fp, gs in rows]
 
 
 def anchor_rows(engine: Engine, genres: set[str], min_confidence: float

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from storage.db import reading, writing
-from storage.genres import fold, merge_probabilities
+from storage.genres import fold, genres_or, merge_probabilities, unique
 from storage.schema import Correction, Prediction, State, TagBackup, Track
 
 RENAMES_KEY = "genres.renamed"
@@ -92,10 +92,15 @@ def rename(engine: Engine, old: str, new: str) -> RenameResult:
     come. Returns what changed and which tracks' tags genred wrote (to rewrite)."""
     key = fold(old)
     with Session(writing(engine)) as s, s.begin():
+        def renamed(names: list[str]) -> list[str]:
+            return unique(new if fold(g) == key else g for g in names)
+
         labels = s.scalars(select(Correction).where(Correction.active)).all()
-        changed_labels = [c for c in labels if fold(c.genre) == key]
+        changed_labels = [c for c in labels
+                          if any(fold(g) == key for g in genres_or(c.genre, c.genres))]
         for c in changed_labels:
-            c.genre = new
+            names = renamed(genres_or(c.genre, c.genres))
+            c.genre, c.genres = names[0], names
         preds = s.scalars(select(Prediction).where(Prediction.current)).all()
         changed_preds = 0
         mapping = {name: new for p in preds for name in p.probabilities if fold(name) == key}
@@ -104,6 +109,8 @@ def rename(engine: Engine, old: str, new: str) -> RenameResult:
                 genre, confidence, probs = merge_probabilities(
                     p.genre, p.confidence, dict(p.probabilities), {**mapping, old: new})
                 changed_preds += fold(p.genre) == key
+                if p.genres:  # the main genre as merged, then the others renamed
+                    p.genres = unique([genre, *renamed(list(p.genres))])[:len(p.genres)]
                 p.genre, p.confidence, p.probabilities = genre, confidence, probs
         known = renames_in(s)
         known = {m: (new if fold(shown) == key else shown) for m, shown in known.items()}
@@ -115,7 +122,7 @@ def rename(engine: Engine, old: str, new: str) -> RenameResult:
         else:
             row.value = json.dumps(known)
         ids = {c.track_id for c in changed_labels}
-        ids |= {p.track_id for p in preds if p.genre == new}
+        ids |= {p.track_id for p in preds if new in genres_or(p.genre, p.genres)}
         retag = sorted(s.scalars(select(Track.path).join(TagBackup).where(
             TagBackup.restored.is_(False), Track.id.in_(ids))).unique()) if ids else []
     return RenameResult(len(changed_labels), changed_preds, list(retag))

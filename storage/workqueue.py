@@ -32,8 +32,10 @@ from sqlalchemy.orm import Session
 
 from storage.catalogue import PredictionLike, release_claim, store_prediction, track_at
 from storage.db import reading, writing
+from storage.genres import MultiGenre
 from storage.paths import safe_text
 from storage.schema import ERROR, PENDING, ClaimSkip, Track, WorkerHost, utcnow
+from storage.titles import TitleTags
 
 SKIP_RETRY_SECONDS = 3600.0  # a host that could not read a file tries it again after this
 FORGET_AFTER = timedelta(days=1)  # workers silent this long are recorded as stopped
@@ -166,14 +168,16 @@ def _done(s: Session, track: Track, worker_id: int) -> None:
 
 
 def finish(engine: Engine, held: Claim, worker_id: int, prediction: PredictionLike, *,
-           fingerprint: str | None, size: int | None, mtime: float | None) -> bool:
+           fingerprint: str | None, size: int | None, mtime: float | None,
+           multi: MultiGenre | None = None, titles: TitleTags | None = None) -> bool:
     """Record ``prediction`` for the claimed track and release it; False (nothing recorded)
     when the claim is no longer this worker's (lease taken over, file queued again)."""
     with Session(writing(engine)) as s, s.begin():
         track = _held(s, held, worker_id)
         if track is None:
             return False
-        store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime)
+        store_prediction(s, track, prediction, fingerprint=fingerprint, size=size, mtime=mtime,
+                         multi=multi, titles=titles)
         _done(s, track, worker_id)
         return True
 

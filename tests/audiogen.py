@@ -5,7 +5,7 @@ log-mels separates them easily); ``write_audio(path, samples, sr)`` encodes them
 format the file extension names, with the codecs real libraries use:
 
 - soundfile (libsndfile): .wav .flac .ogg (Vorbis) .aiff
-- PyAV (FFmpeg): .mp3 (LAME) .m4a (AAC) .alac.m4a (ALAC) .opus .wv (WavPack)
+- PyAV (FFmpeg): .mp3 (LAME) .m4a (AAC) .alac.m4a (ALAC) .opus .wv (WavPack) .wma (WMAv2)
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def synth(style: str, seconds: float, seed: int = 0, sr: int = SR) -> np.ndarray
 
 
 _PYAV = {".mp3": ("mp3", "libmp3lame", "fltp"), ".m4a": ("mp4", "aac", "fltp"),
-         ".opus": ("ogg", "libopus", "flt"), ".wv": ("wv", "wavpack", "fltp")}
+         ".opus": ("ogg", "libopus", "flt"), ".wv": ("wv", "wavpack", "fltp"),
+         ".wma": ("asf", "wmav2", "fltp")}
 _SOUNDFILE = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aiff": "AIFF"}
 
 
@@ -80,7 +81,8 @@ def _encode_pyav(path: Path, samples: np.ndarray, sr: int, container: str, codec
                  fmt: str) -> None:
     import av
 
-    rate = 48000 if codec == "libopus" else (44100 if codec in ("libmp3lame", "aac") else sr)
+    rate = 48000 if codec == "libopus" else (44100 if codec in ("libmp3lame", "aac", "wmav2")
+                                             else sr)
     if rate != sr:
         from math import gcd
 
@@ -91,7 +93,7 @@ def _encode_pyav(path: Path, samples: np.ndarray, sr: int, container: str, codec
     with av.open(str(path), "w", format=container) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.layout = "mono"
-        if codec in ("libmp3lame", "aac", "libopus"):
+        if codec in ("libmp3lame", "aac", "libopus", "wmav2"):
             stream.bit_rate = 96000
         data = samples.astype(np.float32)
         if fmt == "s16p":

@@ -94,7 +94,8 @@ def track_filter(ctx: WebContext, params: Any) -> Any:
         path=params.get("path") or None, model=params.get("model") or None,
         limit=_count(params, "limit", LIST_LIMIT, MAX_LIMIT),
         offset=_count(params, "offset", 0), sort=_choice(params, "sort", SORTS, "path") or "path",
-        descending=bool(_flag(params, "desc")))
+        descending=bool(_flag(params, "desc")), artist=params.get("artist") or None,
+        album=params.get("album") or None)
 
 
 def _track_id(request: Request) -> int:
@@ -122,9 +123,9 @@ def list_tracks(request: Request) -> JSONResponse:
     rows = query_tracks(ctx.engine, flt, with_id=True)
     if _flag(request.query_params, "tags"):
         if len(rows) > 200:
-            raise ApiError(400, "tags=true reads each file: at most 200 rows (use limit)")
+            raise ApiError(400, "tags=true reads files: at most 200 rows (use limit)")
         for row in rows:
-            row["tags"] = ctx.title_tags(row["path"])
+            row["tags"] = ctx.title_tags(row)
     return JSONResponse({"tracks": rows, "total": count(ctx.engine, flt),
                          "limit": flt.limit, "offset": flt.offset})
 
@@ -143,7 +144,7 @@ def _known_track(ctx: WebContext, track_id: int) -> str:
     return found[0]
 
 
-def _genre_from(ctx: WebContext, body: dict[str, Any]) -> str:
+def _genre_from(ctx: WebContext, body: dict[str, Any]) -> list[str]:
     new = body.get("new_genre", False)
     if not isinstance(new, bool):
         raise ApiError(400, "new_genre must be true or false")
@@ -199,14 +200,14 @@ def _correct_album(request: Request, body: dict[str, Any]) -> JSONResponse:
     genre = _genre_from(ctx, body)
     ids = folder_track_ids(ctx.engine, os.path.dirname(path))
     if scope == "album":
-        album = ctx.title_tags(path).get("album")
+        album = ctx.title_tags(ctx.track_row(track_id) or {"path": path}).get("album")
         if not album:
             raise ApiError(400, "this track has no album tag; use scope folder")
-        ids = [i for i in ids if ctx.title_tags((track_path(ctx.engine, i) or ("",))[0])
-               .get("album") == album]
+        ids = [r["id"] for r in ctx.rows(ids) if r["tags"].get("album") == album]
     paths = [p for p in (track_path(ctx.engine, i) for i in ids) if p is not None]
     changed = labels.label_tracks(ctx.engine, ctx.cfg, [p for p, _ in paths], genre)
-    return JSONResponse({"genre": genre, "tracks": ids, "changed": changed})
+    return JSONResponse({"genre": genre[0], "genres": genre, "tracks": ids,
+                         "changed": changed})
 
 
 def track_audio(request: Request) -> Response:

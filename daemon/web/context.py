@@ -28,10 +28,17 @@ class WebContext:
     orders: dict[Any, tuple[tuple[int, int], Any]] = field(default_factory=dict)
     orders_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def title_tags(self, path: str) -> dict[str, str | None]:
-        from storage.titles import title_tags
+    def title_tags(self, row: dict[str, Any]) -> dict[str, str | int | None]:
+        """Title, artist, album, album artist, track number and year of a query row: the
+        catalogue's, read at scan time; a track classified before genred stored them
+        (none of them set) has its file read (cached)."""
+        from storage.titles import TitleTags, title_tags
 
-        return title_tags(path).as_json()
+        stored = TitleTags(row.get("title"), row.get("artist"), row.get("album"),
+                           row.get("album_artist"), row.get("track_number"), row.get("year"))
+        if stored == TitleTags() and row.get("status") == "ok":
+            return title_tags(row["path"]).as_json()
+        return stored.as_json()
 
     def track_row(self, track_id: int) -> dict[str, Any] | None:
         """The ``genred query`` row of one track (plus ``id``), or None."""
@@ -73,7 +80,7 @@ class WebContext:
         ranked = sorted(probs.items(), key=lambda kv: (-kv[1], kv[0]))
         return {
             **row,
-            "tags": self.title_tags(row["path"]),
+            "tags": self.title_tags(row),
             "ranked": [{"genre": g, "probability": p} for g, p in ranked],
             "runner_up": ({"genre": ranked[1][0], "probability": ranked[1][1]}
                           if len(ranked) > 1 else None),

@@ -45,28 +45,37 @@ def vocabulary(engine: Engine, cfg: Config) -> Vocabulary:
     return Vocabulary(model_labels(cfg), known_genres(engine, cfg))
 
 
-def resolve_genre(engine: Engine, cfg: Config, text: object, new_genre: bool) -> str:
-    """The genre to store for what the user sent, by the rules of `genred correct`
+def resolve_genre(engine: Engine, cfg: Config, text: object, new_genre: bool) -> list[str]:
+    """The genres to store for what the user sent, main first: one name, several in one
+    text ("Rock; Blues") or a list of names, each by the rules of `genred correct`
     (``daemon.cli_genres.choose``: a known genre in its first spelling, an alias's
     genre, or with ``new_genre`` a new one spelt as given); GenreRefused / BadGenre."""
     from daemon.cli_genres import choose, known_genres
-    from storage.genres import GenreNameError, check_name
+    from storage.genres import GenreNameError, check_name, split_list, unique
 
-    if not isinstance(text, str):
-        raise BadGenre("genre must be a string")
+    if isinstance(text, str):
+        names: list[object] = list(split_list(text)) or [text]
+    elif isinstance(text, list) and text:
+        names = list(text)
+    else:
+        raise BadGenre("genre must be a string or a non-empty list of strings")
+    if not all(isinstance(n, str) for n in names):
+        raise BadGenre("genre must be a string or a non-empty list of strings")
     try:
-        typed = check_name(text)  # the rule every genre entering genred passes
-        choice = choose([typed], known_genres(engine, cfg), new_genre, cfg)
+        typed = [check_name(str(n)) for n in names]  # the rule every genre entering passes
+        choice = choose(typed, known_genres(engine, cfg), new_genre, cfg)
     except (GenreNameError, ValueError) as e:
         raise BadGenre(str(e)) from e
-    if typed in choice.unknown:
-        raise GenreRefused(typed, choice.unknown[typed])
-    return choice.genres[typed]
+    for name in typed:
+        if name in choice.unknown:
+            raise GenreRefused(name, choice.unknown[name])
+    return unique(choice.genres[n] for n in typed)
 
 
-def label_tracks(engine: Engine, cfg: Config, paths: list[str], genre: str) -> int:
-    """Make ``genre`` the user label of every path; returns how many changed. Tags are
-    written as `genred correct` writes them when ``write_tags`` is on."""
+def label_tracks(engine: Engine, cfg: Config, paths: list[str], genre: str | list[str]) -> int:
+    """Make ``genre`` (or several, main first) the user label of every path; returns how
+    many changed. Tags are written as `genred correct` writes them when ``write_tags`` is
+    on."""
     from storage.corrections import ADDED, add_label
 
     added = [r.path for r in (add_label(engine, p, genre) for p in paths) if r.outcome == ADDED]
@@ -76,9 +85,9 @@ def label_tracks(engine: Engine, cfg: Config, paths: list[str], genre: str) -> i
 
 
 def write_tags(engine: Engine, cfg: Config, paths: list[str]) -> None:
-    from storage.tagging import TagPolicy, write_track
+    from storage.tagging import policy_from, write_track
 
-    policy = TagPolicy(cfg.tag_threshold, cfg.overwrite_existing, False)
+    policy = policy_from(cfg)
     for path in paths:
         write_track(engine, path, policy)
 

@@ -90,6 +90,18 @@ def test_evaluate_json_has_the_documented_keys(env: dict[str, str], synth_model:
     result = json.loads(proc.stdout)
     assert {"accuracy", "labels", "per_genre", "confusion", "n_songs", "n_clips"} <= set(result)
     assert result["n_songs"] == len(fresh_songs) and result["accuracy"] >= 0.9
+    lists = result["genre_lists"]  # max_genres 2 by default: secondary genres judged too
+    assert (lists["max_genres"], lists["n_songs"]) == (2, len(fresh_songs))
+    assert lists["any_hit"] >= result["accuracy"]
+    for genre, m in lists["per_genre"].items():
+        assert m["recall"] >= result["per_genre"][genre]["recall"]
+        assert m["predicted"] >= m["as_secondary"] >= m["secondary_hits"]
+    table = run({**env, "GENRED_SECONDARY_THRESHOLD": "0.0"}, "evaluate", str(data_dir),
+                "--model", str(synth_model.path)).stdout
+    assert "genre lists (max_genres 2, secondary_threshold 0)" in table
+    one = run({**env, "GENRED_MAX_GENRES": "1"}, "evaluate", str(data_dir), "--model",
+              str(synth_model.path), "--format", "json")
+    assert "genre_lists" not in json.loads(one.stdout)
 
 
 def test_train_puts_a_new_version_in_the_store_without_activating_it(

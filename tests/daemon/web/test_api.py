@@ -42,6 +42,48 @@ def test_a_correction_through_the_api_is_what_genred_query_shows(
     assert library.row("Album B/01 b.flac")["corrected_genre"] is None
 
 
+def test_a_correction_may_name_several_genres_main_first(library: WebLibrary,
+                                                         server: str) -> None:
+    track = library.track_id("Mixed/wave.wav")
+    url = f"{server}/api/tracks/{track}/correction"
+    reply = request(url, "POST", {"genre": "pulse; drone"})
+    assert reply.status == 200, reply.body
+    assert reply.json()["track"]["genres"] == ["Pulse", "Drone"]
+    row = library.row("Mixed/wave.wav")
+    assert (row["corrected_genre"], row["genres"]) == ("Pulse", ["Pulse", "Drone"])
+
+    reply = request(url, "POST", {"genre": ["Drone", "Chirp"]})
+    assert reply.status == 200
+    assert library.row("Mixed/wave.wav")["genres"] == ["Drone", "Chirp"]
+    refused = request(url, "POST", {"genre": ["Drone", "Puls"]})
+    assert refused.status == 422 and refused.json()["suggestions"] == ["Pulse"]
+    assert request(url, "POST", {"genre": ["Drone", 7]}).status == 400
+    assert library.row("Mixed/wave.wav")["genres"] == ["Drone", "Chirp"]
+    assert request(url, "DELETE").status == 200
+
+
+def test_title_tags_come_from_the_catalogue_as_scanned(library: WebLibrary,
+                                                       server: str) -> None:
+    import mutagen
+
+    path = library.path("Album B/03 b.flac")
+
+    def retag(artist: str) -> None:
+        audio = mutagen.File(path)
+        audio.tags["artist"], audio.tags["album"], audio.tags["tracknumber"] = \
+            [artist], ["Album B"], ["3"]
+        audio.save()
+
+    retag("Someone")
+    assert library.lib.genred("scan", str(path)).returncode == 0  # stored at scan time
+    retag("Someone Else")  # the file changes; the catalogue keeps what it read
+    track = library.track_id("Album B/03 b.flac")
+    tags = request(f"{server}/api/tracks/{track}").json()["tags"]
+    assert (tags["artist"], tags["album"], tags["tracknumber"]) == ("Someone", "Album B", 3)
+    found = request(f"{server}/api/tracks?artist=someone&tags=true").json()["tracks"]
+    assert [(t["id"], t["tags"]["artist"]) for t in found] == [(track, "Someone")]
+
+
 def test_an_unknown_genre_is_refused_with_a_suggestion_unless_it_is_new(
         library: WebLibrary, server: str) -> None:
     track = library.track_id("Album B/02 b.flac")
@@ -157,7 +199,8 @@ def test_a_track_shows_its_clip_windows_runner_up_and_tags(library: WebLibrary,
     ranked = [r["probability"] for r in track["ranked"]]
     assert ranked == sorted(ranked, reverse=True) and len(ranked) == 4
     assert track["runner_up"]["genre"] == track["ranked"][1]["genre"]
-    assert set(track["tags"]) == {"title", "artist", "album", "albumartist"}
+    assert set(track["tags"]) == {"title", "artist", "album", "albumartist", "tracknumber",
+                                  "year"}
 
 
 def test_the_album_action_labels_every_track_of_the_folder(library: WebLibrary,

@@ -1,0 +1,64 @@
+"""Several genres per track at the command line: `genred correct f "Rock; Blues"`, in a
+CSV, in `query` (JSON, CSV, table), into the file's tags, and the vocabulary rule for each
+name."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import mutagen
+
+from tests.daemon.test_cli_catalogue import env, genred, library, model_dir, query
+
+__all__ = ["env", "library", "model_dir"]  # fixtures
+
+
+def test_correct_takes_several_genres_main_first_and_query_shows_them(
+        env: dict[str, str], library: Path, tmp_path: Path) -> None:
+    genred(env, "scan", library)
+    out = genred(env, "correct", library / "a.mp3", "rock; blues").stdout
+    assert "corrected" in out and "Rock; Blues" in out
+    (row,) = query(env, "--corrected")
+    assert (row["genre"], row["genres"], row["corrected_genre"]) == (
+        "Rock", ["Rock", "Blues"], "Rock")
+    others = [r for r in query(env, "--uncorrected") if r["status"] == "ok"]
+    assert others and all(r["genres"] and r["genres"][0] == r["genre"] for r in others)
+
+    rows = list(csv.DictReader(io.StringIO(genred(env, "query", "--format", "csv").stdout)))
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert by_name["a.mp3"]["genres"] == "Rock; Blues"
+    assert by_name["broken.mp3"]["genres"] == ""
+    table = genred(env, "query", "--corrected").stdout
+    assert "Rock; Blues*" in table
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,genre\n{library / 'sub' / 'b.flac'},Jazz; Soul\n")
+    genred(env, "correct", "--from-csv", labels, "--new-genre")
+    genres = {Path(str(r["path"])).name: r["genres"] for r in query(env, "--corrected")}
+    assert genres == {"a.mp3": ["Rock", "Blues"], "b.flac": ["Jazz", "Soul"]}
+
+
+def test_an_unknown_genre_in_a_list_refuses_the_whole_correction(
+        env: dict[str, str], library: Path) -> None:
+    genred(env, "scan", library)
+    refused = genred(env, "correct", library / "a.mp3", "Rock; Bluez", ok=False)
+    assert refused.returncode == 2
+    assert "unknown genre 'Bluez'" in refused.stderr and "Blues" in refused.stderr
+    assert query(env, "--corrected") == []
+    bad = genred(env, "correct", library / "a.mp3", "Rock; \x1b[31m", ok=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_with_write_tags_a_two_genre_correction_reaches_the_file(
+        env: dict[str, str], library: Path) -> None:
+    genred(env, "scan", library)
+    flac = library / "sub" / "b.flac"
+    genred({**env, "GENRED_WRITE_TAGS": "1"}, "correct", flac, "Rock; Blues")
+    assert mutagen.File(flac).tags["genre"] == ["Rock", "Blues"]
+    genred({**env, "GENRED_WRITE_TAGS": "1", "GENRED_WRITE_GENRES": "main"},
+           "correct", flac, "Blues; Rock")
+    assert mutagen.File(flac).tags["genre"] == ["Blues"]
+    genred(env, "tags", "restore", flac)
+    assert "genre" not in (mutagen.File(flac).tags or {})
