@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -237,6 +238,8 @@ def test_the_daemons_rescan_leaves_the_tracks_of_unreadable_folders_alone(
     run(env, "scan", lib)
     run(env, "correct", lib / "noexec" / "b.ogg", "Pulse")
     shutil.copy(lib / "noexec" / "b.ogg", lib / "open" / "copy-of-b.ogg")  # same audio
+    hour_ago = time.time() - 3600  # copied earlier: queued by the walk, not left to settle
+    os.utime(lib / "open" / "copy-of-b.ogg", (hour_ago, hour_ago))
     prefix = _as_unprivileged(tmp_path)
     _lock(lib / "noexec", 0o644)
     _lock(lib / "noread", 0o311)

@@ -282,4 +282,5 @@ def test_the_retrain_child_sets_its_own_torch_threads_and_niceness(
     line = next(x for x in err.splitlines() if "its own process" in x)
     pid = int(line.split("(pid ")[1].split(")")[0])
     assert pid != os.getpid()
-    assert f"{threads} torch thread(s), nice {os.nice(0) + nicer}" in line, line
+    niceness = min(19, os.nice(0) + nicer)  # the kernel caps it at 19
+    assert f"{threads} torch thread(s), nice {niceness}" in line, line
