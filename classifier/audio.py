@@ -61,6 +61,19 @@ class UnreadableAudio(Exception):
         super().__init__(f"{self.path}: {self.reason}")
 
 
+# Audio that stops this long before the duration its header gives (EARLY_END_SECONDS, or
+# EARLY_END_FRACTION of a long track) is incomplete: a copy still in progress or cut short.
+# Real files of every format decode to within 0.13 s of their header (storage/filewrite.py
+# refuses tag writes by the same rule).
+EARLY_END_SECONDS, EARLY_END_FRACTION = 1.0, 0.02
+
+
+class IncompleteAudio(UnreadableAudio):
+    """The audio stops well before the duration the file's header gives: still being
+    copied, or cut short. No other decoder is tried (libsndfile would read what is there
+    and call it whole)."""
+
+
 class _NoAudioInBudget(UnreadableAudio):
     """The search budget ran out with no audio found: no other decoder is tried (libsndfile
     would read on through the whole file too)."""
@@ -389,7 +402,59 @@ def _av_track(path: Path, n_clips: int, starts: list[float] | None, seconds: flo
             if y.size < n and start > 0:  # near the end / duration overstated: read from 0
                 y = _decode_window(container, stream, 0.0, seconds, sr, False, source, kaiser)
             clips.append(_finish(path, y, n))
+        _check_complete(path, container, stream, info, sr, source)
     return Track(info, clips, digest)
+
+
+# FFmpeg gives a WAV's duration from the bytes present, not from the size its header
+# declares for the sample data (an AIFF's comes from the header's frame count): read it here.
+PCM_CONTAINERS = ("wav",)
+
+
+def _pcm_header_seconds(path: Path, present_seconds: float) -> float | None:
+    """The duration a WAV header declares (scaled from the ``present_seconds`` of the bytes
+    present), or None where it declares none (a streaming writer's 0 or 0xFFFFFFFF, RF64)
+    or cannot be read."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"data":
+            present = size - (pos + 8)
+            if length in (0, 0xFFFFFFFF) or present <= 0 or length <= present:
+                return None
+            return present_seconds * length / present
+        pos += 8 + length + (length & 1)
+    return None
+
+
+def _check_complete(path: Path, container: Any, stream: Any, info: AudioInfo, sr: int,
+                    source: _BoundedFile) -> None:
+    """Raise IncompleteAudio when nothing decodes near the end the header gives (one seek
+    and a quarter second of decoding)."""
+    if info.duration <= 0:
+        return
+    header = _pcm_header_seconds(path, info.duration) if info.container in PCM_CONTAINERS else None
+    if header is not None and header - info.duration > max(EARLY_END_SECONDS,
+                                                          EARLY_END_FRACTION * header):
+        raise IncompleteAudio(path, f"incomplete: its audio ends at {info.duration:.1f} s of "
+                              f"the {header:.1f} s its header gives (still being copied, or "
+                              "cut short?)")
+    tolerance = max(EARLY_END_SECONDS, EARLY_END_FRACTION * info.duration)
+    at = info.duration - tolerance
+    if at <= 0:
+        return
+    if _decode_window(container, stream, at, 0.25, sr, False, source).size == 0:
+        raise IncompleteAudio(path, f"incomplete: no audio after {at:.1f} s of the "
+                              f"{info.duration:.1f} s its header gives (still being copied, "
+                              "or cut short?)")
 
 
 def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds: float,
@@ -397,7 +462,7 @@ def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds
     _check_file(path)
     try:
         return _av_track(path, n_clips, starts, seconds, sr, want_fingerprint, kaiser)
-    except _NoAudioInBudget:
+    except (_NoAudioInBudget, IncompleteAudio):
         raise
     except UnreadableAudio as e:
         first = e.reason

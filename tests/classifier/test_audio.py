@@ -233,3 +233,25 @@ def test_decoding_is_bounded_so_a_broken_stream_cannot_hang(
     monkeypatch.setattr(audio, "MAX_PACKETS_PER_WINDOW", 20)  # ~0.9 s of AAC
     with pytest.raises(UnreadableAudio, match="packet cap"):
         audio.read_clip(path, 0.0)
+
+
+@pytest.mark.parametrize("ext", [".wav", ".aiff", ".flac", ".mp3"])
+def test_audio_that_ends_early_against_its_header_is_incomplete_not_classified(
+    tmp_path: Path, ext: str
+) -> None:
+    """A copy still in progress (or cut short) holds the whole track's header but only part
+    of its audio: it is refused as incomplete (issue 14), however much decodes; the whole
+    file reads. (A FLAC cut inside a frame may fail as corrupt first: refused either way.)"""
+    whole = make_track(tmp_path / f"whole{ext}", "Pulse", seconds=40.0, seed=3)
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{ext}"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    expected = UnreadableAudio if ext == ".flac" else audio.IncompleteAudio
+    with pytest.raises(expected) as refused:
+        audio.read_track(cut, 3)
+    if ext != ".flac":
+        assert "incomplete" in str(refused.value) and "40.0 s its header gives" in str(
+            refused.value)
+    assert len(audio.read_track(whole, 3).clips) == 3
+    cut.write_bytes(data)  # the copy completes
+    assert len(audio.read_track(cut, 3).clips) == 3

@@ -393,3 +393,23 @@ def test_sigterm_during_a_retrain_exits_quickly_and_records_it(
     decision, reason = library.rows("SELECT decision, reason FROM training_runs")[0]
     assert decision == "failed" and "interrupted" in reason
     assert (library.store / "ACTIVE").read_text().strip() == "tiny-v1"
+
+
+def test_a_copy_cut_short_is_recorded_incomplete_and_classified_once_whole(
+    library: Library, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """A file whose audio stops well before what its header says (a copy that stalled, then
+    was closed; a download cut short) is not classified from its part: it is recorded with
+    the reason, and classified when the rest arrives (issue 14)."""
+    _start(library, daemons)
+    whole = write_audio(tmp_path / "whole.wav", synth("Chirp", SECONDS, seed=5)).read_bytes()
+    target = library.music / "stalled.wav"
+    target.write_bytes(whole[: len(whole) // 2])
+    wait_for(lambda: library.status_of(target) == "error", 90, "the cut copy to be recorded")
+    (error,) = library.rows("SELECT error FROM tracks WHERE status = 'error'")[0]
+    assert "incomplete" in error and "header" in error
+    assert library.predictions(target) == []
+    with target.open("ab") as out:  # the copy resumes and completes
+        out.write(whole[len(whole) // 2:])
+    wait_for(lambda: library.status_of(target) == "ok", 90, "the completed copy")
+    assert len(library.predictions(target)) == 1
