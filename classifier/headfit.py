@@ -187,7 +187,7 @@ def run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_
     from classifier import bundle
     from classifier import model as cnn
     from classifier.predict import set_torch_threads
-    from classifier.training import TrainResult, _headline, _looks_like_version
+    from classifier.training import TrainResult, _fingerprints, _headline, _looks_like_version
 
     set_torch_threads()
     arch_kwargs = (dict(base[0].arch_kwargs) if base
@@ -237,6 +237,8 @@ def run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_
         "skipped": len(skipped), "base_embeddings": len(base_x),
         "head": "logistic regression" if not arch_kwargs.get("hidden") else "MLP",
         "backbone": backbone,
+        # what `evaluate` and the retrain judge know it trained on, wherever the files go
+        "train_fingerprints": _fingerprints(parts["train"].songs),
     })
     headline = _headline(metrics, base_metrics)
     headline["ece"] = metrics["ece"]

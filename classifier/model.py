@@ -7,13 +7,14 @@ training can grow the genre set by adding rows to it.
 - ``paper``: the network of ../shared/docs/paper.md — a (n_mels, 1) convolution that
   summarises each FFT frame, ReLU, 2x2 max-pool; a 5x5 convolution, BatchNorm, ReLU, 2x2
   max-pool; flatten, dropout, one fully connected layer (<= 1024 units), output.
-- ``pooled`` (the default): the same idea of convolving along time with all mel bands as
-  input, but with per-mel-band input standardisation (statistics of the training data,
-  stored as buffers), three short temporal convolutions and
+- ``pooled`` (the default before the pretrained backbone): the same idea of convolving
+  along time with all mel bands as input, but with per-mel-band input standardisation
+  (statistics of the training data, stored as buffers), three short temporal convolutions and
   global average + max pooling over time instead of a giant flatten — ~20x fewer weights,
   any clip length, and less room to memorise a small training set.
-- ``backbone``: the pretrained MSD_musicnn, frozen, and a small head over its track
-  embedding (classifier/head.py); its input is musicnn's log-mel, not the paper's.
+- ``backbone`` (the default, DEFAULT_ARCH): the pretrained MSD_musicnn, frozen, and a
+  small head over its track embedding (classifier/head.py); its input is musicnn's
+  log-mel, not the paper's.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 ARCHS = ("pooled", "paper", "backbone")
-DEFAULT_ARCH = "pooled"
+DEFAULT_ARCH = "backbone"  # what `genred train` trains without --arch
 
 
 @dataclass(frozen=True)

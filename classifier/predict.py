@@ -145,19 +145,68 @@ class Classifier:
         if feats.size and float(feats.max()) == float(feats.min()):
             raise Unclassifiable("silent")
 
+    @property
+    def embeds(self) -> bool:
+        """A backbone model: a track is one stored embedding, and the head judges that."""
+        return self.meta.arch == "backbone"
+
+    def embedding_key(self) -> str:
+        """The embedding store's key for this model's backbone, front end and windows."""
+        from classifier.embeddings import store_key
+        from classifier.musicnn import MSD_MUSICNN
+
+        return store_key(MSD_MUSICNN, self.params, self.clips_per_track)
+
+    def embedding(self, feats: np.ndarray) -> np.ndarray:
+        """(EMBEDDING_DIM,) track embedding of K windows' log-mels (backbone models), at
+        the store's float16 precision: a track judged from its stored embedding gets the
+        very answer it got when it was decoded."""
+        import torch
+
+        from classifier.head import embed_windows
+
+        if not self.embeds:
+            raise ValueError(f"{self.path}: a {self.meta.arch!r} model has no embeddings")
+        self.net  # noqa: B018 - loading the weights sets torch's threads
+        emb = embed_windows(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)))
+        return emb.numpy().astype(np.float16).astype(np.float32)
+
+    def predict_embedding(self, emb: np.ndarray, duration: float, fmt: str) -> Prediction:
+        """The Prediction of a backbone model from a track's embedding (no decoding)."""
+        import torch
+
+        from classifier.head import BackboneHead
+
+        net = self.net
+        assert isinstance(net, BackboneHead)
+        with torch.inference_mode():
+            logits = net.calibrated(torch.from_numpy(np.asarray(emb, np.float32))[None])
+            probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+        if not np.isfinite(probs).all():
+            raise ModelBroken(f"{self.path}: the model gives outputs that are not numbers "
+                              "(NaN or infinite); it is damaged: activate another one "
+                              "(genred models activate) or retrain")
+        return self._prediction(probs[0], duration, fmt)
+
     def predict_features(self, info: AudioInfo, feats: np.ndarray) -> Prediction:
-        """Average the clips' probabilities into one whole-track Prediction. Raises
-        Unclassifiable (see check_classifiable)."""
+        """Average the clips' probabilities into one whole-track Prediction (a backbone
+        model: the head's answer on the track's embedding). Raises Unclassifiable (see
+        check_classifiable)."""
         self.check_classifiable(info, feats)
-        probs = self.probabilities(feats).mean(axis=0)
+        if self.embeds:
+            return self.predict_embedding(self.embedding(feats), info.duration, info.format)
+        return self._prediction(self.probabilities(feats).mean(axis=0), info.duration,
+                                info.format)
+
+    def _prediction(self, probs: np.ndarray, duration: float, fmt: str) -> Prediction:
         best = int(np.argmax(probs))
         return Prediction(
             genre=self.labels[best],
             confidence=float(probs[best]),
             probabilities={g: float(p) for g, p in zip(self.labels, probs, strict=True)},
             model=self.version,
-            duration=info.duration,
-            format=info.format,
+            duration=duration,
+            format=fmt,
         )
 
     def classify(self, path: str | Path) -> Prediction:

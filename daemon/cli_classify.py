@@ -117,8 +117,9 @@ def _register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--epochs", type=_epochs, default=40, metavar="N",
                    help="at most N epochs; stops early when validation stops improving")
     p.add_argument("--arch", choices=["pooled", "paper", "backbone"], default=None,
-                   help="network: pooled (default), the paper's, or backbone (the pretrained "
-                        "MSD_musicnn, frozen, with a small head over its track embeddings)")
+                   help="network: backbone (default: the pretrained MSD_musicnn, frozen, "
+                        "with a small head over its track embeddings), pooled or paper (CNNs "
+                        "trained from scratch; --epochs and --clips-per-song are theirs)")
     p.add_argument("--from", dest="from_model", metavar="MODEL", default=None,
                    help="start from this model and keep its genres (grow the genre set)")
     p.add_argument("--cache", dest="cfg_cache", default=None, metavar="DIR",

@@ -111,6 +111,7 @@ class ClaimingWorker(Worker):
             self._unreadable(local, f"cannot read {local}: {e.strerror}", summary)
             self._tick()
             return None
+        self._look_up(held.path, local, size, mtime)
         if held.size is not None and held.mtime is not None:
             size, mtime = held.size, held.mtime  # as queued: the daemon compares these
         return (local, size, mtime, 0)

@@ -12,6 +12,8 @@ Per file: skip it when its size+mtime and model are unchanged; otherwise mark it
 decode + compute features in a process pool (no torch there), then predict and record in
 this process, one short transaction per track, and apply the tag policy if asked. A file
 that fails becomes ``error`` with a one-line reason; nothing one file does stops the run.
+A backbone model's worker keeps each track's embedding and judges an unchanged track
+whose embedding is stored without decoding it (daemon/worker_embeddings.py).
 At most ``2 × workers`` files are in flight, so memory stays flat on any library size.
 """
 
@@ -37,9 +39,10 @@ from sqlalchemy import Engine
 from classifier.audio import AudioInfo, UnreadableAudio, read_track
 from classifier.bundle import BundleError
 from classifier.features import FeatureParams, one_thread_per_process
-from classifier.predict import Classifier, Unclassifiable, clip_features
+from classifier.predict import Classifier, Prediction, Unclassifiable, clip_features
 from daemon.config import Config
 from daemon.walk import Walk
+from daemon.worker_embeddings import StoredEmbeddings
 from storage import catalogue
 from storage.genres import MultiGenre
 from storage.names import shown
@@ -77,6 +80,8 @@ class Summary:
     unreadable: int = 0  # folders that could not be listed or looked into (tracks kept)
     not_regular: int = 0  # FIFOs, devices, sockets, symlink loops: counted, never opened
     tags: dict[str, int] = field(default_factory=dict)
+    decoded: int = 0  # files whose audio was decoded
+    from_embeddings: int = 0  # classified from a stored embedding: nothing decoded
     # Tracks the catalogue refused to record (an integrity error on the row): left as they
     # were (pending), for the caller to try again later.
     deferred: list[str] = field(default_factory=list)
@@ -90,6 +95,8 @@ class Summary:
         extra = [f"{self.missing} missing"] if self.missing else []
         extra += [f"{self.moved} moved"] if self.moved else []
         extra += [f"{self.retried} retried after a decoder crash"] if self.retried else []
+        extra += [f"{self.from_embeddings} from stored embeddings, not decoded"
+                  ] if self.from_embeddings else []
         extra += [f"{len(self.deferred)} refused by the catalogue"] if self.deferred else []
         extra += [f"{self.unreadable} folder{'' if self.unreadable == 1 else 's'} "
                   "unreadable"] if self.unreadable else []
@@ -108,6 +115,9 @@ class Decoded:
     fingerprint: str | None = None
     error: str | None = None
     titles: TitleTags | None = None  # title, artist, album, ... from the file's tags
+    # a backbone model's stored track embedding (daemon/worker_embeddings.py): the file
+    # was not decoded, and ``info`` holds what the catalogue knew of its audio
+    embedding: np.ndarray | None = None
 
 
 def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
@@ -210,6 +220,9 @@ class Worker:
         self._known: dict[str, catalogue.FileState] | None = None  # during scan()
         self._refused: set[str] = set()  # paths whose integrity error was logged
         self._gone_now: set[str] = set()  # marked missing by this scan (moves are found later)
+        self.embeddings = (StoredEmbeddings(classifier, cfg.cache_path) if classifier.embeds
+                           else None)
+        self._stored: dict[str, Decoded] = {}  # path -> its stored embedding, about to go
         self.register_model()
 
     def __enter__(self) -> Worker:
@@ -290,6 +303,7 @@ class Worker:
         paths = list(paths)
         # Starting decode processes costs seconds; a few files decode faster right here.
         self._parallel = self.workers > 1 and len(paths) >= self.pool_min_files
+        self._stored.clear()
         self._model_ready = False
         in_flight: dict[Future[Decoded], tuple[str, int, float, int]] = {}
         ahead = IN_FLIGHT_PER_WORKER * self.workers if self._parallel else 1
@@ -347,8 +361,19 @@ class Worker:
             summary.unchanged += 1
             self._tick()
             return None
+        self._look_up(where, where, size, mtime)  # before mark_pending records the stat
         catalogue.mark_pending(self.engine, where, size, mtime)
         return (where, size, mtime, 0)
+
+    def _look_up(self, catalogued: str, local: str, size: int, mtime: float) -> None:
+        """A backbone model: when the track's embedding is stored and its file unchanged
+        (``size``, ``mtime`` as now on disk), it will be judged from that, not decoded."""
+        if self.embeddings is None:
+            return
+        found = self.embeddings.look_up(self.engine, catalogued, size, mtime)
+        if found is not None:
+            fingerprint, info, emb = found
+            self._stored[local] = Decoded(local, info, None, fingerprint, embedding=emb)
 
     def _unchanged(self, path: str, size: int, mtime: float) -> bool:
         version = self.classifier.version
@@ -363,9 +388,10 @@ class Worker:
         job: tuple[str, int, float, int],
     ) -> None:
         args = (job[0], self.classifier.params, self.classifier.clips_per_track)
-        if not self._parallel:
+        stored = self._stored.pop(job[0], None)
+        if stored is not None or not self._parallel:
             future: Future[Decoded] = Future()
-            future.set_result(decode(*args))
+            future.set_result(stored if stored is not None else decode(*args))
         else:
             for attempt in range(SUBMIT_ATTEMPTS):
                 pool = self._executor()
@@ -459,11 +485,16 @@ class Worker:
     def _record_one(self, decoded: Decoded, job: tuple[str, int, float, int],
                     summary: Summary) -> None:
         path, size, mtime = job[0], job[1], job[2]
-        if decoded.error is not None or decoded.info is None or decoded.features is None:
+        if decoded.embedding is not None:
+            summary.from_embeddings += 1
+        else:
+            summary.decoded += 1
+        if decoded.error is not None or decoded.info is None or (
+                decoded.features is None and decoded.embedding is None):
             self._record_failure(path, decoded.error or "no audio", size, mtime, summary)
             return
         try:
-            prediction = self.classifier.predict_features(decoded.info, decoded.features)
+            prediction = self._predict(decoded, decoded.info)
         except BundleError:
             raise  # the model itself is unusable: no file will classify
         except Unclassifiable as e:  # "too short to classify: 1.0 s", "silent"
@@ -475,6 +506,20 @@ class Worker:
             self._record_failure(path, f"{type(e).__name__}: {e}", size, mtime, summary)
             return
         self._record_success(path, decoded, prediction, size, mtime, summary)
+
+    def _predict(self, decoded: Decoded, info: AudioInfo) -> Prediction:
+        """The model's answer; a backbone model's from the track's embedding, which is
+        stored for the next model (see daemon/worker_embeddings.py)."""
+        if decoded.embedding is not None:
+            return self.classifier.predict_embedding(decoded.embedding, info.duration,
+                                                     info.format)
+        assert decoded.features is not None
+        if self.embeddings is None:
+            return self.classifier.predict_features(info, decoded.features)
+        self.classifier.check_classifiable(info, decoded.features)
+        emb = self.classifier.embedding(decoded.features)
+        self.embeddings.keep(decoded.fingerprint, emb)
+        return self.classifier.predict_embedding(emb, info.duration, info.format)
 
     def _record_failure(self, path: str, reason: str, size: int, mtime: float,
                         summary: Summary) -> None:

@@ -76,6 +76,8 @@ class TrackInfo:
     genre: str | None  # the current prediction's genre
     confidence: float | None
     last_seen: datetime | None
+    duration: float | None = None  # as the last decode found them
+    format: str | None = None
 
 
 def canonical(path: str | os.PathLike[str]) -> str:
@@ -96,7 +98,7 @@ def _info(track: Track, current: Prediction | None) -> TrackInfo:
         model=current.model_version if current else None,
         genre=current.genre if current else None,
         confidence=current.confidence if current else None,
-        last_seen=track.last_seen,
+        last_seen=track.last_seen, duration=track.duration, format=track.format,
     )
 
 

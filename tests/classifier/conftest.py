@@ -71,8 +71,8 @@ def synth_model(tmp_path_factory: pytest.TempPathFactory, synth_library: Path,
 
     out = tmp_path_factory.mktemp("models") / "synth"
     start, cpu = time.monotonic(), cpu_seconds()
-    result = training.train(synth_library, out, seed=0, clips_per_song=2, epochs=5,
-                            cache_dir=synth_cache, progress=False)
+    result = training.train(synth_library, out, arch="pooled", seed=0, clips_per_song=2,
+                            epochs=5, cache_dir=synth_cache, progress=False)
     return Trained(result, time.monotonic() - start, cpu_seconds() - cpu)
 
 

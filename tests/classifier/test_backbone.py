@@ -66,6 +66,11 @@ def test_evaluate_reports_accuracy_and_ece_on_new_songs(
     out = training.evaluate(first, fresh, cache_dir=cache)
     assert out["n_songs"] == 8 and out["accuracy"] >= 0.9
     assert 0.0 <= out["ece"] <= 1.0
+    assert out["in_training_data"] == []
+    # the bundle lists its training songs by fingerprint: evaluate names them
+    lib = trained[0]
+    seen = training.evaluate(first, lib, cache_dir=cache)["in_training_data"]
+    assert len(seen) == sum(read_meta(first).training["songs"]["train"].values()) > 0
 
 
 def test_a_retrain_after_corrections_decodes_only_what_was_never_embedded(

@@ -139,7 +139,7 @@ def test_bundled_starter_model_loads_and_is_small() -> None:
     assert size <= 25 * 1024 * 1024
     clf = Classifier.load()
     assert clf.path == STARTER_DIR and len(clf.labels) >= 2
-    p = FeatureParams()
-    probs = clf.probabilities(np.zeros((2, p.n_mels, p.frames), dtype=np.float32) - 40.0)
-    assert probs.shape == (2, len(clf.labels))
+    p = clf.params  # its own front end (the backbone's: 96 mel bands, 3 s patches)
+    probs = clf.probabilities(np.zeros((3, p.n_mels, p.frames), dtype=np.float32) + 1.0)
+    assert probs.shape[1] == len(clf.labels)  # a backbone head: one row for the track
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)

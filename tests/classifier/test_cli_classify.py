@@ -107,12 +107,13 @@ def test_evaluate_json_has_the_documented_keys(env: dict[str, str], synth_model:
 def test_train_puts_a_new_version_in_the_store_without_activating_it(
     env: dict[str, str], synth_library: Path, synth_cache: Path
 ) -> None:
-    proc = run(env, "train", str(synth_library), "--epochs", "1", "--clips-per-song", "2",
-               "--cache", str(synth_cache), "--no-progress")
+    proc = run(env, "train", str(synth_library), "--arch", "pooled", "--epochs", "1",
+               "--clips-per-song", "2", "--cache", str(synth_cache), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     store = Path(env["XDG_DATA_HOME"]) / "genred" / "models"
     versions = [p for p in store.iterdir() if (p / "model.json").is_file()]
     assert len(versions) == 1 and str(versions[0]) in proc.stdout
+    assert json.loads((versions[0] / "model.json").read_text())["arch"] == "pooled"
     assert not (store / "ACTIVE").exists()
     proc = run(env, "classify", "--format", "json", "--model", versions[0].name,
                str(next(synth_library.rglob("*.flac"))))
@@ -124,11 +125,12 @@ def test_train_with_activate_makes_the_new_model_active(env: dict[str, str],
                                                          synth_cache: Path,
                                                          tmp_path: Path) -> None:
     out = tmp_path / "mine"
-    proc = run(env, "train", str(synth_library), "--out", str(out), "--epochs", "1",
-               "--clips-per-song", "2", "--cache", str(synth_cache), "--activate",
-               "--no-progress")
+    proc = run(env, "train", str(synth_library), "--out", str(out), "--cache",
+               str(synth_cache), "--activate", "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    version = json.loads((out / "model.json").read_text())["version"]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["arch"] == "backbone"  # the default network
+    version = meta["version"]
     proc = run(env, "classify", "--format", "json", str(next(synth_library.rglob("*.ogg"))))
     assert json.loads(proc.stdout)[0]["model"] == version
 

@@ -87,8 +87,8 @@ def test_second_training_run_reads_the_feature_cache_and_reproduces_the_model(
     synth_model: Trained, synth_library: Path, synth_cache: Path, tmp_path: Path
 ) -> None:
     frames_before = audio.stats.frames
-    again = training.train(synth_library, tmp_path / "again", seed=0, clips_per_song=2,
-                           epochs=1, cache_dir=synth_cache, progress=False)
+    again = training.train(synth_library, tmp_path / "again", arch="pooled", seed=0,
+                           clips_per_song=2, epochs=1, cache_dir=synth_cache, progress=False)
     assert again.decoded == 0
     assert again.cache_misses == 0
     assert again.cache_hits == len(dataset.scan(synth_library))
@@ -96,7 +96,7 @@ def test_second_training_run_reads_the_feature_cache_and_reproduces_the_model(
     # training song that the bundle records (a 50 ms read, one or two frames per song).
     songs = len(dataset.scan(synth_library))
     assert audio.stats.frames - frames_before <= 2 * songs
-    twin = training.train(synth_library, tmp_path / "twin", seed=0, clips_per_song=2,
+    twin = training.train(synth_library, tmp_path / "twin", arch="pooled", seed=0, clips_per_song=2,
                           epochs=1, cache_dir=synth_cache, progress=False)
     # the same seed and data reproduce the same weights, byte for byte
     weights = "model.safetensors"
@@ -128,13 +128,13 @@ def test_from_model_adds_a_genre_and_keeps_the_old_ones(
     base_dir = tmp_path / "base"
     for style in old_styles:  # byte-identical copies: their features come from the cache
         shutil.copytree(synth_library / style, base_dir / style)
-    base = training.train(base_dir, tmp_path / "m-base", seed=0, clips_per_song=2, epochs=4,
-                          cache_dir=synth_cache, progress=False)
+    base = training.train(base_dir, tmp_path / "m-base", arch="pooled", seed=0,
+                          clips_per_song=2, epochs=4, cache_dir=synth_cache, progress=False)
     assert base.labels == sorted(old_styles)
     grown_dir = tmp_path / "grown"
     shutil.copytree(synth_library, grown_dir)
     (grown_dir / "Noise" / "broken.mp3").write_bytes(b"not audio at all" * 10)
-    grown = training.train(grown_dir, tmp_path / "m-grown", seed=0, clips_per_song=2,
+    grown = training.train(grown_dir, tmp_path / "m-grown", arch="pooled", seed=0, clips_per_song=2,
                            epochs=5, from_model=base.out_dir, cache_dir=synth_cache,
                            progress=False)
     assert grown.labels[:3] == base.labels and grown.labels[3] == "Noise"

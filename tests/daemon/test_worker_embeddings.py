@@ -1,0 +1,108 @@
+"""A backbone model in the worker: every embedding it computes is stored (keyed by the
+audio fingerprint the catalogue keeps), and after a new head is promoted the tracks
+already embedded are reclassified from the store, decoding nothing.
+
+Real files (tests/audiogen.py styles), a real backbone model trained by
+classifier.training, a real SQLite catalogue and embedding store in tmp_path. Decodes are
+counted as the worker counts them (``Summary.decoded``: decode results it received) and
+as training counts them (``TrainResult.decoded``), the way tests/classifier/test_backbone.py
+does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from classifier import training
+from classifier.predict import Classifier
+from daemon.config import Config
+from daemon.queue_worker import Claimant, ClaimingWorker
+from daemon.worker import Worker
+from storage import catalogue
+from storage.db import open_catalogue
+from storage.schema import OK
+from tests.audiogen import STYLES, make_track
+
+FORMATS = (".flac", ".ogg", ".mp3", ".wav")
+PER_STYLE = 3
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(library, first backbone model), trained with a store of its own."""
+    lib = tmp_path_factory.mktemp("lib")
+    for s, style in enumerate(STYLES):
+        for i in range(PER_STYLE):
+            make_track(lib / style / f"{style.lower()}-{i}{FORMATS[i % 4]}", style, 6.0,
+                       seed=500 + 100 * s + i)
+    first = tmp_path_factory.mktemp("models") / "first"
+    training.train(lib, first, arch="backbone", progress=False,
+                   cache_dir=tmp_path_factory.mktemp("training-cache"))
+    return lib, first
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = open_catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}")
+    yield engine
+    engine.dispose()
+
+
+def test_a_new_head_reclassifies_embedded_tracks_without_decoding(
+    models: tuple[Path, Path], engine: Engine, tmp_path: Path
+) -> None:
+    lib, first = models
+    cfg = Config(workers=1, cache=str(tmp_path / "cache"))
+    tracks = sorted(p for p in lib.rglob("*.*"))
+    n = len(tracks)
+    with Worker(engine, Classifier.load(first), cfg) as w:
+        scanned = w.scan([lib])
+    assert (scanned.classified, scanned.decoded, scanned.from_embeddings) == (n, n, 0)
+
+    # a retrain on corrections of these tracks reads the embeddings the scan stored
+    second = tmp_path / "second"
+    grown = training.fine_tune(first, [(p, p.parent.name) for p in tracks], second,
+                               holdout=0.25, cache_dir=cfg.cache_path, progress=False)
+    assert grown.decoded == 0
+    new = Classifier.load(second)
+    assert new.version != Classifier.load(first).version
+
+    # its promotion queues every track again; the worker decodes none of them
+    assert catalogue.requeue_for_model(engine, new.version).queued == n
+    with Worker(engine, new, cfg) as w:
+        again = w.process_pending()
+    assert (again.classified, again.decoded, again.from_embeddings) == (n, 0, n)
+    assert f"{n} from stored embeddings, not decoded" in again.line()
+    for path in tracks:
+        info = catalogue.get_track(engine, path)
+        assert info is not None and info.status == OK and info.model == new.version
+    # the stored embedding gives the answer decoding gives
+    decoded = new.classify(tracks[0])
+    stored = catalogue.get_track(engine, tracks[0])
+    assert stored is not None and stored.genre == decoded.genre
+    assert stored.confidence == pytest.approx(decoded.confidence, abs=1e-6)
+
+    # the daemon's (and `genred worker`'s) claiming worker does the same: another head
+    # over the same backbone (a second seed, on the stored embeddings) is promoted
+    other = tmp_path / "other"
+    assert training.train(lib, other, arch="backbone", seed=1, cache_dir=cfg.cache_path,
+                          progress=False).decoded == 0
+    third = Classifier.load(other)
+    assert catalogue.requeue_for_model(engine, third.version).queued == n
+    claimant = Claimant(engine, cfg, "daemon")
+    try:
+        with ClaimingWorker(engine, third, cfg, claimant=claimant) as w:
+            done = w.process_pending(limit=50)
+    finally:
+        claimant.stop()
+    assert (done.classified, done.decoded, done.from_embeddings) == (n, 0, n)
+
+    # a file that changed since it was embedded is decoded, not judged by the old audio
+    make_track(tracks[1], tracks[1].parent.name, 9.0, seed=77)
+    with Worker(engine, third, cfg) as w:
+        rescan = w.scan([lib])
+    assert (rescan.classified, rescan.decoded, rescan.unchanged) == (1, 1, n - 1)
