@@ -388,7 +388,7 @@ def _packet_digest(path: Path, container: Any, stream: Any, info: AudioInfo,
 
 
 def _av_track(path: Path, n_clips: int, starts: list[float] | None, seconds: float, sr: int,
-              want_fingerprint: bool, kaiser: bool = False) -> Track:
+              want_fingerprint: bool, kaiser: bool = False, complete: bool = True) -> Track:
     n = round(seconds * sr)
     with _open_av(path) as (container, stream, info, source):
         if starts is None:
@@ -402,7 +402,8 @@ def _av_track(path: Path, n_clips: int, starts: list[float] | None, seconds: flo
             if y.size < n and start > 0:  # near the end / duration overstated: read from 0
                 y = _decode_window(container, stream, 0.0, seconds, sr, False, source, kaiser)
             clips.append(_finish(path, y, n))
-        _check_complete(path, container, stream, info, sr, source)
+        if complete:
+            _check_complete(path, container, stream, info, sr, source)
     return Track(info, clips, digest)
 
 
@@ -458,10 +459,11 @@ def _check_complete(path: Path, container: Any, stream: Any, info: AudioInfo, sr
 
 
 def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds: float,
-                   sr: int, want_fingerprint: bool = False, kaiser: bool = False) -> Track:
+                   sr: int, want_fingerprint: bool = False, kaiser: bool = False,
+                   complete: bool = True) -> Track:
     _check_file(path)
     try:
-        return _av_track(path, n_clips, starts, seconds, sr, want_fingerprint, kaiser)
+        return _av_track(path, n_clips, starts, seconds, sr, want_fingerprint, kaiser, complete)
     except (_NoAudioInBudget, IncompleteAudio):
         raise
     except UnreadableAudio as e:
@@ -531,17 +533,20 @@ def read_track(
     starts: list[float] | None = None,
     fingerprint: bool = False,
     resampler: str = "ffmpeg",
+    complete: bool = True,
 ) -> Track:
     """Up to ``n_clips`` clips spread over the track (see :func:`clip_starts`) and, with
     ``fingerprint``, the file's fingerprint, all from one open of the file; ``starts``
     overrides the placement. A track no longer than one clip gives one (looped) clip.
     ``resampler``: "ffmpeg" (FFmpeg's downmix and resampler) or "kaiser_best" (channel mean,
     then classifier.resample: what the pretrained backbone was trained on).
+    ``complete``: raise IncompleteAudio when the audio stops well before the duration the
+    header gives (one more seek); off where only the file's identity is wanted.
     Raises UnreadableAudio."""
     if resampler not in RESAMPLERS:
         raise ValueError(f"unknown resampler {resampler!r}; one of {', '.join(RESAMPLERS)}")
     return _with_fallback(Path(path), n_clips, starts, clip_seconds, sr, fingerprint,
-                          resampler == "kaiser_best")
+                          resampler == "kaiser_best", complete)
 
 
 def read_clips(
@@ -564,7 +569,8 @@ def fingerprint(path: str | Path) -> str:
     different audio changes it. A file only soundfile can read is fingerprinted by its
     first 10 s of samples instead. :func:`read_track` gives the same value for free.
     Raises UnreadableAudio."""
-    digest = read_track(path, 1, clip_seconds=0.05, starts=[0.0], fingerprint=True).fingerprint
+    digest = read_track(path, 1, clip_seconds=0.05, starts=[0.0], fingerprint=True,
+                        complete=False).fingerprint
     assert digest is not None
     return digest
 
