@@ -32,6 +32,13 @@ function message(row, text, kind, ...buttons) {
 
 // --- the player ------------------------------------------------------------------------
 
+// play() returns a promise that rejects with AbortError when a pause() comes first (space
+// pressed twice, or the next track starting): that is the user's doing, not a fault.
+function start(audio) {
+  const playing = audio.play();
+  if (playing) playing.catch((e) => { if (e.name !== "AbortError") console.error(e); });
+}
+
 function setupPlayer(row) {
   const audio = row.querySelector("audio");
   const clips = JSON.parse(row.dataset.clips || "[]");
@@ -46,7 +53,7 @@ function setupPlayer(row) {
 
   row.playClip = function (index) {
     clip = index;
-    const go = () => { audio.currentTime = clips[index] ? clips[index].start : 0; audio.play(); };
+    const go = () => { audio.currentTime = clips[index] ? clips[index].start : 0; start(audio); };
     if (audio.readyState >= 1) go();
     else { audio.addEventListener("loadedmetadata", go, { once: true }); audio.load(); }
   };
@@ -54,7 +61,7 @@ function setupPlayer(row) {
     if (!audio.paused) { audio.pause(); return; }
     const t = audio.currentTime;
     if (clipsOnly.checked && clips.length && inClip(t) < 0) row.playClip(0);
-    else audio.play();
+    else start(audio);
   };
   play.addEventListener("click", () => { select(rows.indexOf(row)); row.toggle(); });
   clipButtons.forEach((b) => b.addEventListener("click", () => {
