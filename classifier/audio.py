@@ -68,6 +68,11 @@ class UnreadableAudio(Exception):
 EARLY_END_SECONDS, EARLY_END_FRACTION = 1.0, 0.02
 
 
+def early_end_tolerance(header_seconds: float) -> float:
+    """How much shorter than ``header_seconds`` audio may decode and still be whole."""
+    return max(EARLY_END_SECONDS, EARLY_END_FRACTION * header_seconds)
+
+
 class IncompleteAudio(UnreadableAudio):
     """The audio stops well before the duration the file's header gives: still being
     copied, or cut short. No other decoder is tried (libsndfile would read what is there
@@ -443,12 +448,11 @@ def _check_complete(path: Path, container: Any, stream: Any, info: AudioInfo, sr
     if info.duration <= 0:
         return
     header = _pcm_header_seconds(path, info.duration) if info.container in PCM_CONTAINERS else None
-    if header is not None and header - info.duration > max(EARLY_END_SECONDS,
-                                                          EARLY_END_FRACTION * header):
+    if header is not None and header - info.duration > early_end_tolerance(header):
         raise IncompleteAudio(path, f"incomplete: its audio ends at {info.duration:.1f} s of "
                               f"the {header:.1f} s its header gives (still being copied, or "
                               "cut short?)")
-    tolerance = max(EARLY_END_SECONDS, EARLY_END_FRACTION * info.duration)
+    tolerance = early_end_tolerance(info.duration)
     at = info.duration - tolerance
     if at <= 0:
         return

@@ -54,9 +54,6 @@ log = logging.getLogger(__name__)
 TEMP_MARKER = ".genred-tmp"  # in the name of the temporary copies; watchers skip them
 STALE_SECONDS = 600.0  # a temporary copy this old was left by a killed write
 PAUSE_ENV = "GENRED_TEST_PAUSE_AFTER_RENAME"
-# Decoded audio this much shorter than the header says (and at least EARLY_END_SECONDS)
-# means the file is incomplete; real files of every format decode to within 0.13 s.
-EARLY_END_SECONDS, EARLY_END_FRACTION = 1.0, 0.02
 _MAX_SUFFIX = 12  # longer "extensions" are dropped from the temp name (content decides)
 
 
@@ -245,9 +242,9 @@ def _decoded(path: str | os.PathLike[str], file: Path, what: str) -> DecodedAudi
 
 def _refuse_if_incomplete(path: str | os.PathLike[str], seconds: float,
                           header_seconds: float) -> None:
-    missing = header_seconds - seconds
-    if header_seconds > 0 and missing > max(EARLY_END_SECONDS,
-                                            EARLY_END_FRACTION * header_seconds):
+    from classifier.audio import early_end_tolerance  # the decoder's one rule
+
+    if header_seconds > 0 and header_seconds - seconds > early_end_tolerance(header_seconds):
         raise TagRefused(path, f"its audio ends at {seconds:.1f} s but its header says "
                          f"{header_seconds:.1f} s (incomplete: still being copied, or cut "
                          "short?); not written")
