@@ -285,7 +285,6 @@ def _load_classifier(cfg: Config) -> Any:
 # --- query / stats ---------------------------------------------------------------------
 
 def _query(args: argparse.Namespace, cfg: Config) -> int:
-    from storage.genres import normalise
     from storage.query import TrackFilter, query_json, query_tracks
 
     low, high = args.min_confidence, args.max_confidence
@@ -293,7 +292,7 @@ def _query(args: argparse.Namespace, cfg: Config) -> int:
         print(f"genred query: error: argument --max-confidence: {high:g} is below "
               f"--min-confidence {low:g}, no track can match", file=sys.stderr)
         return EXIT_USAGE
-    genre = (args.genre, normalise(args.genre, cfg.aliases)) if args.genre else None
+    genre = cfg.tree.query_names(args.genre, cfg.genre_aliases) if args.genre else None
     flt = TrackFilter(genre=genre, min_confidence=low, max_confidence=high,
                       corrected=args.corrected, status=args.status, path=args.query_path,
                       model=args.model_filter, limit=args.limit, sort=args.sort,
@@ -547,7 +546,7 @@ def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_FAILED
     walk = Walk(args.paths)
     paths = [str(p) for p in walk]
-    options = TagImport(known_genres(engine, cfg), cfg.aliases, cfg.ignore_genres)
+    options = TagImport(known_genres(engine, cfg), cfg.genre_aliases, cfg.ignore_genres)
     # First every file's verdict without recording anything: new genres are reported
     # before any of them becomes a label.
     plans = [(path, import_tag_label(engine, path, options, pretend=True)) for path in paths]

@@ -102,7 +102,7 @@ def choose(names: Iterable[str], known: list[str], new_ok: bool, cfg: Config) ->
             continue
         # With --new-genre the user says what the name is: a known genre still matches,
         # but the alias map no longer folds "IDM" or "Drum & Bass" into Electronic.
-        genre = resolve(name, vocabulary, cfg.aliases, aliases=not new_ok)
+        genre = resolve(name, vocabulary, cfg.genre_aliases, aliases=not new_ok)
         if genre is not None and fold(genre) != fold(name):
             choice.aliased[name] = genre
         if genre is None and new_ok:
@@ -134,7 +134,7 @@ def _open(cfg: Config) -> Engine | None:
 
 
 def _list(args: argparse.Namespace, cfg: Config) -> int:
-    from daemon.retrain import present_labels, waiting_genres
+    from daemon.retrain import as_parents, present_labels, waiting_genres
     from storage.genres import fold
     from storage.vocabulary import counts, renames
 
@@ -144,8 +144,12 @@ def _list(args: argparse.Namespace, cfg: Config) -> int:
     shown = renames(engine)
     in_model = {fold(shown.get(g, g)) for g in model_labels(cfg)}
     table = counts(engine)
+    labels = present_labels(engine)
+    parents = {fold(g): p for g, p in as_parents(labels, in_model,
+                                                cfg.retrain.min_songs_per_genre,
+                                                cfg.tree).items()}
     waiting = {fold(g): n for g, n in waiting_genres(
-        present_labels(engine), in_model, cfg.retrain.min_songs_per_genre).items()}
+        labels, in_model, cfg.retrain.min_songs_per_genre).items()}
     rows: list[dict[str, Any]] = []
     for name in known_genres(engine, cfg):
         key = fold(name)
@@ -155,6 +159,8 @@ def _list(args: argparse.Namespace, cfg: Config) -> int:
         elif key in waiting:
             state = (f"waiting: {waiting[key]} of {cfg.retrain.min_songs_per_genre} "
                      "labelled songs")
+            if key in parents:
+                state += f"; trains as {parents[key]} meanwhile"
         else:
             state = "new: joins the model at the next retrain"
         rows.append({"genre": name, "tracks": c.tracks if c else 0,

@@ -27,6 +27,9 @@ Example ``config.toml`` (every key optional)::
     [aliases]                   # extra genre aliases, merged over the built-in map
     "nu jazz" = "Jazz"
 
+    [genre_tree]                # sub-genre = parent, over the built-in tree
+    "Nu Jazz" = "Jazz"          # (write_parent_genres = true: tags say "Jazz; Nu Jazz")
+
     [paths]                     # a worker host: the catalogue's prefix = this host's
     "/srv/music" = "/mnt/nas/music"
 """
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.genres import GenreNameError, alias_map, check_aliases, fold
+from storage.genretree import GenreTree, GenreTreeError
 
 # Where a value came from, lowest precedence first (``Config.origin``).
 DEFAULT, FILE, ENV, FLAG = "default", "file", "env", "flag"
@@ -107,6 +111,8 @@ class Config:
     # own confidence in its genre beats its probability of the album's by album_margin.
     album_genres: bool = False
     album_margin: float = 0.3
+    # Sub-genres (storage.genretree): tags get each genre after its parents, "Electronic; House".
+    write_parent_genres: bool = False
     log_level: str = "INFO"
     # genred web / run --web: where to listen; any address but loopback needs web_token
     web_host: str = "127.0.0.1"
@@ -123,6 +129,8 @@ class Config:
     lease_seconds: float = 60.0
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    # Sub-genre -> parent, over the built-in tree (``[genre_tree]``).
+    genre_tree: Mapping[str, str] = field(default_factory=dict)
     # Catalogue path prefix -> this host's (hosts mounting the library elsewhere).
     paths: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"  # which file was read, for `genred config show`
@@ -153,6 +161,18 @@ class Config:
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
+    @property
+    def tree(self) -> GenreTree:
+        """The genre tree: built in, with ``[genre_tree]`` over it (checked at load)."""
+        return GenreTree.built_in(self.genre_tree)
+
+    @property
+    def genre_aliases(self) -> dict[str, str]:
+        """What a genre name may resolve through besides the built-in aliases: each
+        ``[genre_tree]`` genre as itself (so "nu jazz" is "Nu Jazz"), then ``[aliases]``."""
+        names = {name: name for pair in self.genre_tree.items() for name in pair}
+        return {**names, **self.aliases}
+
     def origin(self, key: str) -> str:
         """Where setting ``key`` came from: "default", "file", "env" or "flag". Built-in
         aliases are "default"; ``key`` for an alias is ``aliases.<folded name>``."""
@@ -176,6 +196,8 @@ class Config:
         out["retrain"] = {f.name: getattr(self.retrain, f.name) for f in fields(self.retrain)}
         aliases = alias_map(self.aliases)
         out["aliases"] = dict(sorted(aliases.items()))
+        tree = self.tree
+        out["genre_tree"] = dict(sorted((tree.names[k], p) for k, p in tree.parents.items()))
         out["paths"] = dict(self.paths)
         settings = [*_TOP_KEYS, *(f"retrain.{k}" for k in _RETRAIN_KEYS),
                     *(f"aliases.{k}" for k in out["aliases"])]
@@ -185,7 +207,8 @@ class Config:
 
 
 _TOP_KEYS = {f.name: f for f in fields(Config)
-             if f.name not in ("retrain", "aliases", "paths", "source", "origins")}
+             if f.name not in ("retrain", "aliases", "genre_tree", "paths", "source",
+                               "origins")}
 _RETRAIN_KEYS = {f.name: f for f in fields(RetrainConfig)}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 WRITE_GENRES = ("all", "main")
@@ -347,6 +370,11 @@ def _validate(cfg: Config) -> Config:
         check_aliases(cfg.aliases)
     except GenreNameError as e:
         raise ConfigError(f"{_aliases_source(cfg)}: {e}") from e
+    try:
+        GenreTree.built_in(cfg.genre_tree)
+    except GenreTreeError as e:
+        where = f"{cfg.source}: " if cfg.source != "defaults" else ""
+        raise ConfigError(f"{where}{e}") from e
     return replace(cfg, log_level=cfg.log_level.upper())
 
 
@@ -377,6 +405,7 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Co
     top: dict[str, Any] = {}
     retrain: dict[str, Any] = {}
     aliases = dict(cfg.aliases)
+    tree = dict(cfg.genre_tree)
     paths = dict(cfg.paths)
     origins = dict(cfg.origins)
     for key, value in values.items():
@@ -397,6 +426,13 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Co
                 raise ConfigError(f"{origin}: 'aliases' must be a table of name = \"Genre\"")
             aliases.update(value)
             origins.update({f"aliases.{fold(name)}": kind for name in value})
+        elif key == "genre_tree":
+            if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise ConfigError(f"{origin}: 'genre_tree' must be a table of "
+                                  "\"Sub-genre\" = \"Parent\"")
+            tree.update(value)
         elif key == "paths":
             paths.update(_path_table(origin, value))
         elif key in _TOP_KEYS:
@@ -405,7 +441,7 @@ def _apply(cfg: Config, values: Mapping[str, Any], origin: str, kind: str) -> Co
         else:
             raise ConfigError(f"{origin}: unknown config key '{key}'")
     return replace(cfg, **top, retrain=replace(cfg.retrain, **retrain), aliases=aliases,
-                   paths=paths,
+                   genre_tree=tree, paths=paths,
                    origins=origins)
 
 

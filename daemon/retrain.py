@@ -53,10 +53,12 @@ from daemon.retrain_data import (  # noqa: F401 - re-exported: the job's vocabul
     Labelled,
     TrainingSet,
     anchor_candidates,
+    as_parents,
     folds,
     model_names,
     original_training_data,
     present_labels,
+    relabelled,
     split_anchors,
     split_holdout,
     training_set,
@@ -121,6 +123,8 @@ class RetrainOutcome:
         if self.waiting:
             figures.append("waiting for more songs: " + ", ".join(
                 f"{g} ({n})" for g, n in self.waiting.items()))
+        for child, parent in (self.metrics.get("as_parent") or {}).items():
+            figures.append(f"{child} trained as {parent} until it has its own songs")
         return text + (f" ({'; '.join(figures)})" if figures else "")
 
     def record(self) -> dict[str, Any]:
@@ -269,6 +273,11 @@ def _retrain_locked(engine: Engine, cfg: Config, store: Any, run_id: int,
     outcome.n_new_labels = sum(1 for x in labels if x.correction_id > since)
     newest = max((x.correction_id for x in labels), default=since)
     needed = max(1, cfg.retrain.min_new_labels)
+    parents = as_parents(labels, read_meta(base_path).labels, cfg.retrain.min_songs_per_genre,
+                         cfg.tree)
+    if parents:
+        outcome.metrics["as_parent"] = parents
+        labels = relabelled(labels, parents)
     outcome.waiting = waiting_genres(labels, read_meta(base_path).labels,
                                      cfg.retrain.min_songs_per_genre)
     trainable = [x for x in labels if x.genre not in outcome.waiting]

@@ -40,6 +40,7 @@ def config_json(cfg: Config) -> str:
     data = asdict(cfg)
     data["origins"] = dict(cfg.origins)
     data["aliases"] = dict(cfg.aliases)
+    data["genre_tree"] = dict(cfg.genre_tree)
     return json.dumps(data)
 
 

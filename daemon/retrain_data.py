@@ -28,6 +28,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from storage import training_runs
+from storage.genres import fold
+from storage.genretree import GenreTree
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,43 @@ def waiting_genres(labels: list[Label], known: Iterable[str], min_songs: int
     have = {g.casefold() for g in known}
     return {g: len(songs) for g, songs in sorted(_by_genre(labels).items())
             if g.casefold() not in have and len(songs) < min_songs}
+
+
+def as_parents(labels: list[Label], known: Iterable[str], min_songs: int, tree: GenreTree
+               ) -> dict[str, str]:
+    """Sub-genre -> the genre its labels train as meanwhile: for a sub-genre (in ``tree``)
+    the base model does not know and with fewer than ``min_songs`` labelled songs, its
+    nearest parent that the model knows or that has ``min_songs`` songs counting those
+    passed up to it. A House label trains Electronic until House has its own songs; then
+    House is a genre of its own (and Electronic's probability includes it)."""
+    have = {fold(g) for g in known}
+    songs: dict[str, int] = {}
+    spelt: dict[str, str] = {}
+    for x in labels:
+        songs[fold(x.genre)] = songs.get(fold(x.genre), 0) + 1
+        spelt.setdefault(fold(x.genre), x.genre)
+    out: dict[str, str] = {}
+    # deepest first, so Deep House passes its songs up to House before House is weighed
+    for key in sorted(songs, key=lambda k: -len(tree.ancestors(k))):
+        if key in have or songs[key] >= min_songs:
+            continue
+        for parent in tree.ancestors(key):
+            up = fold(parent)
+            if up in have or songs.get(up, 0) + songs[key] >= min_songs:
+                out[spelt[key]] = spelt.setdefault(up, parent)
+                songs[up] = songs.get(up, 0) + songs[key]
+                break
+    for child, parent in out.items():  # Deep House -> House -> Electronic: the last one
+        while parent in out:
+            parent = out[parent]
+        out[child] = parent
+    return out
+
+
+def relabelled(labels: list[Label], mapping: dict[str, str]) -> list[Label]:
+    """``labels`` with their genres (main and others) mapped by ``mapping``."""
+    return [Label(x.path, mapping.get(x.genre, x.genre), x.correction_id, x.fingerprint,
+                  tuple(mapping.get(g, g) for g in x.also)) for x in labels]
 
 
 def split_holdout(labels: list[Label]) -> tuple[list[Label], list[Label]]:

@@ -549,8 +549,9 @@ class Worker:
 
     @property
     def multi(self) -> MultiGenre:
-        """How many genres an answer holds (config ``max_genres``, ``secondary_threshold``)."""
-        return MultiGenre(self.cfg.max_genres, self.cfg.secondary_threshold)
+        """How many genres an answer holds (config ``max_genres``, ``secondary_threshold``)
+        and the genre tree it is read through."""
+        return MultiGenre(self.cfg.max_genres, self.cfg.secondary_threshold, self.cfg.tree)
 
     def _write_tags(self, path: str, summary: Summary) -> None:
         if self.tag_policy is None:

@@ -318,10 +318,10 @@ def store_prediction(s: Session, track: Track, prediction: PredictionLike, *,
     s.execute(update(Prediction).where(Prediction.track_id == track.id, Prediction.current)
               .values(current=False))
     s.flush()  # the old current row first: the unique index allows one current per track
-    genre, confidence, probabilities = _shown(s, prediction)
+    genre, confidence, probabilities, genres = (multi or MultiGenre()).answer(
+        *_shown(s, prediction))
     s.add(Prediction(
-        track_id=track.id, model_version=prediction.model, genre=genre,
-        genres=(multi or MultiGenre()).pick(genre, probabilities),
+        track_id=track.id, model_version=prediction.model, genre=genre, genres=genres,
         confidence=confidence, probabilities=probabilities, current=True,
     ))
     track.status, track.error = OK, None

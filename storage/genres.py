@@ -15,7 +15,7 @@ Examples::
     >>> normalise("hip hop")
     'Rap'
     >>> normalise("  drum  and  bass ")
-    'Electronic'
+    'Drum & Bass'
     >>> normalise("nu jazz", {"nu jazz": "Jazz"})
     'Jazz'
     >>> normalise("sea shanty")
@@ -27,38 +27,47 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from storage.genretree import GenreTree
 
 # Keys are folded (lower case, single spaces, "&" -> "and"); values are canonical names.
 ALIASES: dict[str, str] = {
     # Rap / hip hop
-    "hip hop": "Rap", "hip-hop": "Rap", "hiphop": "Rap", "rap": "Rap", "trap": "Rap",
-    "gangsta rap": "Rap", "hip hop/rap": "Rap", "rap/hip hop": "Rap", "rap and hip-hop": "Rap",
-    # Electronic
+    "hip hop": "Rap", "hip-hop": "Rap", "hiphop": "Rap", "rap": "Rap", "trap": "Trap",
+    "gangsta rap": "Gangsta Rap", "hip hop/rap": "Rap", "rap/hip hop": "Rap",
+    "rap and hip-hop": "Rap",
+    # Electronic (sub-genres: storage.genretree)
     "electronic": "Electronic", "electronica": "Electronic", "electro": "Electronic",
-    "techno": "Electronic", "edm": "Electronic", "house": "Electronic",
-    "deep house": "Electronic", "trance": "Electronic", "dubstep": "Electronic",
-    "drum and bass": "Electronic", "drum n bass": "Electronic", "drum'n'bass": "Electronic",
-    "drum-and-bass": "Electronic", "dnb": "Electronic", "d and b": "Electronic",
-    "jungle": "Electronic", "idm": "Electronic", "ambient": "Electronic",
-    "dance": "Electronic", "electronic dance music": "Electronic", "synthpop": "Electronic",
+    "techno": "Techno", "edm": "Electronic", "house": "House", "deep house": "Deep House",
+    "trance": "Trance", "dubstep": "Dubstep", "drum and bass": "Drum & Bass",
+    "drum n bass": "Drum & Bass", "drum'n'bass": "Drum & Bass", "drum-and-bass": "Drum & Bass",
+    "dnb": "Drum & Bass", "d and b": "Drum & Bass", "jungle": "Jungle", "idm": "Electronic",
+    "ambient": "Ambient", "dance": "Electronic", "electronic dance music": "Electronic",
+    "synthpop": "Electronic",
     # Rock
     "rock": "Rock", "rock and roll": "Rock", "rock & roll": "Rock", "rock'n'roll": "Rock",
-    "classic rock": "Rock", "alternative rock": "Rock", "alt rock": "Rock",
-    "indie rock": "Rock", "hard rock": "Rock", "punk": "Rock", "punk rock": "Rock",
-    "grunge": "Rock",
+    "classic rock": "Classic Rock", "alternative rock": "Alternative Rock",
+    "alt rock": "Alternative Rock", "indie rock": "Indie Rock", "hard rock": "Hard Rock",
+    "punk": "Punk", "punk rock": "Punk", "grunge": "Grunge",
+    "progressive rock": "Progressive Rock", "prog rock": "Progressive Rock",
+    "psychedelic rock": "Psychedelic Rock",
     # Metal
-    "metal": "Metal", "heavy metal": "Metal", "death metal": "Metal",
-    "black metal": "Metal", "thrash metal": "Metal", "metalcore": "Metal",
+    "metal": "Metal", "heavy metal": "Metal", "death metal": "Death Metal",
+    "black metal": "Black Metal", "thrash metal": "Thrash Metal", "metalcore": "Metalcore",
     # Classical
-    "classical": "Classical", "classic": "Classical", "romantic classical": "Classical",
-    "baroque": "Classical", "orchestral": "Classical", "opera": "Classical",
-    "chamber music": "Classical", "symphony": "Classical",
+    "classical": "Classical", "classic": "Classical", "romantic classical": "Romantic",
+    "romantic": "Romantic", "baroque": "Baroque", "orchestral": "Classical", "opera": "Opera",
+    "chamber music": "Chamber Music", "symphony": "Classical",
     # Jazz, Blues, Country, Disco, Pop, Reggae
-    "jazz": "Jazz", "bebop": "Jazz", "swing": "Jazz", "smooth jazz": "Jazz",
-    "ragtime": "Jazz", "blues": "Blues", "rhythm and blues": "Blues", "delta blues": "Blues",
-    "country": "Country", "country and western": "Country", "bluegrass": "Country",
-    "disco": "Disco", "pop": "Pop", "pop music": "Pop", "k-pop": "Pop", "kpop": "Pop",
-    "reggae": "Reggae", "ska": "Reggae", "dub": "Reggae", "dancehall": "Reggae",
+    "jazz": "Jazz", "bebop": "Bebop", "swing": "Swing", "smooth jazz": "Smooth Jazz",
+    "cool jazz": "Cool Jazz", "free jazz": "Free Jazz",
+    "ragtime": "Jazz", "blues": "Blues", "rhythm and blues": "Blues",
+    "delta blues": "Delta Blues",
+    "country": "Country", "country and western": "Country", "bluegrass": "Bluegrass",
+    "disco": "Disco", "pop": "Pop", "pop music": "Pop", "k-pop": "K-Pop", "kpop": "K-Pop",
+    "reggae": "Reggae", "ska": "Ska", "dub": "Dub", "dancehall": "Dancehall",
     "r&b": "R&B", "rnb": "R&B", "r and b": "R&B", "soul": "Soul", "funk": "Funk",
     "folk": "Folk", "singer-songwriter": "Folk", "world": "World", "latin": "Latin",
 }
@@ -279,6 +288,27 @@ class MultiGenre:
 
     max_genres: int = 1
     threshold: float = 0.35
+    tree: GenreTree | None = None  # sub-genres (storage.genretree); None: every genre flat
+
+    def answer(self, genre: str, confidence: float, probabilities: Mapping[str, float]
+               ) -> tuple[str, float, dict[str, float], list[str]]:
+        """What is stored for a model's answer: (main genre, its confidence, the
+        probabilities, the genres). Through the tree, probabilities are rolled up (a parent
+        holds its sub-genres'), the main genre is chosen down the tree
+        (``GenreTree.choose``), and the other genres are those reaching ``threshold`` that
+        are neither above nor below it, most specific and most probable first. Where no
+        output is a sub-genre of another (or there is no tree), the answer is the model's,
+        unchanged."""
+        probs = {g: float(p) for g, p in probabilities.items()}
+        tree = self.tree
+        if tree is None or not any(tree.parent(g) is not None for g in probs):
+            return genre, confidence, probs, self.pick(genre, probs)
+        rolled = tree.rolled_up(probs)
+        main = tree.choose(rolled)
+        others = tree.most_specific(g for g in rolled
+                                    if rolled[g] >= self.threshold and not tree.related(g, main))
+        others.sort(key=lambda g: (-rolled[g], g))
+        return main, rolled[main], rolled, [main, *others][:max(1, self.max_genres)]
 
     def pick(self, top: str, probabilities: Mapping[str, float]) -> list[str]:
         """The answer's genres, ``top`` first.

@@ -5,7 +5,8 @@ Policy (config keys ``write_tags``, ``tag_threshold``, ``overwrite_existing``,
 ``split_hard_links``, ``write_genres``, ``genre_separator``):
 
 - every genre of the answer is written, main first (``write_genres = "main"``: the main
-  one only), in the list form of each format (``storage.tags``);
+  one only), in the list form of each format (``storage.tags``); with
+  ``write_parent_genres`` each after its parents in the genre tree ("Electronic; House");
 
 - a user correction (or any active label) is always written;
 - a prediction is written only when its confidence reaches ``threshold``;
@@ -45,6 +46,7 @@ from storage.catalogue import canonical, track_at, under
 from storage.corrections import active_label, label_genres
 from storage.db import reading, writing
 from storage.genres import genres_or
+from storage.genretree import GenreTree
 from storage.schema import OK, Prediction, TagBackup, Track
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ class TagPolicy:
     # config album_genres (None: off) with album_margin: a predicted track whose own genre
     # does not beat its album's by this much gets the album's genre (storage.albums)
     album_margin: float | None = None
+    # config write_parent_genres: the genre tree whose parents go before each genre
+    parents: GenreTree | None = None
 
 
 def policy_from(cfg: Any, pretend: bool = False, threshold: float | None = None) -> TagPolicy:
@@ -78,7 +82,8 @@ def policy_from(cfg: Any, pretend: bool = False, threshold: float | None = None)
     return TagPolicy(cfg.tag_threshold if threshold is None else threshold,
                      cfg.overwrite_existing, pretend, split_hard_links=cfg.split_hard_links,
                      main_only=cfg.write_genres == "main", separator=cfg.genre_separator,
-                     album_margin=cfg.album_margin if cfg.album_genres else None)
+                     album_margin=cfg.album_margin if cfg.album_genres else None,
+                     parents=cfg.tree if cfg.write_parent_genres else None)
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,8 @@ def write_track(engine: Engine, path: str | os.PathLike[str], policy: TagPolicy)
 
 def _write(engine: Engine, path: str, wanted: _Wanted, policy: TagPolicy) -> TagOutcome:
     genres = wanted.genres[:1] if policy.main_only else wanted.genres
+    if policy.parents is not None:
+        genres = policy.parents.with_parents(genres)
     shown = "; ".join(genres)
     if not wanted.corrected and (wanted.confidence or 0.0) < policy.threshold:
         return TagOutcome(path, SKIPPED, f"{shown} at {wanted.confidence:.2f} is below "

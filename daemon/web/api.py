@@ -79,7 +79,6 @@ def _choice(params: Any, name: str, choices: tuple[str, ...], default: str | Non
 
 def track_filter(ctx: WebContext, params: Any) -> Any:
     """``genred query``'s filters from query parameters (same names, same checks)."""
-    from storage.genres import normalise
     from storage.query import SORTS, TrackFilter
     from storage.schema import STATUSES
 
@@ -87,7 +86,7 @@ def track_filter(ctx: WebContext, params: Any) -> Any:
     if low is not None and high is not None and high < low:
         raise ApiError(400, f"max_confidence {high:g} is below min_confidence {low:g}")
     raw = params.get("genre") or None
-    genre = (raw, normalise(raw, ctx.cfg.aliases)) if raw else None
+    genre = ctx.cfg.tree.query_names(raw, ctx.cfg.genre_aliases) if raw else None
     return TrackFilter(
         genre=genre, min_confidence=low, max_confidence=high,
         corrected=_flag(params, "corrected"), status=_choice(params, "status", STATUSES, None),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import mutagen
@@ -62,3 +63,48 @@ def test_with_write_tags_a_two_genre_correction_reaches_the_file(
     assert mutagen.File(flac).tags["genre"] == ["Blues"]
     genred(env, "tags", "restore", flac)
     assert "genre" not in (mutagen.File(flac).tags or {})
+
+
+def test_a_sub_genre_correction_is_found_by_its_parent_and_tagged_under_it(
+        env: dict[str, str], library: Path) -> None:
+    config = Path(env["XDG_CONFIG_HOME"]) / "genred" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('write_parent_genres = true\n[genre_tree]\n"Slow Drone" = "Drone"\n')
+    genred(env, "scan", library)
+    genred(env, "correct", library / "a.mp3", "house")  # built in: House under Electronic
+    genred(env, "correct", library / "sub" / "b.flac", "slow drone")  # from [genre_tree]
+    assert {Path(str(r["path"])).name: r["genre"] for r in query(env, "--corrected")} == {
+        "a.mp3": "House", "b.flac": "Slow Drone"}
+    assert [Path(str(r["path"])).name for r in query(env, "--genre", "electronic")] == ["a.mp3"]
+    assert "b.flac" in [Path(str(r["path"])).name for r in query(env, "--genre", "Drone")]
+    assert query(env, "--genre", "Techno") == []
+
+    listing = {r["genre"]: r["state"] for r in json.loads(
+        genred(env, "genres", "--format", "json").stdout)}
+    # the tiny model knows Drone: one Slow Drone song trains as Drone until it has three
+    assert listing["Slow Drone"] == ("waiting: 1 of 3 labelled songs; trains as Drone "
+                                     "meanwhile")
+
+    out = genred({**env, "GENRED_WRITE_TAGS": "1"}, "tags", "write", library).stdout
+    assert "Electronic; House" in out
+    assert mutagen.File(library / "a.mp3").tags["TCON"].text == ["Electronic", "House"]
+    assert mutagen.File(library / "sub" / "b.flac").tags["genre"] == ["Drone", "Slow Drone"]
+
+
+def test_the_daemons_answers_roll_sub_genre_probabilities_up_to_the_parent(
+        env: dict[str, str], library: Path) -> None:
+    # the tiny model's outputs made parent and child: Pulse (and Chirp) under Drone
+    config = Path(env["XDG_CONFIG_HOME"]) / "genred" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('[genre_tree]\n"Pulse" = "Drone"\n"Chirp" = "Pulse"\n')
+    genred(env, "scan", library)
+    rows = [r for r in query(env) if r["status"] == "ok"]
+    assert len(rows) == 3
+    for row in rows:
+        p = row["probabilities"]
+        assert isinstance(p, dict)
+        assert p["Drone"] >= p["Pulse"] >= p["Chirp"] > 0
+        # the top-level genres (Drone holding its sub-genres, Noise) share the whole answer
+        assert abs(p["Drone"] + p["Noise"] - 1) < 1e-4
+        # the main genre is where the tree's rule stops, with its rolled-up probability
+        assert row["confidence"] == p[str(row["genre"])]

@@ -133,12 +133,13 @@ def test_effective_is_json_ready_with_resolved_values(tmp_path: Path) -> None:
     assert data["model_store"] == str(tmp_path / "data" / "genred" / "models")
     assert data["cache"] == str(tmp_path / "cache" / "genred")
     assert data["model"] is None
-    assert data["aliases"]["drum and bass"] == "Electronic"  # the built-in map
+    assert data["aliases"]["drum and bass"] == "Drum & Bass"  # the built-in map
+    assert data["genre_tree"]["Drum & Bass"] == "Electronic"  # the built-in tree
 
 
 def test_each_value_knows_where_it_came_from(tmp_path: Path) -> None:
     file = _write(tmp_path / "c.toml", 'workers = 1\ntag_threshold = 0.2\n[retrain]\nepochs = 3\n'
-                  '[aliases]\n"Nu  Jazz" = "Jazz"\n"techno" = "Techno"\n')
+                  '[aliases]\n"Nu  Jazz" = "Jazz"\n"techno" = "Tekno"\n')
     env = {"GENRED_WORKERS": "2", "GENRED_RETRAIN_SCHEDULE": "0 4 * * *"}
     cfg = load(str(file), {"workers": 4, "log_level": None}, environ=env)
     assert [cfg.origin(k) for k in ("workers", "tag_threshold", "log_level")] == [
@@ -146,8 +147,35 @@ def test_each_value_knows_where_it_came_from(tmp_path: Path) -> None:
     assert [cfg.origin(k) for k in ("retrain.epochs", "retrain.schedule",
                                     "retrain.min_new_labels")] == ["file", "env", "default"]
     data = cfg.effective()
-    assert data["aliases"]["nu jazz"] == "Jazz" and data["aliases"]["techno"] == "Techno"
+    assert data["aliases"]["nu jazz"] == "Jazz" and data["aliases"]["techno"] == "Tekno"
     assert data["origins"]["aliases.nu jazz"] == "file"
     assert data["origins"]["aliases.techno"] == "file"  # overrides a built-in
     assert data["origins"]["aliases.house"] == "default"
     assert set(data["origins"]) >= {"db", "watch", "retrain.epochs"}
+
+
+def test_genre_tree_extends_the_built_in_one(tmp_path: Path) -> None:
+    file = _write(tmp_path / "c.toml", 'write_parent_genres = true\n[genre_tree]\n'
+                  '"Nu Jazz" = "Jazz"\n"Liquid Funk" = "drum and bass"\n"Punk" = "Metal"\n')
+    cfg = load(str(file), environ={})
+    assert cfg.write_parent_genres
+    tree = cfg.effective()["genre_tree"]
+    assert tree["Nu Jazz"] == "Jazz" and tree["House"] == "Electronic"
+    assert tree["Liquid Funk"] == "Drum & Bass"  # the parent in the tree's spelling
+    assert tree["Punk"] == "Metal"  # an entry moves a built-in sub-genre
+    assert cfg.tree.ancestors("liquid funk") == ["Drum & Bass", "Electronic"]
+    assert cfg.genre_aliases["Nu Jazz"] == "Nu Jazz"  # "nu jazz" is a genre, not a typo
+
+
+@pytest.mark.parametrize("table, says", [
+    ('"A" = "B"\n"B" = "A"', "cycle"),
+    ('"Jazz" = "jazz"', "its own parent"),
+    ('"House" = "\\u0007"', "control"),
+    ('"House" = 3', "must be a table"),
+])
+def test_a_genre_tree_that_is_no_tree_is_refused(tmp_path: Path, table: str, says: str
+                                                 ) -> None:
+    file = _write(tmp_path / "c.toml", f"[genre_tree]\n{table}\n")
+    with pytest.raises(ConfigError, match=says) as e:
+        load(str(file), environ={})
+    assert "genre_tree" in str(e.value) and str(file) in str(e.value)

@@ -180,6 +180,43 @@ def test_a_failing_trainer_is_recorded_not_raised(
     engine.dispose()
 
 
+def test_a_sub_genre_trains_as_its_parent_until_it_has_its_own_songs(
+    workspace: dict[str, Path], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from daemon.retrain import TrainingSet
+
+    cfg = replace(_config(workspace, tmp_path / "catalogue.db"),
+                  genre_tree={"Deep Pulse": "Pulse"})
+    engine = open_catalogue(cfg.db_url)
+    _scan(engine, cfg, workspace["music"])
+    _label_all(engine, workspace["music"])
+    seen: list[TrainingSet] = []
+
+    def capture(base: Path, data: TrainingSet, out_dir: Path) -> Path:
+        seen.append(data)
+        raise RuntimeError("captured")
+
+    def genres_trained() -> dict[str, str]:
+        seen.clear()
+        retrain(engine, cfg, trainer=capture)  # type: ignore[arg-type]
+        pairs = [*seen[0].labelled, *seen[0].holdout]
+        return {Path(p).name: g for p, g in pairs if Path(p).parent.name == "Pulse"}
+
+    deep = [workspace["music"] / "Pulse" / f"Pulse{i}.wav" for i in range(3)]
+    for path in deep[:2]:
+        add_label(engine, path, "Deep Pulse")
+    trained = genres_trained()
+    assert set(trained.values()) == {"Pulse"}, trained  # 2 songs: trained as the parent
+    assert (_runs(engine)[-1].metrics or {}).get("as_parent") == {"Deep Pulse": "Pulse"}
+    add_label(engine, deep[2], "Deep Pulse")
+    trained = genres_trained()
+    assert {trained[p.name] for p in deep} == {"Deep Pulse"}  # 3 songs: a genre of its own
+    assert (_runs(engine)[-1].metrics or {}).get("as_parent") is None
+    engine.dispose()
+
+
 def test_the_base_models_own_training_collection_is_found_through_its_parents(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
