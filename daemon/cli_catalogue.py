@@ -552,8 +552,9 @@ def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
     plans = [(path, import_tag_label(engine, path, options, pretend=True)) for path in paths]
     new: dict[str, int] = {}
     for _, plan in plans:
-        if plan.new_genre and plan.outcome == TAG_WOULD_IMPORT:
-            new[plan.genre or ""] = new.get(plan.genre or "", 0) + 1
+        if plan.outcome == TAG_WOULD_IMPORT:
+            for genre in plan.new_genres:
+                new[genre] = new.get(genre, 0) + 1
     if new:
         print(describe_new(list(new), new))
     counts: dict[str, int] = {}

@@ -259,35 +259,43 @@ class TagImport:
 @dataclass(frozen=True)
 class TagResult:
     outcome: str
-    genre: str | None = None
-    new_genre: bool = False  # a genre neither known nor an alias
+    genre: str | None = None  # the label's genres as shown, "Rock; Blues"
+    new_genre: bool = False  # one of them is neither known nor an alias
+    new_genres: tuple[str, ...] = ()  # which
 
 
-def tag_genre(values: list[str], options: TagImport) -> tuple[str | None, bool]:
-    """(the label a file's genre tag values stand for, whether it is a new genre); (None,
-    False) when every value is empty or a placeholder. The first real value counts; a
-    value that is a known genre or alias ("Hip Hop/Rap") counts whole, else a multi-genre
-    value ("Rock; Pop", "Rock/Pop") gives its first genre; an ID3 numeric code gives its
-    genre's name."""
+def tag_genres(values: list[str], options: TagImport) -> tuple[list[str], list[str]]:
+    """(the genres a file's genre tag values stand for, in the tag's order, each once;
+    those of them that are new genres). ([], []) when every value is empty or a placeholder.
+    Every value counts (a Vorbis file's two GENRE fields, an ID3v2.4 list); a value that is
+    a known genre or alias ("Hip Hop/Rap") counts whole, else a multi-genre value ("Rock;
+    Pop", "Rock/Pop") gives each of its genres; an ID3 numeric code gives its genre's
+    name. The first is the label's main genre."""
     from storage.genres import id3_code_genre, is_placeholder, resolve, spelled, split_values
+    from storage.genres import unique as once
 
     def known(name: str) -> str | None:
         return resolve(id3_code_genre(name) or name, options.known, options.aliases)
 
+    found: list[str] = []
+    new: list[str] = []
     for value in values:
         if is_placeholder(value, options.ignore):
             continue
         whole = known(value)
         if whole is not None:
-            return whole, False
-        parts = [p for p in split_values(value) if not is_placeholder(p, options.ignore)]
-        for part in parts:
+            found.append(whole)
+            continue
+        for part in split_values(value):
+            if is_placeholder(part, options.ignore):
+                continue
             genre = known(part)
-            if genre is not None:
-                return genre, False
-        if parts:
-            return spelled(id3_code_genre(parts[0]) or parts[0]), True
-    return None, False
+            if genre is None:
+                genre = spelled(id3_code_genre(part) or part)
+                new.append(genre)
+            found.append(genre)
+    genres = once(found)
+    return genres, [g for g in once(new) if g in genres]
 
 
 def _edited_since_written(s: Session, path: str, kind: str, genres: list[str]) -> bool:
@@ -331,19 +339,22 @@ def import_tag_label(engine: Engine, path: str | os.PathLike[str],
     usable = [g for g in genres if _is_name(g)]
     if not usable:
         return TagResult(TAG_UNUSABLE)
-    label, new = tag_genre(usable, options)
-    if label is None:
+    label, new = tag_genres(usable, options)
+    if not label:
         return TagResult(TAG_PLACEHOLDER)
+    shown = "; ".join(label)
     if pretend:
         current = corrected_source(engine, path)
-        if current is not None and current[0] == label:
-            return TagResult(TAG_SAME, label)
+        if current is not None and corrected_genres(engine, path) == label:
+            return TagResult(TAG_SAME, shown)
         if current is not None and current[1] == USER:
-            return TagResult(TAG_KEPT_USER, current[0])
-        return TagResult(TAG_WOULD_IMPORT, label, new)
+            return TagResult(TAG_KEPT_USER, "; ".join(corrected_genres(engine, path)))
+        return TagResult(TAG_WOULD_IMPORT, shown, bool(new), tuple(new))
     result = add_label(engine, path, label, TAG)
     outcome = {ADDED: TAG_IMPORTED, SAME: TAG_SAME, KEPT_USER: TAG_KEPT_USER}[result.outcome]
-    return TagResult(outcome, result.genre, new and result.outcome == ADDED)
+    added = result.outcome == ADDED
+    return TagResult(outcome, result.shown(),
+                     bool(new) and added, tuple(new) if added else ())
 
 
 def _is_name(value: str) -> bool:

@@ -90,6 +90,29 @@ def test_import_tag_label_takes_the_files_genre_through_the_aliases(
     assert corrections.history(engine, song) == [("Rap", TAG, True)]
 
 
+def test_every_genre_of_a_multi_value_tag_is_imported_main_first(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from storage import tags
+
+    flac = make_track(tmp_path / "a.flac", "Drone", 3.0)
+    tags.update(flac, {"genre": ["Rock", "hip hop", "Other"]})  # two Vorbis GENRE fields
+    mp3 = make_track(tmp_path / "b.mp3", "Drone", 3.0)
+    tags.update(mp3, {"TCON": ["Blues; Swing/Sea Shanty"]})  # an ID3v2.3 joined value
+    options = corrections.TagImport(known=["Rock", "Blues"])
+    plan = corrections.import_tag_label(engine, mp3, options, pretend=True)
+    assert (plan.outcome, plan.genre, plan.new_genres) == (
+        corrections.TAG_WOULD_IMPORT, "Blues; Swing; Sea Shanty", ("Sea Shanty",))
+    assert corrections.import_tag_label(engine, flac, options).genre == "Rock; Rap"
+    assert corrections.import_tag_label(engine, mp3, options).outcome == \
+        corrections.TAG_IMPORTED
+    assert corrections.corrected_genres(engine, flac) == ["Rock", "Rap"]
+    assert corrections.corrected_genres(engine, mp3) == ["Blues", "Swing", "Sea Shanty"]
+    assert corrections.import_tag_label(engine, mp3, options).outcome == corrections.TAG_SAME
+    assert corrections.import_tag_label(engine, mp3, options, pretend=True).outcome == \
+        corrections.TAG_SAME
+
+
 def test_a_genre_genred_wrote_from_a_prediction_is_not_imported(
     engine: Engine, tmp_path: Path
 ) -> None:

@@ -31,10 +31,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_starter import WHOLE_SOURCE, artist_cluster, split  # noqa: E402
+from train_starter import WHOLE_SOURCE, artist_cluster, split
 
-from classifier.predict import Classifier  # noqa: E402
-from storage.albums import album_of, follows_album  # noqa: E402
+from classifier.predict import Classifier
+from storage.albums import album_of, follows_album
 
 ALBUM_SOURCES = ("emotify", *WHOLE_SOURCE)
 
