@@ -13,6 +13,12 @@ from __future__ import annotations
 import io
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from daemon.config import Config
 
 
 class _Fd1(io.RawIOBase):
@@ -76,3 +82,18 @@ def discard_output() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
+
+
+def open_engine(cfg: Config) -> Engine | None:
+    """The catalogue; its faults (CatalogueError) reach the CLI entry, which prints them."""
+    from storage.db import open_catalogue
+
+    return open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
+
+
+def write_json(text: str) -> None:
+    """JSON text on stdout, lossless: a path byte that is not UTF-8 (a lone surrogate)
+    goes out as the JSON escape ``\\udcff``, which ``json.loads`` turns back into it."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
+    sys.stdout.buffer.flush()
