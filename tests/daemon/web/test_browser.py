@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.web.webkit import WebLibrary, WebServer
+from tests.daemon.web.webkit import WebLibrary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -51,13 +51,6 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> WebLibrary:
     audio["title"], audio["artist"], audio["album"] = HOSTILE_TITLE, "Miles", "Kind <of>"
     audio.save()
     return web
-
-
-@pytest.fixture(scope="module")
-def server(library: WebLibrary) -> Iterator[str]:
-    web = WebServer(library.lib)
-    yield web.url
-    assert web.stop() == 0, "".join(web.output)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ history with its reasons; the review queue's filters."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -14,7 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.daemon.web.test_browser import CHROMIUM, sync_playwright
-from tests.daemon.web.webkit import WebLibrary, WebServer, request
+from tests.daemon.web.webkit import WebLibrary, request
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +30,6 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> WebLibrary:
         done = web.lib.genred(*args)
         assert done.returncode == 0, (args, done.stderr)
     return web
-
-
-@pytest.fixture(scope="module")
-def server(library: WebLibrary) -> Iterator[str]:
-    web = WebServer(library.lib)
-    yield web.url
-    assert web.stop() == 0, "".join(web.output)
 
 
 def page(url: str) -> str:
