@@ -1,5 +1,6 @@
 """`genred run` outlives its faults: a real lock on the catalogue held past the busy
-timeout, a real full file system (a small tmpfs), a row the catalogue refuses, a model
+timeout, a real full file system (a small tmpfs), real I/O errors (a FUSE file system,
+tests/faultfs.py, that fails reads and writes on demand), a row the catalogue refuses, a model
 that vanished, watched folders deleted or renamed. Each is logged once, the daemon keeps
 running, and the work is done exactly once when the fault clears."""
 
@@ -8,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,6 +116,54 @@ def test_a_full_catalogue_disk_is_waited_out_and_nothing_is_lost(
         wait_for(lambda: _ok_with_one_prediction(library, song), 60,
                  "the file dropped while the disk was full")
         assert daemon.output().count("free some space there") == 1  # logged once
+        assert daemon.terminate()[0] == 0
+
+
+FAULTFS = Path(__file__).parents[1] / "faultfs.py"
+
+
+@contextlib.contextmanager
+def _failing_disk(where: Path) -> Iterator[tuple[Path, Path]]:
+    """(a folder on a FUSE file system mirroring ``where``/root, the switch file: while it
+    exists, reads and writes there fail with EIO). Skips where FUSE cannot be mounted."""
+    root, mount, switch = where / "root", where / "mount", where / "failing"
+    root.mkdir(parents=True)
+    mount.mkdir()
+    proc = subprocess.Popen([sys.executable, str(FAULTFS), str(root), str(mount), str(switch)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: os.path.ismount(mount) or proc.poll() is not None, 60,
+                 "the FUSE file system to mount (or fail)")
+        if not os.path.ismount(mount):
+            error = (proc.stderr.read().strip() if proc.stderr else "") or "no message"
+            pytest.skip(f"cannot mount a FUSE file system here (needs /dev/fuse, root and "
+                        f"Debian's libfuse2): {error.splitlines()[-1]}")
+        yield mount, switch
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_io_errors_on_the_catalogue_disk_are_waited_out_and_nothing_is_lost(
+    library: Library, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    with _failing_disk(tmp_path / "disk") as (disk, failing):
+        library = dataclasses.replace(library, db=disk / "catalogue.db")
+        daemon = _start(library, daemons)
+        failing.touch()  # the disk starts failing: every read and write is EIO
+        song = make_track(library.music / "while-failing.flac", "Pulse", SECONDS, seed=3)
+        daemon.wait_log("disk I/O error")
+        daemon.wait_log("Retrying with back-off")
+        assert daemon.alive()
+        failing.unlink()  # the disk heals
+        daemon.wait_log("resumed: i/o error cleared")
+        wait_for(lambda: _ok_with_one_prediction(library, song), 60,
+                 "the file dropped while the catalogue's disk failed")
+        assert daemon.output().count("check the disk (dmesg, smartctl)") == 1  # logged once
+        assert "Traceback" not in daemon.output()
         assert daemon.terminate()[0] == 0
 
 
