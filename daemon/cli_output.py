@@ -11,9 +11,12 @@ final flush does not fail again.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -97,3 +100,29 @@ def write_json(text: str) -> None:
     sys.stdout.flush()
     sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
     sys.stdout.buffer.flush()
+
+
+def fail(message: str) -> int:
+    print(f"genred: {message}", file=sys.stderr)
+    return 1  # EXIT_FAILED
+
+
+@contextmanager
+def catalogue(cfg: Config) -> Iterator[Engine]:
+    from storage.db import open_catalogue
+
+    engine = open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def print_pairs(rows: list[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {'-' if value is None or value == '' else value}")

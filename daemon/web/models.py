@@ -26,9 +26,9 @@ def _find(ctx: WebContext, version: str) -> Any | None:
 def lacking_uses(ctx: WebContext, labels: list[str]) -> list[tuple[str, str]]:
     """(genre, what uses it) the catalogue has that ``labels`` lack: the check `genred
     models activate` warns with."""
-    from daemon.cli_service import _genres_lacking
+    from daemon.cli_models import genres_lacking
 
-    return _genres_lacking(ctx.engine, labels)
+    return genres_lacking(ctx.engine, labels)
 
 
 def overview(ctx: WebContext) -> dict[str, Any]:

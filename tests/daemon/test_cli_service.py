@@ -23,7 +23,8 @@ def library(tmp_path: Path) -> Library:
 def test_config_show_reports_the_effective_values_and_their_file(library: Library) -> None:
     config = library.root / "genred.toml"
     config.write_text('watch = ["/srv/music"]\nsettle_seconds = 3\n[retrain]\nepochs = 2\n'
-                      '[aliases]\n"Nu Jazz" = "Jazz"\n')
+                      '[aliases]\n"Nu Jazz" = "Jazz"\n'
+                      '[genre_tree]\n"Liquid Funk" = "Drum & Bass"\n')
     library.env["GENRED_SETTLE_SECONDS"] = "7"
     result = library.genred("--config", str(config), "config", "show", "--format", "json")
     assert result.returncode == 0, result.stderr
@@ -43,6 +44,9 @@ def test_config_show_reports_the_effective_values_and_their_file(library: Librar
         "retrain.epochs": "file", "aliases.nu jazz": "file", "aliases.hip hop": "default"}
     text = library.genred("--config", str(config), "config", "show").stdout
     assert str(config) in text and "[retrain]" in text
+    assert '"Liquid Funk" = "Drum & Bass"  # config file' in text
+    assert '"House" = "Electronic"\n' in text  # the built-in tree
+    assert data["genre_tree"]["Liquid Funk"] == "Drum & Bass"
     assert "settle_seconds = 7.0  # environment GENRED_SETTLE_SECONDS" in text
     assert "epochs = 2  # config file" in text and "rescan_hours = 6.0  # default" in text
     assert f'db = "sqlite:///{library.db}"  # command line' in text
