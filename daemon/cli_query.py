@@ -43,7 +43,8 @@ def run_query(args: argparse.Namespace, cfg: Config) -> int:
     genre = cfg.tree.query_names(args.genre, cfg.genre_aliases) if args.genre else None
     flt = TrackFilter(genre=genre, min_confidence=low, max_confidence=high,
                       corrected=args.corrected, status=args.status, path=args.query_path,
-                      model=args.model_filter, limit=args.limit, sort=args.sort,
+                      model=_model_version(args.model_filter), limit=args.limit,
+                      sort=args.sort,
                       descending=args.desc, artist=args.artist, album=args.album)
     engine = _open(cfg)
     if engine is None:
@@ -59,6 +60,16 @@ def run_query(args: argparse.Namespace, cfg: Config) -> int:
     else:
         _write_table(rows)
     return EXIT_OK
+
+
+def _model_version(name: str | None) -> str | None:
+    """``--model``'s version id: "starter" (or "bundled") is the bundled starter's."""
+    if name is None or name.strip().casefold() not in ("starter", "bundled"):
+        return name
+    from classifier.bundle import read_meta
+    from classifier.store import STARTER_DIR
+
+    return read_meta(STARTER_DIR).version
 
 
 def _query_albums(engine: Engine, flt: Any, fmt: str) -> int:

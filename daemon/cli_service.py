@@ -150,7 +150,7 @@ def status_cmd(args: argparse.Namespace, cfg: Config) -> int:
         ("queue", f"{status['queue']} pending" + _queue_note(status)),
         ("tracks", ", ".join(f"{k} {v}" for k, v in status["tracks"].items()) or "none"),
         ("last scan", status["last_scan"]),
-        ("active model", status["active_model"]["version"]),
+        ("active model", _model_line(status["active_model"])),
         ("last retrain", _retrain_line(retrain)),
         ("next retrain", status["next_retrain"]),
         ("catalogue", cfg.db_url),
@@ -313,3 +313,10 @@ def _retrain_line(run: dict[str, Any] | None) -> str | None:
     if run["finished_at"] is None:
         return f"{run['decision']} since {run['started_at']}"
     return f"{run['decision']} at {run['finished_at']}: {run['reason']}"
+
+
+def _model_line(model: dict[str, Any]) -> str | None:
+    """The active model's version, "(the bundled starter)" when it is the starter."""
+    if model.get("starter") and model.get("version"):
+        return f"{model['version']} (the bundled starter)"
+    return model.get("version")

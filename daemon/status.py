@@ -56,8 +56,10 @@ def read_status(engine: Engine, cfg: Config) -> dict[str, Any]:
 
     pid = running_pid(engine)
     try:
-        meta = read_meta(ModelStore(cfg.model_store_path).active())
-        model: dict[str, Any] = {"version": meta.version, "labels": meta.labels}
+        store = ModelStore(cfg.model_store_path)
+        meta = read_meta(store.active())
+        model: dict[str, Any] = {"version": meta.version, "labels": meta.labels,
+                                 "starter": store.active_version() is None}
     except BundleError as e:
         model = {"version": None, "error": str(e), "labels": []}
     counts = stats(engine).get("status", {})

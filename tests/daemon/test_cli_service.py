@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.audiogen import make_track
 from tests.daemon.daemon_helpers import Library
 from tests.storage.modelkit import tiny_bundle
 
@@ -69,6 +70,24 @@ def test_status_without_a_daemon(library: Library) -> None:
     data = json.loads(library.genred("status", "--format", "json").stdout)
     assert data["daemon"]["running"] is False and data["queue"] == 0
     assert data["last_retrain"] is None and data["next_retrain"] is None
+
+
+def test_the_starter_is_named_in_status_and_found_by_query_model_starter(
+        library: Library) -> None:
+    from classifier.bundle import read_meta
+    from classifier.store import STARTER_DIR
+
+    assert library.genred("models", "activate", "starter").returncode == 0
+    line = next(x for x in library.genred("status").stdout.splitlines()
+                if x.startswith("active model"))
+    starter = read_meta(STARTER_DIR).version
+    assert line.endswith(f"{starter} (the bundled starter)")
+    make_track(library.music / "s.wav", "Drone", 6.0, seed=5)
+    assert library.genred("scan", str(library.music)).returncode == 0
+    rows = json.loads(library.genred("query", "--model", "starter", "--format", "json").stdout)
+    assert [r["model"] for r in rows] == [starter]
+    assert json.loads(library.genred("query", "--model", "tiny-v1", "--format",
+                                     "json").stdout) == []
 
 
 def test_models_list_show_activate_and_rollback(library: Library) -> None:
