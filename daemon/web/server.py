@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -71,11 +72,39 @@ def build(cfg: Config) -> _Server:
     return _Server(config)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` for uvicorn to serve on. Raises ConfigError
+    saying why it cannot be bound (the port in use, an address not on this host), so the
+    failure is genred's one line, not uvicorn's log line and exit status."""
+    from daemon.config import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise ConfigError(f"the web page cannot listen on {host}:{port}: {e}") from e
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        hint = ("; another program listens there: choose another port (--port, web_port)"
+                if e.errno in (98, 48) else "")  # EADDRINUSE on Linux, BSD
+        raise ConfigError(f"the web page cannot listen on {host}:{port}: "
+                          f"{e.strerror or e}{hint}") from e
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(cfg: Config) -> int:
-    """Serve until SIGINT/SIGTERM; the exit code."""
+    """Serve until SIGINT/SIGTERM; the exit code. ConfigError when the address cannot be
+    bound."""
     server = build(cfg)
-    server.run()
-    if server.url is None:  # the socket could not be bound; uvicorn logged why
+    sock = listen(cfg.web_host, cfg.web_port)
+    server.run(sockets=[sock])
+    if server.url is None:  # uvicorn could not start on the socket; it logged why
         print(f"genred web: cannot listen on {cfg.web_host}:{cfg.web_port}", file=sys.stderr)
         return 1
     return 0
@@ -86,7 +115,9 @@ class Background:
 
     def __init__(self, cfg: Config) -> None:
         self.server = build(cfg)
-        self.thread = threading.Thread(target=self.server.run, name="genred-web", daemon=True)
+        self.socket = listen(cfg.web_host, cfg.web_port)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
+                                       name="genred-web", daemon=True)
 
     def start(self) -> None:
         """Returns once the socket listens; ConfigError when it cannot be bound."""
@@ -96,7 +127,7 @@ class Background:
         while not self.server.ready.wait(0.1):
             if not self.thread.is_alive():
                 cfg = self.server.config
-                raise ConfigError(f"genred web: cannot listen on {cfg.host}:{cfg.port}")
+                raise ConfigError(f"the web page cannot listen on {cfg.host}:{cfg.port}")
 
     def stop(self) -> None:
         self.server.should_exit = True

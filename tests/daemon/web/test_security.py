@@ -48,6 +48,24 @@ def test_a_non_local_address_without_a_token_is_refused(library: WebLibrary) -> 
     assert daemon.returncode == 2 and "without a token" in daemon.stderr
 
 
+def test_a_port_in_use_is_one_line_naming_the_setting(library: WebLibrary) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for verb in (["web", "--port", port],
+                     ["run", "--web", "--web-port", port, "--watch", str(library.lib.music)]):
+            proc = subprocess.run([str(GENRED), "--db", str(library.lib.db), *verb],
+                                  env=library.env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 2, (verb, proc.stderr)
+            assert proc.stderr.strip().splitlines()[-1] == (
+                f"genred: the web page cannot listen on 127.0.0.1:{port}: Address already in "
+                "use; another program listens there: choose another port (--port, web_port)")
+            assert "uvicorn" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_with_a_token_a_non_local_address_serves_to_those_who_have_it(
         library: WebLibrary) -> None:
     web = WebServer(library.lib, "--host", "0.0.0.0",
