@@ -269,17 +269,24 @@ def _load_classifier(cfg: Config) -> Any:
 
 # --- corrections -----------------------------------------------------------------------
 
-def _targets(engine: Engine, path: str) -> list[str]:
-    """A file, or every catalogued track and audio file under a folder."""
+def _targets(engine: Engine, path: str) -> tuple[list[str], list[str]]:
+    """(the tracks to label, the unreadable ones left out): a file, or every catalogued
+    track and audio file under a folder — except, under a folder, files the catalogue
+    recorded as unreadable (not audio, damaged): a genre for "the album" is not a genre for
+    its broken or non-audio files. A file named alone is labelled whatever its status."""
     from daemon.walk import gather, looks_like_audio
     from storage.catalogue import canonical, tracks_under
+    from storage.schema import ERROR
 
-    found = {t.path for t in tracks_under(engine, path)}
+    tracks = tracks_under(engine, path)
+    found = {t.path for t in tracks}
+    unreadable: set[str] = set()
     if Path(path).is_dir():
         found |= {canonical(p) for p in gather([path])}
+        unreadable = {t.path for t in tracks if t.status == ERROR}
     elif Path(path).is_file() and looks_like_audio(Path(path)):
         found.add(canonical(path))
-    return sorted(found)
+    return sorted(found - unreadable), sorted(unreadable)
 
 
 def _correct(args: argparse.Namespace, cfg: Config) -> int:
@@ -329,8 +336,11 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
             print(f"skipped: {missing_message(path)}")
             skipped += 1
             continue
-        targets = _targets(engine, path)
-        if not targets:
+        targets, unreadable = _targets(engine, path)
+        for bad in unreadable:
+            print(f"skipped {shown(bad)}: unreadable (genred query --status error says why)")
+        skipped += len(unreadable)
+        if not targets and not unreadable:
             print(f"skipped {shown(path)}: no audio file there")
             skipped += 1
         wanted = unique(choice.genres[n] for n in names[genre])

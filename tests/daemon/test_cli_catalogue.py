@@ -223,6 +223,18 @@ def test_correct_folders_csv_and_files_not_scanned_yet(env: dict[str, str], libr
     assert all(r["status"] == "ok" and r["predicted_genre"] for r in rows.values())
 
 
+def test_correcting_a_folder_leaves_its_unreadable_files_unlabelled(
+        env: dict[str, str], library: Path) -> None:
+    genred(env, "scan", library)
+    out = genred(env, "correct", library, "Jazz").stdout
+    assert f"skipped {library / 'broken.mp3'}: unreadable" in out
+    assert "3 corrected" in out and "1 skipped" in out
+    assert sorted(Path(str(r["path"])).name for r in query(env, "--corrected")) == [
+        "a.mp3", "b.flac", "c.ogg"]
+    genred(env, "correct", library / "broken.mp3", "Jazz")  # named alone: the user's call
+    assert len(query(env, "--corrected")) == 4
+
+
 def md5s(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
