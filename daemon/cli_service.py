@@ -292,18 +292,32 @@ def _retrain_plan(engine: Engine, cfg: Config, fmt: str) -> int:
     except BundleError:
         known = []
     waiting = waiting_genres(labels, known, cfg.retrain.min_songs_per_genre)
+    needed = max(1, cfg.retrain.min_new_labels)
+    trainable = any(x.genre not in waiting for x in labels)
+    would = new >= needed and trainable
     plan: dict[str, Any] = {"labels": len(labels), "new_labels": new,
             "min_new_labels": cfg.retrain.min_new_labels,
             "waiting": waiting, "min_songs_per_genre": cfg.retrain.min_songs_per_genre,
-            "schedule": cfg.retrain.schedule, "next_run": next_run(engine)}
+            "schedule": cfg.retrain.schedule, "next_run": next_run(engine),
+            "would_train": would}
     if fmt == "json":
         _print_json(plan)
+        return 0
+    rows = [(k.replace("_", " "), v) for k, v in plan.items() if k != "would_train"]
+    rows = [(k, ", ".join(f"{g} ({n} song(s))" for g, n in v.items()) or "none")
+            if k == "waiting" else (k, v) for k, v in rows]
+    if plan["next_run"] is None:
+        rows = [(k, "not scheduled: no daemon is running (`genred run` schedules it)")
+                if k == "next run" else (k, v) for k, v in rows]
+    _print_pairs(rows)
+    if would:
+        print("a run now would train a candidate: `genred retrain --now`")
+    elif new < needed:
+        print(f"a run now would skip: {new} new label(s) since the last training run, "
+              f"{needed} needed (retrain.min_new_labels)")
     else:
-        rows = [(k.replace("_", " "), v) for k, v in plan.items()]
-        rows = [(k, ", ".join(f"{g} ({n} song(s))" for g, n in v.items()) or "none")
-                if k == "waiting" else (k, v) for k, v in rows]
-        _print_pairs(rows)
-        print("run `genred retrain --now` to retrain now")
+        print("a run now would skip: every labelled genre is waiting for "
+              f"{cfg.retrain.min_songs_per_genre} songs (retrain.min_songs_per_genre)")
     return 0
 
 

@@ -120,6 +120,7 @@ def test_a_genre_with_two_labels_waits(tmp_path: Path, music: Path) -> None:
         assert done.returncode == 0, done.stderr
     plan = library.genred("retrain")
     assert "Polka (2 song(s))" in plan.stdout
+    assert "a run now would skip: every labelled genre is waiting for 3 songs" in plan.stdout
     now = library.genred("retrain", "--now")
     assert now.returncode == 0, now.stderr
     assert "every labelled genre is waiting for 3 songs" in now.stdout
