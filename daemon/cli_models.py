@@ -183,8 +183,13 @@ def _config_toml(cfg: Config, data: dict[str, Any]) -> Iterator[str]:
     from classifier.store import ModelStore
 
     origins = data["origins"]
-    yield (f"# effective config: defaults < {cfg.source if cfg.source != 'defaults' else 'no file'}"
-           " < GENRED_* environment < flags")
+    from daemon.config import searched
+
+    source = cfg.source if cfg.source != "defaults" else "no file"
+    yield f"# effective config: defaults < {source} < GENRED_* environment < flags"
+    if cfg.source == "defaults":
+        yield ("# (no config file: looked for " + " and ".join(str(p) for p in searched())
+               + "; --config FILE or GENRED_CONFIG names another)")
     for key, value in data.items():
         if key in ("retrain", "aliases", "genre_tree", "paths", "origins", "source"):
             continue

@@ -376,13 +376,16 @@ def config_file(explicit: str | None = None, named: str = "--config") -> Path | 
         return path
     if os.environ.get("GENRED_CONFIG"):
         return config_file(os.environ["GENRED_CONFIG"], "GENRED_CONFIG")
-    for candidate in (
-        _xdg("XDG_CONFIG_HOME", ".config") / "genred" / "config.toml",
-        Path("/etc/genred/config.toml"),
-    ):
+    for candidate in searched():
         if candidate.is_file():
             return candidate
     return None
+
+
+def searched() -> list[Path]:
+    """Where a config file is looked for when neither --config nor GENRED_CONFIG names one."""
+    return [_xdg("XDG_CONFIG_HOME", ".config") / "genred" / "config.toml",
+            Path("/etc/genred/config.toml")]
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:

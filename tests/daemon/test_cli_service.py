@@ -72,6 +72,14 @@ def test_status_without_a_daemon(library: Library) -> None:
     assert data["last_retrain"] is None and data["next_retrain"] is None
 
 
+def test_config_show_without_a_file_says_where_it_looked(library: Library) -> None:
+    text = library.genred("config", "show").stdout
+    looked = Path(library.env["XDG_CONFIG_HOME"]) / "genred" / "config.toml"
+    assert text.splitlines()[1] == (f"# (no config file: looked for {looked} and "
+                                    "/etc/genred/config.toml; --config FILE or GENRED_CONFIG "
+                                    "names another)")
+
+
 def test_the_starter_is_named_in_status_and_found_by_query_model_starter(
         library: Library) -> None:
     from classifier.bundle import read_meta
