@@ -87,7 +87,24 @@ def models_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
     for genre, scores in sorted(_per_genre(path, metrics).items()):
         f1 = scores.get("f1") if isinstance(scores, dict) else None
         print(f"  {genre:<20} f1 {f1 if f1 is None else format(f1, '.3f')}")
+    for line in _anchor_lines(metrics.get("anchor_check")):
+        print(line)
     return 0
+
+
+def _anchor_lines(check: Any) -> list[str]:
+    """How a retrained model agreed with the one before it on held-out anchor tracks (the
+    retrain job's check), as `models show` prints it; [] for a model not so judged."""
+    if not isinstance(check, dict) or not check.get("status"):
+        return []
+    agreement = check.get("agreement")
+    shown = "-" if agreement is None else f"{agreement:.3f}"
+    lines = [f"anchor check: {check['status']}, agreement {shown} "
+             f"({check.get('agreed', 0)}/{check.get('anchors', 0)} held-out anchor tracks "
+             "gave the old model's genre)"]
+    for genre, row in sorted((check.get("per_genre") or {}).items()):
+        lines.append(f"  {genre:<20} {row.get('agreed')}/{row.get('anchors')} anchors")
+    return lines
 
 
 def _per_genre(path: Any, metrics: dict[str, Any]) -> dict[str, Any]:

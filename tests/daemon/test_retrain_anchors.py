@@ -209,6 +209,10 @@ def test_an_anchored_fine_tune_keeps_the_unlabelled_genres_and_is_promoted(
     assert recorded["agreement"] == outcome.anchor_agreement
     assert set(recorded["per_genre"]) == {"Chirp", "Noise"}
     assert "changed" not in recorded  # library paths stay out of the model file
+    table = _genred(cfg, "models", "show", str(outcome.new_model)).stdout
+    assert f"anchor check: passed, agreement {outcome.anchor_agreement:.3f}" in table
+    for genre, v in recorded["per_genre"].items():
+        assert f"  {genre:<20} {v['agreed']}/{v['anchors']} anchors" in table
 
 
 def test_agreement_is_judged_overall_and_per_genre_with_enough_anchors() -> None:
