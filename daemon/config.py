@@ -89,6 +89,10 @@ class RetrainConfig:
     min_songs_per_genre: int = 3  # a new genre trains only with this many labelled songs
     min_holdout_songs: int = 10  # fewer held-out songs: judge by cross-validation
     threads: int = 0  # torch threads of the retrain process; 0 = all cores but one
+    # A candidate must give the old model's genre on this share of held-out anchor tracks
+    # (library tracks in genres no label covers), overall and per genre, to be promoted.
+    min_anchor_agreement: float = 0.9
+    min_genre_agreement: float = 0.7
 
 
 @dataclass(frozen=True)

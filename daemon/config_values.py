@@ -47,6 +47,8 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "retrain.min_songs_per_genre": (1, 1_000_000, "labelled songs a new genre needs"),
     "retrain.min_holdout_songs": (1, 1_000_000, "held-out songs; fewer: cross-validation"),
     "retrain.threads": (0, 1024, "torch threads of the retrain; 0 = all cores but one"),
+    "retrain.min_anchor_agreement": (0, 1, "a share of held-out anchor tracks"),
+    "retrain.min_genre_agreement": (0, 1, "a share of one genre's held-out anchor tracks"),
 }
 MAX_CONFIG_BYTES = 4 << 20
 

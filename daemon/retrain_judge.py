@@ -48,6 +48,7 @@ class AnchorCheck:
     per_genre: dict[str, list[int]] = field(default_factory=dict)
     unsure: int = 0
     changed: list[dict[str, str]] = field(default_factory=list)
+    needed: tuple[float, float] = (MIN_ANCHOR_AGREEMENT, MIN_GENRE_AGREEMENT)  # overall, genre
 
     @property
     def anchors(self) -> int:
@@ -67,20 +68,24 @@ class AnchorCheck:
             "anchors": self.anchors, "agreed": self.agreed, "unsure": self.unsure,
             "per_genre": {g: {"anchors": n, "agreed": k, "agreement": k / n}
                           for g, (k, n) in sorted(self.per_genre.items()) if n},
-            "thresholds": {"overall": MIN_ANCHOR_AGREEMENT, "genre": MIN_GENRE_AGREEMENT,
+            "thresholds": {"overall": self.needed[0], "genre": self.needed[1],
                            "min_anchors": MIN_ANCHORS_TO_JUDGE},
             "changed": self.changed,
         }
 
 
-def judge_agreement(per_genre: dict[str, list[int]], unsure: int = 0) -> AnchorCheck:
+def judge_agreement(per_genre: dict[str, list[int]], unsure: int = 0,
+                    overall: float = MIN_ANCHOR_AGREEMENT,
+                    genre: float = MIN_GENRE_AGREEMENT) -> AnchorCheck:
     """Pass or fail a candidate on its agreement with the old model on held-out anchors
     (genre -> [agreed, anchors]). Fewer than MIN_ANCHORS_TO_JUDGE anchors in all: skipped
     (a handful of tracks would let one legitimately changed answer block every night);
-    else failed when the overall agreement is below MIN_ANCHOR_AGREEMENT (and more than one
-    answer changed: with few anchors, one changed answer is no evidence of forgetting) or a
-    genre with at least MIN_ANCHORS_TO_JUDGE anchors is below MIN_GENRE_AGREEMENT."""
-    check = AnchorCheck("passed", "", {g: list(v) for g, v in per_genre.items()}, unsure)
+    else failed when the overall agreement is below ``overall`` (config
+    ``retrain.min_anchor_agreement``; and more than one answer changed: with few anchors,
+    one changed answer is no evidence of forgetting) or a genre with at least
+    MIN_ANCHORS_TO_JUDGE anchors is below ``genre`` (``retrain.min_genre_agreement``)."""
+    check = AnchorCheck("passed", "", {g: list(v) for g, v in per_genre.items()}, unsure,
+                        needed=(overall, genre))
     n, agreed = check.anchors, check.agreed
     if n == 0:
         check.status = "skipped"
@@ -93,13 +98,13 @@ def judge_agreement(per_genre: dict[str, list[int]], unsure: int = 0) -> AnchorC
                         f"({MIN_ANCHORS_TO_JUDGE} needed); agreement {agreed}/{n}")
         return check
     failures = []
-    if agreed / n + 1e-9 < MIN_ANCHOR_AGREEMENT and n - agreed > 1:
+    if agreed / n + 1e-9 < overall and n - agreed > 1:
         failures.append(f"agrees with the old model on only {agreed}/{n} held-out anchor "
-                        f"tracks ({agreed / n:.3f}, needs {MIN_ANCHOR_AGREEMENT:.2f})")
+                        f"tracks ({agreed / n:.3f}, needs {overall:.2f})")
     weak = [f"{g} {k}/{m}" for g, (k, m) in sorted(check.per_genre.items())
-            if m >= MIN_ANCHORS_TO_JUDGE and k / m + 1e-9 < MIN_GENRE_AGREEMENT]
+            if m >= MIN_ANCHORS_TO_JUDGE and k / m + 1e-9 < genre]
     if weak:
-        failures.append(f"{', '.join(weak)} (each genre needs {MIN_GENRE_AGREEMENT:.2f})")
+        failures.append(f"{', '.join(weak)} (each genre needs {genre:.2f})")
     if failures:
         worst = sorted((k / m, g, k, m) for g, (k, m) in check.per_genre.items() if m and k < m)
         failures.append("answers changed most in " + ", ".join(
@@ -228,7 +233,8 @@ def check_anchors(base: Path, candidate: Path, held: Labelled, cfg: Config) -> A
         counts[1] += 1
         if now != was and len(changed) < CHANGED_LISTED:
             changed.append({"path": path, "old": was, "new": now})
-    check = judge_agreement(per_genre, unsure)
+    check = judge_agreement(per_genre, unsure, cfg.retrain.min_anchor_agreement,
+                            cfg.retrain.min_genre_agreement)
     check.changed = changed
     return check
 

@@ -179,3 +179,12 @@ def test_a_genre_tree_that_is_no_tree_is_refused(tmp_path: Path, table: str, say
     with pytest.raises(ConfigError, match=says) as e:
         load(str(file), environ={})
     assert "genre_tree" in str(e.value) and str(file) in str(e.value)
+
+
+def test_the_anchor_check_thresholds_are_retrain_settings(tmp_path: Path) -> None:
+    file = _write(tmp_path / "c.toml", "[retrain]\nmin_anchor_agreement = 0.8\n")
+    cfg = load(str(file), environ={"GENRED_RETRAIN_MIN_GENRE_AGREEMENT": "0.5"})
+    assert (cfg.retrain.min_anchor_agreement, cfg.retrain.min_genre_agreement) == (0.8, 0.5)
+    with pytest.raises(ConfigError, match="retrain.min_anchor_agreement.*from 0 to 1"):
+        load(str(_write(tmp_path / "bad.toml", "[retrain]\nmin_anchor_agreement = 1.5\n")),
+             environ={})

@@ -243,6 +243,13 @@ def test_agreement_is_judged_overall_and_per_genre_with_enough_anchors() -> None
     assert none.status == "skipped" and none.agreement is None
     assert judge_agreement({"Rock": [0, MIN_ANCHORS_TO_JUDGE]}).status == "failed"
 
+    # The thresholds are the config's (retrain.min_anchor_agreement / min_genre_agreement).
+    lenient = judge_agreement({"Jazz": [15, 20], "Rock": [8, 10]}, overall=0.75, genre=0.7)
+    assert lenient.status == "passed", lenient.reason
+    assert lenient.as_json()["thresholds"]["overall"] == 0.75
+    strict = judge_agreement({"Jazz": [60, 60], "Rock": [5, 6]}, overall=0.9, genre=0.9)
+    assert strict.status == "failed" and "each genre needs 0.90" in strict.reason
+
 
 def test_held_out_anchors_follow_the_audio_and_are_capped_per_genre(tmp_path: Path) -> None:
     import daemon.retrain_data
