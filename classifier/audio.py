@@ -16,6 +16,7 @@ feature the model learns (e.g. "short files are Classical").
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -185,7 +186,13 @@ class _BoundedFile(io.RawIOBase):
         return n or 0
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
+        """The new position; a seek the file refuses (before its start) is FFmpeg's error
+        code (-errno), as its own file protocol answers: an exception raised here would be
+        printed by PyAV ("library exception being dropped") and then dropped all the same."""
+        try:
+            return self._file.seek(offset, whence)
+        except OSError as e:
+            return -(e.errno or errno.EIO)
 
     def tell(self) -> int:
         return self._file.tell()
