@@ -170,6 +170,10 @@ def _classify(args: argparse.Namespace, cfg: Config) -> int:
     clf = _load_classifier(cfg)
     if clf is None:
         return EXIT_FAILED
+    from storage.genres import MultiGenre
+
+    # the answer as the catalogue records it: the genre tree, several genres per track
+    multi = MultiGenre(cfg.max_genres, cfg.secondary_threshold, cfg.tree)
     results: list[dict[str, Any]] = []
     walk = _walk(args.paths)
     for path in walk:
@@ -182,19 +186,22 @@ def _classify(args: argparse.Namespace, cfg: Config) -> int:
         except Unclassifiable as e:  # too short, silent: a reason instead of a genre
             results.append({"path": str(path), "error": str(e)})
             continue
-        results.append({"path": str(path), "genre": p.genre, "confidence": round(p.confidence, 4),
-                        "probabilities": {g: round(v, 4) for g, v in p.probabilities.items()},
+        genre, confidence, probabilities, genres = multi.answer(p.genre, p.confidence,
+                                                                p.probabilities)
+        results.append({"path": str(path), "genre": genre, "genres": genres,
+                        "confidence": round(confidence, 4),
+                        "probabilities": {g: round(v, 4) for g, v in probabilities.items()},
                         "model": p.model, "duration": round(p.duration, 2), "format": p.format})
     if walk.summary():
         print(f"genred: {walk.summary()} (see the log lines above)", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(results, indent=2))  # ASCII: a name's odd bytes as \\udcff escapes
     else:
-        _print_classify_table(results)
+        _print_classify_table(results, cfg)
     return 0
 
 
-def _print_classify_table(results: list[dict[str, Any]]) -> None:
+def _print_classify_table(results: list[dict[str, Any]], cfg: Config) -> None:
     names = [shown(r["path"]) for r in results]
     width = max([len(n) for n in names] + [4])
     print(f"{'PATH':<{width}}  {'GENRE':<12} {'CONF':>5}  RUNNER-UP")
@@ -202,9 +209,11 @@ def _print_classify_table(results: list[dict[str, Any]]) -> None:
         if "error" in r:
             print(f"{name:<{width}}  {'-':<12} {'-':>5}  error: {shown(r['error'])}")
             continue
-        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
-        runner = f"{ranked[1][0]} {ranked[1][1]:.2f}" if len(ranked) > 1 else ""
-        print(f"{name:<{width}}  {r['genre']:<12} {r['confidence']:>5.2f}  {runner}")
+        # the runner-up: the likeliest genre neither above nor below the answer in the tree
+        ranked = [(g, v) for g, v in sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+                  if not cfg.tree.related(g, r["genre"])]
+        runner = f"{ranked[0][0]} {ranked[0][1]:.2f}" if ranked else ""
+        print(f"{name:<{width}}  {'; '.join(r['genres']):<12} {r['confidence']:>5.2f}  {runner}")
 
 
 def _evaluate(args: argparse.Namespace, cfg: Config) -> int:

@@ -108,3 +108,10 @@ def test_the_daemons_answers_roll_sub_genre_probabilities_up_to_the_parent(
         assert abs(p["Drone"] + p["Noise"] - 1) < 1e-4
         # the main genre is where the tree's rule stops, with its rolled-up probability
         assert row["confidence"] == p[str(row["genre"])]
+    # `classify` (no catalogue) answers as the catalogue records
+    answers = json.loads(genred(env, "classify", "--format", "json", library / "sub").stdout)
+    by_path = {str(r["path"]): r for r in rows}
+    for answer in answers:
+        stored = by_path[answer["path"]]
+        assert (answer["genre"], answer["genres"]) == (stored["genre"], stored["genres"])
+        assert answer["probabilities"]["Drone"] >= answer["probabilities"]["Pulse"]

@@ -185,6 +185,6 @@ def test_the_anchor_check_thresholds_are_retrain_settings(tmp_path: Path) -> Non
     file = _write(tmp_path / "c.toml", "[retrain]\nmin_anchor_agreement = 0.8\n")
     cfg = load(str(file), environ={"GENRED_RETRAIN_MIN_GENRE_AGREEMENT": "0.5"})
     assert (cfg.retrain.min_anchor_agreement, cfg.retrain.min_genre_agreement) == (0.8, 0.5)
-    with pytest.raises(ConfigError, match="retrain.min_anchor_agreement.*from 0 to 1"):
+    with pytest.raises(ConfigError, match=r"retrain\.min_anchor_agreement.*from 0 to 1"):
         load(str(_write(tmp_path / "bad.toml", "[retrain]\nmin_anchor_agreement = 1.5\n")),
              environ={})
