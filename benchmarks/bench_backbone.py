@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import common
@@ -22,29 +23,51 @@ from benchmarks import common
 N_LABELS = 12
 
 
-def patch_ms(batch: int, patches: int, naive: bool) -> float:
-    """Median ms per patch of Musicnn.embed on ``patches`` patches in batches of
-    ``batch``; ``naive`` applies ReLU + BN before the frequency max-pool (the TF order)."""
+def _max_min_select(self: Any, x: Any) -> Any:
+    """FreqPooledBlock.forward before 7 Dec 2026: max and min over frequency, then a select."""
     import torch
     from torch.nn import functional as F
+
+    y = self.conv(F.pad(x, self.pad))
+    scale, shift = self.bn.scale_shift()
+    positive = (scale >= 0).view(1, -1, 1)
+    pooled = torch.where(positive, y.amax(dim=3), y.amin(dim=3))
+    return torch.relu(pooled) * scale.view(1, -1, 1) + shift.view(1, -1, 1)
+
+
+def _tf_order(self: Any, x: Any) -> Any:
+    """ReLU + BN before the frequency max-pool (the original TF graph's order)."""
+    import torch
+    from torch.nn import functional as F
+
+    return self.bn(torch.relu(self.conv(F.pad(x, self.pad)))).amax(dim=3)
+
+
+def patch_ms(batch: int, patches: int, variant: str = "") -> float:
+    """Median ms per patch of Musicnn.embed on ``patches`` patches in batches of
+    ``batch``, on this process's torch threads; ``variant``: "max_min_select" or
+    "tf_order" replace the front-end blocks' forward (see above)."""
+    import torch
 
     from classifier.musicnn import FreqPooledBlock, load_backbone
 
     net = load_backbone()
-    if naive:
-        def slow(self: FreqPooledBlock, x: torch.Tensor) -> torch.Tensor:
-            y = self.bn(torch.relu(self.conv(F.pad(x, self.pad))))
-            return y.amax(dim=3)
-        FreqPooledBlock.forward = slow  # type: ignore[method-assign]
+    original = FreqPooledBlock.forward
+    if variant:
+        FreqPooledBlock.forward = {"max_min_select": _max_min_select,  # type: ignore[method-assign]
+                                   "tf_order": _tf_order}[variant]
     x = torch.rand(patches, 187, 96) * 3
     times = []
-    with torch.inference_mode():
-        net.embed(x[:batch])
-        for _ in range(3):
-            t = time.perf_counter()
-            for i in range(0, patches, batch):
-                net.embed(x[i : i + batch])
-            times.append((time.perf_counter() - t) / patches * 1000)
+    try:
+        with torch.inference_mode():
+            net.embed(x[:batch])
+            for _ in range(3):
+                t = time.perf_counter()
+                for i in range(0, patches, batch):
+                    net.embed(x[i : i + batch])
+                times.append((time.perf_counter() - t) / patches * 1000)
+    finally:
+        FreqPooledBlock.forward = original  # type: ignore[method-assign]
     return common.median(times)
 
 
@@ -95,16 +118,27 @@ def reclassify_seconds(n: int) -> float:
 def run(argv: list[str] | None = None) -> None:
     parser = common.base_parser(__doc__.splitlines()[0], default_tracks=0)
     args = parser.parse_args(argv)
+    import torch
+
     from classifier.predict import set_torch_threads
 
-    set_torch_threads()
     report = common.Report("backbone", {"quick": args.quick})
     report.header()
     patches = 12 if args.quick else 36
-    for batch in (1, 6, 36 if not args.quick else 12):
-        report.result(f"patch_ms_batch{batch}", patch_ms(batch, patches, False), "ms/patch")
-    report.result("patch_ms_batch6_relu_bn_before_pool", patch_ms(6, patches, True),
-                  "ms/patch (the original layer order)")
+    # One thread: what each of a scan's decode processes runs (daemon/decoding.py).
+    torch.set_num_threads(1)
+    for batch in (1, 2, 6, 12):
+        report.result(f"patch_ms_1thread_batch{batch}", patch_ms(batch, patches),
+                      "ms/patch, one thread")
+    report.result("patch_ms_1thread_batch2_max_min_select",
+                  patch_ms(2, patches, "max_min_select"),
+                  "ms/patch, one thread (the front end's pooling before 7 Dec 2026)")
+    report.result("patch_ms_1thread_batch2_relu_bn_before_pool",
+                  patch_ms(2, patches, "tf_order"), "ms/patch, one thread (the TF order)")
+    set_torch_threads()  # training's embed_songs runs the backbone on these
+    for batch in (2, 6, 12 if args.quick else 36):
+        report.result(f"patch_ms_batch{batch}", patch_ms(batch, patches),
+                      f"ms/patch, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         for n in (100, 200) if args.quick else (500, 5000):
             t_read, t_fit = head_seconds(n, Path(tmp))

@@ -3,8 +3,11 @@ settings) next to the decode floor measured in the same run on the same files.
 
     python benchmarks/bench_scan.py [--tracks 200] [--workers N] [--quick]
 
-Target (issue 5): scan >= 0.8 x floor. Both runs read the files from the page cache
-(every file is read once before timing), so the figures compare CPU work, not the disk.
+Targets (issue 15, the backbone default, on 2 cores): scan >= 5 tracks/s on 3-5 minute
+tracks, >= 0.4 x the floor, peak PSS <= 1 GiB (issue 5 asked 0.8 x the floor of the
+`pooled` CNN). Both runs read the files from the page cache (every file is read once
+before timing), so the figures compare CPU work, not the disk. A backbone model's scan
+computes each track's embedding in its decode processes (daemon/decoding.py).
 """
 
 from __future__ import annotations
@@ -51,19 +54,19 @@ def run(argv: list[str] | None = None) -> None:
     report.note(f"catalogue after the scan: {counts}")
     report.note(f"floor: {fl.unreadable} unreadable of {fl.tracks}")
     report.result("scan_seconds", scan.seconds, "s")
-    report.result("scan_tracks_per_second", scan_rate, "tracks/s")
+    report.result("scan_tracks_per_second", scan_rate, "tracks/s", target=">= 5")
     report.result("floor_tracks_per_second", fl.tracks_per_second, "tracks/s")
     report.result("scan_to_floor_ratio", scan_rate / fl.tracks_per_second, "",
-                  target=">= 0.8")
+                  target=">= 0.4")
     report.result("scan_cpu_ms_per_track", 1000 * scan.cpu_seconds / args.tracks,
                   "ms (genred + its workers, start-up included)")
     report.result("floor_cpu_ms_per_track", 1000 * fl.cpu_seconds / args.tracks,
                   "ms (pool processes, start-up included)")
     report.result("floor_to_scan_cpu_ratio", fl.cpu_seconds / scan.cpu_seconds,
-                  "(the ratio in CPU time: steadier on a busy machine)", target=">= 0.8")
+                  "(the ratio in CPU time: steadier on a busy machine)", target=">= 0.4")
     report.result("scan_startup_seconds", startup, "s")
     report.result("scan_peak_rss_tree", scan.peak_rss_kib / 1024, "MiB")
-    report.result("scan_peak_pss_tree", scan.peak_pss_kib / 1024, "MiB")
+    report.result("scan_peak_pss_tree", scan.peak_pss_kib / 1024, "MiB", target="<= 1024")
     report.result("tracks_recorded_ok", counts.get("ok", 0), f"of {args.tracks}")
     sample = paths[: min(len(paths), 4 if args.quick else 8)]
     for stage, ms in floor.stage_timings(sample, params, n_clips, args.model).items():

@@ -102,7 +102,8 @@ def stage_timings(paths: Sequence[Path], params: Any, n_clips: int, model: str |
                   ) -> dict[str, float]:
     """Median milliseconds per track of each stage, measured serially in this process:
     decoding the clip windows alone (the floor's decode), the same with the fingerprint in
-    the same open (a scan's decode), the features, and the CNN."""
+    the same open (a scan's decode), the features, and the CNN (a backbone model: the
+    embedding on one thread, then the head)."""
     from classifier.audio import read_track
     from classifier.features import log_mel
 
@@ -122,11 +123,33 @@ def stage_timings(paths: Sequence[Path], params: Any, n_clips: int, model: str |
         stages["decode_clips"].append(t1 - t0)
         stages["decode_clips_and_fingerprint"].append(t2 - t1)
         stages["features"].append(t3 - t2)
-        if classifier is not None:
+        if classifier is not None and classifier.embeds:
+            _backbone_stages(classifier, track.info, feats, stages)
+        elif classifier is not None:
             classifier.predict_features(track.info, feats)
-            t4 = time.perf_counter()
-            stages["inference"].append(t4 - t3)
+            stages["inference"].append(time.perf_counter() - t3)
     return {k: 1000 * float(np.median(v)) for k, v in stages.items() if v}
+
+
+def _backbone_stages(classifier: Any, info: Any, feats: np.ndarray,
+                     stages: dict[str, list[float]]) -> None:
+    """A backbone model: the track embedding on one torch thread (what each decode process
+    of a scan runs, daemon/decoding.py), then the head (the scan's main process)."""
+    import torch
+
+    from classifier.predict import track_embedding
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        emb = track_embedding(feats, classifier.backbone)
+        t1 = time.perf_counter()
+    finally:
+        torch.set_num_threads(threads)
+    classifier.predict_embedding(emb, info.duration, info.format)
+    stages.setdefault("embedding_1thread", []).append(t1 - t0)
+    stages.setdefault("head", []).append(time.perf_counter() - t1)
 
 
 def _classifier(model: str | None) -> Any:

@@ -22,7 +22,10 @@ from torch import nn
 from classifier.features import PATCH_FRAMES
 from classifier.musicnn import EMBEDDING_DIM, MSD_MUSICNN, Musicnn, load_backbone
 
-PATCH_BATCH = 32  # patches per backbone call: bounds memory (~25 MB activations each)
+# Patches per backbone call. On one thread (a scan's decode process) 1-2 patches cost 29-30
+# ms each, 6 cost 40-45 ms each: a timbral block's conv output is 9 MB per patch, and the
+# max over frequency reads it back from cache only while the batch is small.
+PATCH_BATCH = 2
 
 
 @lru_cache(maxsize=2)

@@ -193,7 +193,7 @@ def run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_
     arch_kwargs = (dict(base[0].arch_kwargs) if base
                    else cnn.arch_config("backbone", **opts.arch_kwargs))
     backbone = MSD_MUSICNN
-    windows = DEFAULT_WINDOWS
+    windows = opts.windows or DEFAULT_WINDOWS
     parts = {}
     decoded = 0
     skipped: list[dict[str, str]] = []

@@ -15,7 +15,8 @@ Exact speed-up: each front-end block is conv -> ReLU -> BatchNorm -> max over fr
 ReLU and an affine BatchNorm are monotone per channel (increasing where the BN scale is
 positive, decreasing where negative), so the max over frequency can be taken first — of the
 conv output where the scale is positive, of its minimum where it is negative — and the
-ReLU + BN applied to (batch, channels, time) instead of (batch, channels, time, freq).
+ReLU + BN applied to (batch, channels, time) instead of (batch, channels, time, freq); and
+the minimum as the maximum of the negated convolution (see FreqPooledBlock.forward).
 """
 
 from __future__ import annotations
@@ -79,10 +80,17 @@ class FreqPooledBlock(nn.Module):
         self.pad = (freq_pad[0], freq_pad[1], time_pad[0], time_pad[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(F.pad(x, self.pad))  # (B, C, T, F')
         scale, shift = self.bn.scale_shift()
-        positive = (scale >= 0).view(1, -1, 1)
-        pooled = torch.where(positive, y.amax(dim=3), y.amin(dim=3))
+        # The minimum of a channel whose BN scale is negative is minus the maximum of its
+        # negated convolution (negating every weight and the bias negates each product and
+        # sum exactly): one max over (B, C, T, F') instead of a max, a min and a select —
+        # those passes over the conv output were a third of a timbral block's time.
+        sign = torch.where(scale >= 0, 1.0, -1.0)
+        bias = self.conv.bias
+        assert bias is not None
+        y = F.conv2d(F.pad(x, self.pad), self.conv.weight * sign.view(-1, 1, 1, 1),
+                     bias * sign)  # (B, C, T, F')
+        pooled = y.amax(dim=3) * sign.view(1, -1, 1)
         return torch.relu(pooled) * scale.view(1, -1, 1) + shift.view(1, -1, 1)
 
 

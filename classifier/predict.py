@@ -73,6 +73,49 @@ def track_features(
     return info, clip_features(clips, params)
 
 
+def check_classifiable(info: AudioInfo, feats: np.ndarray, min_seconds: float) -> None:
+    """Raises Unclassifiable for audio shorter than ``min_seconds`` (by the container's
+    duration; unknown durations pass) or digitally silent (every sample zero gives a
+    constant log-mel in both front ends)."""
+    if 0.0 < info.duration < min_seconds:
+        raise Unclassifiable(f"too short to classify: {info.duration:.1f} s")
+    if feats.size and float(feats.max()) == float(feats.min()):
+        raise Unclassifiable("silent")
+
+
+def track_embedding(feats: np.ndarray, backbone: str) -> np.ndarray:
+    """(EMBEDDING_DIM,) track embedding of K windows' log-mels, at the store's float16
+    precision: a track judged from its stored embedding gets the very answer it got when
+    it was decoded. Torch, on the threads this process has set."""
+    import torch
+
+    from classifier.head import embed_windows
+
+    emb = embed_windows(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
+                        backbone)
+    return emb.numpy().astype(np.float16).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What a model needs of a track, computed where the track is decoded (a scan's decode
+    processes): ``windows`` windows' log-mels, or for a backbone model (``backbone`` set)
+    the track embedding, 3 kB instead of the windows' log-mels, after the checks of
+    :func:`check_classifiable`. Picklable: it travels to the decode processes."""
+
+    params: FeatureParams
+    windows: int
+    backbone: str | None = None
+    min_seconds: float = 0.0
+
+    def embedding(self, info: AudioInfo, clips: list[np.ndarray]) -> np.ndarray:
+        """The track embedding of decoded ``clips``. Raises Unclassifiable."""
+        assert self.backbone is not None
+        feats = clip_features(clips, self.params)
+        check_classifiable(info, feats, self.min_seconds)
+        return track_embedding(feats, self.backbone)
+
+
 class Classifier:
     """A loaded model bundle ready to classify files."""
 
@@ -137,13 +180,8 @@ class Classifier:
         return probs
 
     def check_classifiable(self, info: AudioInfo, feats: np.ndarray) -> None:
-        """Raises Unclassifiable for audio shorter than ``min_seconds`` (by the container's
-        duration; unknown durations pass) or digitally silent (every sample zero gives a
-        constant log-mel in both front ends)."""
-        if 0.0 < info.duration < self.min_seconds:
-            raise Unclassifiable(f"too short to classify: {info.duration:.1f} s")
-        if feats.size and float(feats.max()) == float(feats.min()):
-            raise Unclassifiable("silent")
+        """See :func:`check_classifiable`, with this model's ``min_seconds``."""
+        check_classifiable(info, feats, self.min_seconds)
 
     @property
     def embeds(self) -> bool:
@@ -153,23 +191,29 @@ class Classifier:
     def embedding_key(self) -> str:
         """The embedding store's key for this model's backbone, front end and windows."""
         from classifier.embeddings import store_key
-        from classifier.musicnn import MSD_MUSICNN
 
-        return store_key(MSD_MUSICNN, self.params, self.clips_per_track)
+        return store_key(self.backbone, self.params, self.clips_per_track)
 
     def embedding(self, feats: np.ndarray) -> np.ndarray:
         """(EMBEDDING_DIM,) track embedding of K windows' log-mels (backbone models), at
         the store's float16 precision: a track judged from its stored embedding gets the
         very answer it got when it was decoded."""
-        import torch
-
-        from classifier.head import embed_windows
-
         if not self.embeds:
             raise ValueError(f"{self.path}: a {self.meta.arch!r} model has no embeddings")
         self.net  # noqa: B018 - loading the weights sets torch's threads
-        emb = embed_windows(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)))
-        return emb.numpy().astype(np.float16).astype(np.float32)
+        return track_embedding(feats, self.backbone)
+
+    @property
+    def backbone(self) -> str:
+        from classifier.musicnn import MSD_MUSICNN
+
+        return MSD_MUSICNN  # arch "backbone" is MSD_musicnn (classifier/head.py)
+
+    @property
+    def extraction(self) -> Extraction:
+        """What a decode process computes of a track for this model."""
+        return Extraction(self.params, self.clips_per_track,
+                          self.backbone if self.embeds else None, self.min_seconds)
 
     def predict_embedding(self, emb: np.ndarray, duration: float, fmt: str) -> Prediction:
         """The Prediction of a backbone model from a track's embedding (no decoding)."""

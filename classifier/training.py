@@ -86,6 +86,7 @@ class TrainOptions:
     progress: bool = True
     workers: int | None = None  # feature-extraction processes (None: cores, at most 4)
     params: FeatureParams = field(default_factory=FeatureParams)
+    windows: int | None = None  # backbone: windows per song (None: headfit.DEFAULT_WINDOWS)
 
 
 def song_metrics(net: nn.Module, labels: list[str], songs: list[Song],

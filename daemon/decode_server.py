@@ -1,7 +1,9 @@
 """What the decode pool's server process loads before it forks any decode process.
 
-``Worker._executor`` names this module as multiprocessing's forkserver preload, so the
-decoding code is imported once and every decode process starts with it loaded. The server
+``daemon.decoding.new_pool`` names this module as multiprocessing's forkserver preload, so
+the decoding code and torch (a backbone model's decode processes compute the track
+embedding) are imported once and every decode process starts with them loaded, their
+pages shared. The server
 also ignores SIGTERM (multiprocessing already makes it ignore SIGINT): a SIGTERM sent to the
 daemon's whole process group (``kill -TERM -PGID``, systemd's ``KillMode=control-group``)
 would otherwise kill it, and multiprocessing reads a dead server as the death of every
@@ -20,7 +22,8 @@ import sys
 from multiprocessing import forkserver
 from types import FrameType
 
-import daemon.worker  # noqa: F401 - loaded here once, shared by every decode process
+import classifier.head  # noqa: F401 - torch and the backbone's code, loaded here once
+import daemon.decoding  # noqa: F401 - loaded here once, shared by every decode process
 
 
 def _imported_by_the_server() -> bool:

@@ -27,8 +27,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from daemon.config import Config
+from daemon.decoding import Decoded
 from daemon.paths import PathMap
-from daemon.worker import Decoded, Summary, Worker
+from daemon.summary import Summary
+from daemon.worker import Worker
 from storage import catalogue, workqueue
 from storage.names import shown
 from storage.paths import is_gone, safe_text

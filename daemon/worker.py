@@ -9,38 +9,33 @@
   crash or a correction for a file not scanned yet).
 
 Per file: skip it when its size+mtime and model are unchanged; otherwise mark it pending,
-decode + compute features in a process pool (no torch there), then predict and record in
-this process, one short transaction per track, and apply the tag policy if asked. A file
+decode + compute what the model needs in a process pool (daemon/decoding.py: log-mels, or
+a backbone model's track embedding), then predict and record in this process, one short
+transaction per track, and apply the tag policy if asked. A file
 that fails becomes ``error`` with a one-line reason; nothing one file does stops the run.
 A backbone model's worker keeps each track's embedding and judges an unchanged track
 whose embedding is stored without decoding it (daemon/worker_embeddings.py).
-At most ``2 × workers`` files are in flight, so memory stays flat on any library size.
+At most ``8 × workers`` files are in flight, so memory stays flat on any library size.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing
 import os
-import signal
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import Engine
 
-from classifier.audio import AudioInfo, UnreadableAudio, read_track
+from classifier.audio import AudioInfo
 from classifier.bundle import BundleError
-from classifier.features import FeatureParams, one_thread_per_process
-from classifier.predict import Classifier, Prediction, Unclassifiable, clip_features
+from classifier.predict import Classifier, Prediction, Unclassifiable
 from daemon.config import Config
+from daemon.decoding import Decoded, decode, discard, new_pool
+from daemon.summary import Summary
 from daemon.walk import Walk
 from daemon.worker_embeddings import StoredEmbeddings
 from storage import catalogue
@@ -48,7 +43,6 @@ from storage.genres import MultiGenre
 from storage.names import shown
 from storage.paths import is_gone
 from storage.tagging import TagOutcome, TagPolicy, write_track
-from storage.titles import TitleTags, read_titles
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -59,121 +53,10 @@ MAX_CRASH_RETRIES = 1
 SUBMIT_ATTEMPTS = 3  # fresh pools tried when handing a file to the decode processes fails
 WAIT_BEAT_SECONDS = 1.0  # while decodes run, how often the worker says it is alive
 POOL_MIN_FILES = 16  # fewer files than this are decoded in this process
-# Files handed to the decode processes ahead of their results (~1.3 MB of features each):
-# enough that they keep working while this process loads torch (a second) or writes.
+# Files handed to the decode processes ahead of their results (an embedding, or ~1.3 MB
+# of features each): enough that they keep working while this process loads torch (a
+# second) or writes.
 IN_FLIGHT_PER_WORKER = 8
-# Imported once by the decode pool's server process (see daemon/decode_server.py).
-PRELOAD = ["daemon.decode_server"]
-
-
-@dataclass
-class Summary:
-    """What a scan or a batch did; ``line()`` is the one-line report."""
-
-    scanned: int = 0
-    classified: int = 0
-    unchanged: int = 0
-    errors: int = 0
-    missing: int = 0
-    moved: int = 0
-    retried: int = 0  # files decoded again after a decode process died
-    unreadable: int = 0  # folders that could not be listed or looked into (tracks kept)
-    not_regular: int = 0  # FIFOs, devices, sockets, symlink loops: counted, never opened
-    tags: dict[str, int] = field(default_factory=dict)
-    decoded: int = 0  # files whose audio was decoded
-    from_embeddings: int = 0  # classified from a stored embedding: nothing decoded
-    # Tracks the catalogue refused to record (an integrity error on the row): left as they
-    # were (pending), for the caller to try again later.
-    deferred: list[str] = field(default_factory=list)
-    done_paths: list[str] = field(default_factory=list)  # classified or recorded as errors
-
-    def line(self) -> str:
-        text = (
-            f"scanned {self.scanned}: {self.classified} classified, "
-            f"{self.unchanged} unchanged, {self.errors} error{'' if self.errors == 1 else 's'}"
-        )
-        extra = [f"{self.missing} missing"] if self.missing else []
-        extra += [f"{self.moved} moved"] if self.moved else []
-        extra += [f"{self.retried} retried after a decoder crash"] if self.retried else []
-        extra += [f"{self.from_embeddings} from stored embeddings, not decoded"
-                  ] if self.from_embeddings else []
-        extra += [f"{len(self.deferred)} refused by the catalogue"] if self.deferred else []
-        extra += [f"{self.unreadable} folder{'' if self.unreadable == 1 else 's'} "
-                  "unreadable"] if self.unreadable else []
-        extra += [f"{self.not_regular} skipped: not regular files"] if self.not_regular else []
-        extra += [f"tags {k} {v}" for k, v in sorted(self.tags.items())]
-        return text + (f" ({', '.join(extra)})" if extra else "")
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """What a pool process returns for one file: features or a one-line error."""
-
-    path: str
-    info: AudioInfo | None = None
-    features: np.ndarray | None = None
-    fingerprint: str | None = None
-    error: str | None = None
-    titles: TitleTags | None = None  # title, artist, album, ... from the file's tags
-    # a backbone model's stored track embedding (daemon/worker_embeddings.py): the file
-    # was not decoded, and ``info`` holds what the catalogue knew of its audio
-    embedding: np.ndarray | None = None
-
-
-def decode(path: str, params: FeatureParams, n_clips: int) -> Decoded:
-    """K clips' log-mels and the fingerprint of ``path``, from one open of the file, and
-    its title tags; runs in a pool process (no torch). Never raises for the file's
-    problems."""
-    try:
-        track = read_track(path, n_clips, params.clip_seconds, params.sample_rate,
-                           fingerprint=True, resampler=params.resampler)
-        return Decoded(path, track.info, clip_features(track.clips, params), track.fingerprint,
-                       titles=read_titles(path))
-    except UnreadableAudio as e:
-        return Decoded(path, error=e.reason)
-    except MemoryError:
-        return Decoded(path, error="out of memory while decoding")
-    except Exception as e:  # a decoder bug must cost one file, not the scan
-        log.exception("unexpected failure decoding %s", shown(path))
-        return Decoded(path, error=f"{type(e).__name__}: {e}")
-
-
-def _start_decoder(owner: int) -> None:
-    """A decode process's initializer: one BLAS thread (see one_thread_per_process); stop
-    signals ignored — Ctrl-C or a SIGTERM sent to the whole process group (systemd stopping
-    the service) is for the main process ``owner``, which finishes or requeues the work and
-    shuts the pool down; a decode process killed by it would record its file as crashed;
-    and an exit of its own once ``owner`` is gone (killed with SIGKILL, say): an orphaned
-    pool process would otherwise wait for work forever."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    one_thread_per_process()
-    threading.Thread(target=_exit_without, args=(owner,), daemon=True,
-                     name="exit-with-owner").start()
-
-
-def _discard(pool: ProcessPoolExecutor) -> None:
-    """Let go of a broken pool, killing its surviving decode processes first. A process
-    killed while reading from the pool's call queue can leave a half-read message in the
-    pipe; a survivor then waits forever for the rest, never sees the shutdown sentinel,
-    and ignores the SIGTERM multiprocessing sends (see _start_decoder). The pool's manager
-    thread joins it forever, and the interpreter's exit joins that thread: a scan or daemon
-    that ever lost a decode process could hang at exit (seen in the test suite)."""
-    for process in dict(getattr(pool, "_processes", None) or {}).values():
-        with contextlib.suppress(OSError, ValueError):  # already gone
-            process.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _exit_without(owner: int, every: float = 1.0) -> None:
-    while True:
-        time.sleep(every)
-        try:
-            os.kill(owner, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:  # a pid taken by another user's process: ours is gone
-            os._exit(0)
 
 
 def _one_torch_thread() -> None:
@@ -223,6 +106,7 @@ class Worker:
         self.embeddings = (StoredEmbeddings(classifier, cfg.cache_path) if classifier.embeds
                            else None)
         self._stored: dict[str, Decoded] = {}  # path -> its stored embedding, about to go
+        self.extraction = classifier.extraction  # what the decode processes compute
         self.register_model()
 
     def __enter__(self) -> Worker:
@@ -373,7 +257,8 @@ class Worker:
         found = self.embeddings.look_up(self.engine, catalogued, size, mtime)
         if found is not None:
             fingerprint, info, emb = found
-            self._stored[local] = Decoded(local, info, None, fingerprint, embedding=emb)
+            self._stored[local] = Decoded(local, info, None, fingerprint, embedding=emb,
+                                          stored=True)
 
     def _unchanged(self, path: str, size: int, mtime: float) -> bool:
         version = self.classifier.version
@@ -387,7 +272,7 @@ class Worker:
         in_flight: dict[Future[Decoded], tuple[str, int, float, int]],
         job: tuple[str, int, float, int],
     ) -> None:
-        args = (job[0], self.classifier.params, self.classifier.clips_per_track)
+        args = (job[0], self.extraction)
         stored = self._stored.pop(job[0], None)
         if stored is not None or not self._parallel:
             future: Future[Decoded] = Future()
@@ -403,7 +288,7 @@ class Worker:
                     # broke while this submit started a replacement process: the pool's
                     # manager thread closes the pipes a new process is handed
                     # (EBADF from the fork server). Either way: start a fresh pool.
-                    _discard(pool)
+                    discard(pool)
                     self._pool = None
                     if attempt == SUBMIT_ATTEMPTS - 1:
                         raise
@@ -412,21 +297,14 @@ class Worker:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # forkserver: children never inherit torch's threads from this process. The
-            # server imports the decoding modules once (and ignores SIGTERM: see
-            # daemon/decode_server.py); every decode process forked from it starts ready.
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(PRELOAD)
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                             initializer=_start_decoder,
-                                             initargs=(os.getpid(),))
+            self._pool = new_pool(self.workers)
         return self._pool
 
     def _drop_pool(self, future: Future[Decoded]) -> None:
         """Forget the pool that ran ``future`` if it is the current one (other futures of
         the same broken pool fail later and must not drop its replacement)."""
         if self._owner.get(future) is self._pool and self._pool is not None:
-            _discard(self._pool)
+            discard(self._pool)
             self._pool = None
 
     def _collect(
@@ -485,10 +363,13 @@ class Worker:
     def _record_one(self, decoded: Decoded, job: tuple[str, int, float, int],
                     summary: Summary) -> None:
         path, size, mtime = job[0], job[1], job[2]
-        if decoded.embedding is not None:
+        if decoded.stored:
             summary.from_embeddings += 1
         else:
             summary.decoded += 1
+        if decoded.unclassifiable is not None:  # judged where it was decoded
+            self._record_unclassifiable(path, decoded.unclassifiable, size, mtime, summary)
+            return
         if decoded.error is not None or decoded.info is None or (
                 decoded.features is None and decoded.embedding is None):
             self._record_failure(path, decoded.error or "no audio", size, mtime, summary)
@@ -498,9 +379,7 @@ class Worker:
         except BundleError:
             raise  # the model itself is unusable: no file will classify
         except Unclassifiable as e:  # "too short to classify: 1.0 s", "silent"
-            log.info("not classified: %s: %s", path, e)
-            catalogue.record_error(self.engine, path, str(e), size, mtime)
-            summary.errors += 1
+            self._record_unclassifiable(path, str(e), size, mtime, summary)
             return
         except Exception as e:
             self._record_failure(path, f"{type(e).__name__}: {e}", size, mtime, summary)
@@ -510,16 +389,18 @@ class Worker:
     def _predict(self, decoded: Decoded, info: AudioInfo) -> Prediction:
         """The model's answer; a backbone model's from the track's embedding, which is
         stored for the next model (see daemon/worker_embeddings.py)."""
-        if decoded.embedding is not None:
-            return self.classifier.predict_embedding(decoded.embedding, info.duration,
-                                                     info.format)
-        assert decoded.features is not None
-        if self.embeddings is None:
+        if decoded.embedding is None:
+            assert decoded.features is not None
             return self.classifier.predict_features(info, decoded.features)
-        self.classifier.check_classifiable(info, decoded.features)
-        emb = self.classifier.embedding(decoded.features)
-        self.embeddings.keep(decoded.fingerprint, emb)
-        return self.classifier.predict_embedding(emb, info.duration, info.format)
+        if not decoded.stored and self.embeddings is not None:
+            self.embeddings.keep(decoded.fingerprint, decoded.embedding)
+        return self.classifier.predict_embedding(decoded.embedding, info.duration, info.format)
+
+    def _record_unclassifiable(self, path: str, reason: str, size: int, mtime: float,
+                               summary: Summary) -> None:
+        log.info("not classified: %s: %s", path, reason)
+        catalogue.record_error(self.engine, path, reason, size, mtime)
+        summary.errors += 1
 
     def _record_failure(self, path: str, reason: str, size: int, mtime: float,
                         summary: Summary) -> None:

@@ -14,18 +14,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine
 
 from classifier import training
+from classifier.embeddings import EmbeddingStore
+from classifier.head import shared_backbone
 from classifier.predict import Classifier
 from daemon.config import Config
 from daemon.queue_worker import Claimant, ClaimingWorker
 from daemon.worker import Worker
 from storage import catalogue
 from storage.db import open_catalogue
-from storage.schema import OK
-from tests.audiogen import STYLES, make_track
+from storage.schema import ERROR, OK
+from tests.audiogen import STYLES, make_track, write_audio
 
 FORMATS = (".flac", ".ogg", ".mp3", ".wav")
 PER_STYLE = 3
@@ -106,3 +109,43 @@ def test_a_new_head_reclassifies_embedded_tracks_without_decoding(
     with Worker(engine, third, cfg) as w:
         rescan = w.scan([lib])
     assert (rescan.classified, rescan.decoded, rescan.unchanged) == (1, 1, n - 1)
+
+
+def test_decode_processes_embed_tracks_as_the_classifier_does(
+    models: tuple[Path, Path], engine: Engine, tmp_path: Path
+) -> None:
+    """A scan's decode processes compute the backbone's track embedding themselves (the
+    backbone never runs in the worker's process) and it gives the answer the in-process
+    path gives; a file that is broken, too short or silent still gets its reason."""
+    _, first = models
+    lib = tmp_path / "lib"
+    songs = [make_track(lib / f"{i}{FORMATS[i]}", style, 9.0, seed=900 + i)
+             for i, style in enumerate(STYLES)]
+    short = make_track(lib / "short.ogg", "Pulse", 2.0, seed=1)
+    silent = write_audio(lib / "silent.wav", np.zeros(22050 * 8, np.float32))
+    broken = lib / "broken.mp3"
+    broken.write_text("not music")
+    cfg = Config(workers=2, cache=str(tmp_path / "cache"))
+    clf = Classifier.load(first)
+    shared_backbone.cache_clear()
+    with Worker(engine, clf, cfg) as w:
+        w.pool_min_files = 0
+        summary = w.process([*songs, short, silent, broken])
+    assert shared_backbone.cache_info().currsize == 0, "the backbone ran in this process"
+    assert (summary.classified, summary.errors, summary.decoded) == (4, 3, 7)
+
+    store = EmbeddingStore(cfg.cache_path, clf.embedding_key())
+    for song in songs:
+        here = clf.classify(song)  # decode, log-mel, backbone and head in this process
+        track = catalogue.get_track(engine, song)
+        assert track is not None and track.status == OK and track.fingerprint
+        assert track.genre == here.genre
+        assert track.confidence == pytest.approx(here.confidence, abs=1e-4)
+        kept = store.get(track.fingerprint)
+        assert kept is not None
+        np.testing.assert_allclose(kept, clf.embedding(clf.features(song)[1]), atol=1e-4)
+    reasons = {p.name: catalogue.get_track(engine, p) for p in (short, silent, broken)}
+    assert all(t is not None and t.status == ERROR for t in reasons.values())
+    assert reasons["short.ogg"].error == "too short to classify: 2.0 s"  # type: ignore[union-attr]
+    assert reasons["silent.wav"].error == "silent"  # type: ignore[union-attr]
+    assert reasons["broken.mp3"].error  # type: ignore[union-attr]

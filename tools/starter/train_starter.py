@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from classifier import dataset, training
 from classifier.dataset import Song
+from classifier.features import musicnn_params
 
 WHOLE_SOURCE = ("wesnoth", "nexuiz", "singularity", "muldjord")
 
@@ -87,10 +88,17 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--compare", type=Path, action="append", default=[])
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--windows", type=int, default=None,
+                    help="backbone: windows per song (default: the package's)")
+    ap.add_argument("--patches", type=int, default=None,
+                    help="backbone: 3 s patches per window (default: the package's)")
     args = ap.parse_args()
     splits = split(args.corpus, args.seed)
     print({k: len(v) for k, v in splits.items()})
-    opts = training._options(args.seed, 5, args.epochs, {"arch": args.arch, "progress": False})
+    options = {"arch": args.arch, "progress": False, "windows": args.windows}
+    if args.patches is not None:
+        options["params"] = musicnn_params(args.patches)
+    opts = training._options(args.seed, 5, args.epochs, options)
     training._params_for(opts, None)
     summary = {"data_dir": "corpus/music", "genres": dataset.genre_counts(
         s for v in splits.values() for s in v),
