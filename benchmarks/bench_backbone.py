@@ -1,4 +1,5 @@
-"""The backbone's costs: ms per 3 s patch (batched or not, the speed tricks), seconds to
+"""The backbone's costs: ms per 3 s patch (the ONNX Runtime engine genred runs, and the
+PyTorch port batched or not, with the speed tricks), seconds to
 train a head from stored embeddings (500 and 5,000 labels), and seconds to reclassify
 100,000 tracks whose embeddings are stored.
 
@@ -71,6 +72,25 @@ def patch_ms(batch: int, patches: int, variant: str = "") -> float:
     return common.median(times)
 
 
+def engine_patch_ms(batch: int, patches: int, threads: int) -> float:
+    """Median ms per patch of the embedding engine (ONNX Runtime, classifier/musicnn_ort.py:
+    what genred runs) on ``patches`` patches in batches of ``batch``."""
+    import numpy as np
+
+    from classifier.musicnn_ort import OrtBackbone
+
+    engine = OrtBackbone(threads=threads)
+    x = (np.random.default_rng(0).random((patches, 187, 96)) * 3).astype(np.float32)
+    engine.embed(x[:batch])
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for i in range(0, patches, batch):
+            engine.embed(x[i : i + batch])
+        times.append((time.perf_counter() - t) / patches * 1000)
+    return common.median(times)
+
+
 def head_seconds(n: int, store_root: Path) -> tuple[float, float]:
     """(seconds to read n stored embeddings, seconds to fit the head and temperature)."""
     import numpy as np
@@ -127,18 +147,24 @@ def run(argv: list[str] | None = None) -> None:
     patches = 12 if args.quick else 36
     # One thread: what each of a scan's decode processes runs (daemon/decoding.py).
     torch.set_num_threads(1)
+    for batch in (1, 2, 6):
+        report.result(f"engine_patch_ms_1thread_batch{batch}",
+                      engine_patch_ms(batch, patches, 1), "ms/patch, one thread, ONNX Runtime")
     for batch in (1, 2, 6, 12):
         report.result(f"patch_ms_1thread_batch{batch}", patch_ms(batch, patches),
-                      "ms/patch, one thread")
+                      "ms/patch, one thread, the PyTorch port")
     report.result("patch_ms_1thread_batch2_max_min_select",
                   patch_ms(2, patches, "max_min_select"),
                   "ms/patch, one thread (the front end's pooling before 7 Dec 2026)")
     report.result("patch_ms_1thread_batch2_relu_bn_before_pool",
                   patch_ms(2, patches, "tf_order"), "ms/patch, one thread (the TF order)")
     set_torch_threads()  # training's embed_songs runs the backbone on these
+    threads = torch.get_num_threads()
+    report.result("engine_patch_ms_batch2", engine_patch_ms(2, patches, threads),
+                  f"ms/patch, {threads} threads, ONNX Runtime")
     for batch in (2, 6, 12 if args.quick else 36):
         report.result(f"patch_ms_batch{batch}", patch_ms(batch, patches),
-                      f"ms/patch, {torch.get_num_threads()} threads")
+                      f"ms/patch, {threads} threads, the PyTorch port")
     with tempfile.TemporaryDirectory() as tmp:
         for n in (100, 200) if args.quick else (500, 5000):
             t_read, t_fit = head_seconds(n, Path(tmp))

@@ -1,7 +1,8 @@
 """``--arch backbone``: the frozen pretrained MSD_musicnn, a track embedding, a small head.
 
 A track's embedding is the backbone's 753-d mid-end features averaged over every 3 s
-patch of its K windows (classifier/musicnn.py); the head is a logistic regression (or,
+patch of its K windows (classifier/musicnn.py, computed on ONNX Runtime:
+classifier/musicnn_ort.py); the head is a logistic regression (or,
 with ``hidden`` > 0, one hidden ReLU layer) over standardised embeddings, its logits
 divided by a temperature fitted on held-out songs (calibrated confidence).
 
@@ -16,22 +17,30 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import nn
 
 from classifier.features import PATCH_FRAMES
-from classifier.musicnn import EMBEDDING_DIM, MSD_MUSICNN, Musicnn, load_backbone
+from classifier.musicnn import EMBEDDING_DIM, MSD_MUSICNN
+from classifier.musicnn_ort import OrtBackbone
 
-# Patches per backbone call. On one thread (a scan's decode process) 1-2 patches cost 29-30
-# ms each, 6 cost 40-45 ms each: a timbral block's conv output is 9 MB per patch, and the
-# max over frequency reads it back from cache only while the batch is small.
-PATCH_BATCH = 2
+# Patches per backbone call. On ONNX Runtime the cost per patch hardly depends on it (15.4
+# ms at 1, 2 or 6 on one thread), but its memory arena keeps the largest call's buffers: a
+# timbral block's conv output is 9 MB per patch; a session grew by ~45 MiB at 1 patch per
+# call, ~90 MiB at 2 (benchmarks/bench_backbone.py).
+PATCH_BATCH = 1
 
 
 @lru_cache(maxsize=2)
-def shared_backbone(name: str) -> Musicnn:
-    """One frozen copy per process."""
-    return load_backbone(name)
+def engine_for(name: str, threads: int) -> OrtBackbone:
+    return OrtBackbone(name, threads)
+
+
+def embedding_engine(name: str) -> OrtBackbone:
+    """One ONNX Runtime session per process and thread count: the embedding's engine (as
+    many threads as torch is allowed here; one in a scan's decode processes)."""
+    return engine_for(name, torch.get_num_threads())
 
 
 def window_patches(x: torch.Tensor) -> torch.Tensor:
@@ -46,12 +55,11 @@ def window_patches(x: torch.Tensor) -> torch.Tensor:
 
 def embed_windows(x: torch.Tensor, backbone: str = MSD_MUSICNN) -> torch.Tensor:
     """(EMBEDDING_DIM,) float32 track embedding of its (K, n_mels, frames) windows."""
-    net = shared_backbone(backbone)
-    patches = window_patches(x.float())
-    with torch.inference_mode():
-        parts = [net.embed(patches[i : i + PATCH_BATCH])
-                 for i in range(0, len(patches), PATCH_BATCH)]
-    return torch.cat(parts).mean(dim=0)
+    engine = embedding_engine(backbone)
+    patches = window_patches(x.float()).numpy()
+    parts = [engine.embed(patches[i : i + PATCH_BATCH])
+             for i in range(0, len(patches), PATCH_BATCH)]
+    return torch.from_numpy(np.concatenate(parts).mean(axis=0))
 
 
 class BackboneHead(nn.Module):

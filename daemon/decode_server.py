@@ -1,8 +1,8 @@
 """What the decode pool's server process loads before it forks any decode process.
 
 ``daemon.decoding.new_pool`` names this module as multiprocessing's forkserver preload, so
-the decoding code and torch (a backbone model's decode processes compute the track
-embedding) are imported once and every decode process starts with them loaded, their
+the decoding code, torch and ONNX Runtime (a backbone model's decode processes compute the
+track embedding) are imported once and every decode process starts with them loaded, their
 pages shared. The server
 also ignores SIGTERM (multiprocessing already makes it ignore SIGINT): a SIGTERM sent to the
 daemon's whole process group (``kill -TERM -PGID``, systemd's ``KillMode=control-group``)
@@ -22,7 +22,13 @@ import sys
 from multiprocessing import forkserver
 from types import FrameType
 
-import classifier.head  # noqa: F401 - torch and the backbone's code, loaded here once
+# Each decode process builds its own ONNX Runtime session on its first track (a session's
+# threads would not survive a fork); the modules are loaded here once.
+import onnx  # noqa: F401
+import onnxruntime  # noqa: F401
+
+import classifier.head  # torch and the backbone's code, loaded here once
+import classifier.musicnn_ort  # noqa: F401 - and its engine's
 import daemon.decoding  # noqa: F401 - loaded here once, shared by every decode process
 
 

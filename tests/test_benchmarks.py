@@ -160,8 +160,11 @@ def test_bench_backbone_times_patches_heads_and_reclassification(bench_cache: Pa
                                                                  model: Path) -> None:
     figures = run_bench("bench_backbone", bench_cache, model)
     assert number(figures, "patch_ms_batch6") > 0
+    assert number(figures, "engine_patch_ms_1thread_batch2") > 0
     assert number(figures, "head_200_labels_fit_seconds") > 0
     assert number(figures, "reclassify_10000_stored_seconds") > 0
+
+
 def test_bench_workers_measures_workers_scan_and_the_queue(
         bench_cache: Path, model: Path, postgres_url: str) -> None:
     admin = postgres_url  # a database on a server that answers (skips or fails otherwise)

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from classifier import training
 from classifier.embeddings import EmbeddingStore
-from classifier.head import shared_backbone
+from classifier.head import engine_for
 from classifier.predict import Classifier
 from daemon.config import Config
 from daemon.queue_worker import Claimant, ClaimingWorker
@@ -127,11 +127,11 @@ def test_decode_processes_embed_tracks_as_the_classifier_does(
     broken.write_text("not music")
     cfg = Config(workers=2, cache=str(tmp_path / "cache"))
     clf = Classifier.load(first)
-    shared_backbone.cache_clear()
+    engine_for.cache_clear()
     with Worker(engine, clf, cfg) as w:
         w.pool_min_files = 0
         summary = w.process([*songs, short, silent, broken])
-    assert shared_backbone.cache_info().currsize == 0, "the backbone ran in this process"
+    assert engine_for.cache_info().currsize == 0, "the backbone ran in this process"
     assert (summary.classified, summary.errors, summary.decoded) == (4, 3, 7)
 
     store = EmbeddingStore(cfg.cache_path, clf.embedding_key())

@@ -1,0 +1,138 @@
+"""MSD_musicnn's embedding on ONNX Runtime: the same network, a faster engine.
+
+``Musicnn.embed`` (classifier/musicnn.py) is the port proved against the original graph.
+This module builds the same computation as an ONNX graph — from the same safetensors
+weights, at load time: no second copy of the weights, nothing exported or unpickled — and
+runs it with ONNX Runtime, whose convolutions reach about twice the throughput of
+PyTorch's on the front end's two large timbral convolutions (one input channel,
+7 x 38 and 7 x 67 kernels; benchmarks/bench_backbone.py). The embedding agrees with
+``Musicnn.embed`` to float32 rounding (tests/classifier/test_musicnn_ort.py).
+
+Graph, per block (as FreqPooledBlock and MidendLayer compute it):
+  front block:  Conv(w * sign, b * sign) -> ReduceMax(freq) -> * sign -> Relu -> * scale + shift
+  mid-end:      Conv1d(k = 7, pad 3) -> Relu -> * scale + shift (+ the previous layer)
+  embedding:    mean over time of concat(front, c1, c2, c3)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from classifier.musicnn import BN_EPS, EMBEDDING_DIM, MSD_MUSICNN, N_MELS, PATCH_FRAMES, WEIGHTS
+
+OPSET = 17
+_TIMBRAL = ((7, int(0.4 * N_MELS)), (7, int(0.7 * N_MELS)))  # as Musicnn.__init__
+_TEMPORAL = (128, 64, 32)
+
+
+def _scale_shift(w: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """A FrozenBN's (scale, shift), computed in float32 as FrozenBN.scale_shift does."""
+    scale = w[f"{prefix}.gamma"] / np.sqrt(w[f"{prefix}.var"] + np.float32(BN_EPS))
+    return scale, w[f"{prefix}.beta"] - w[f"{prefix}.mean"] * scale
+
+
+class _Graph:
+    """Collects nodes and initialisers; names are generated."""
+
+    def __init__(self) -> None:
+        from onnx import helper, numpy_helper
+
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self._n = 0
+
+    def const(self, value: np.ndarray) -> str:
+        name = f"c{len(self.inits)}"
+        self.inits.append(self.numpy_helper.from_array(
+            np.ascontiguousarray(value, dtype=value.dtype), name))
+        return name
+
+    def op(self, kind: str, inputs: list[str], **attrs: Any) -> str:
+        self._n += 1
+        out = f"t{self._n}"
+        self.nodes.append(self.helper.make_node(kind, inputs, [out], **attrs))
+        return out
+
+    def affine(self, x: str, scale: np.ndarray, shift: np.ndarray) -> str:
+        """x * scale + shift per channel of a (B, C, T) tensor."""
+        return self.op("Add", [self.op("Mul", [x, self.const(scale.reshape(1, -1, 1))]),
+                               self.const(shift.reshape(1, -1, 1))])
+
+
+def _front_block(g: _Graph, x: str, w: dict[str, np.ndarray], prefix: str,
+                 kernel: tuple[int, int], time_pad: tuple[int, int]) -> str:
+    scale, shift = _scale_shift(w, f"{prefix}.bn")
+    sign = np.where(scale >= 0, 1.0, -1.0).astype(np.float32)
+    weight = w[f"{prefix}.conv.weight"] * sign.reshape(-1, 1, 1, 1)
+    bias = w[f"{prefix}.conv.bias"] * sign
+    y = g.op("Conv", [x, g.const(weight), g.const(bias)], kernel_shape=list(kernel),
+             pads=[time_pad[0], 0, time_pad[1], 0])  # (B, C, T, F')
+    pooled = g.op("ReduceMax", [y], axes=[3], keepdims=0)
+    signed = g.op("Mul", [pooled, g.const(sign.reshape(1, -1, 1))])
+    return g.affine(g.op("Relu", [signed]), scale, shift)
+
+
+def _midend_layer(g: _Graph, x: str, w: dict[str, np.ndarray], prefix: str) -> str:
+    scale, shift = _scale_shift(w, f"{prefix}.bn")
+    y = g.op("Conv", [x, g.const(w[f"{prefix}.conv.weight"]), g.const(w[f"{prefix}.conv.bias"])],
+             kernel_shape=[7], pads=[3, 3])
+    return g.affine(g.op("Relu", [y]), scale, shift)
+
+
+def embedding_graph(weights: dict[str, np.ndarray]) -> bytes:
+    """The serialized ONNX model: input "patches" (B, 187, 96) -> "embedding" (B, 753)."""
+    from onnx import TensorProto, checker
+
+    w = {k: v.astype(np.float32) for k, v in weights.items()}
+    g = _Graph()
+    in_scale, in_shift = _scale_shift(w, "input_bn")
+    x = g.op("Unsqueeze", ["patches", g.const(np.array([1], np.int64))])
+    x = g.op("Add", [g.op("Mul", [x, g.const(in_scale.reshape(1, 1, 1, 1))]),
+                     g.const(in_shift.reshape(1, 1, 1, 1))])
+    blocks = [_front_block(g, x, w, f"timbral.{i}", k, (3, 3)) for i, k in enumerate(_TIMBRAL)]
+    blocks += [_front_block(g, x, w, f"temporal.{i}", (k, 1), ((k - 1) // 2, k // 2))
+               for i, k in enumerate(_TEMPORAL)]
+    front = g.op("Concat", blocks, axis=1)
+    c1 = _midend_layer(g, front, w, "midend.0")
+    c2 = g.op("Add", [_midend_layer(g, c1, w, "midend.1"), c1])
+    c3 = g.op("Add", [_midend_layer(g, c2, w, "midend.2"), c2])
+    feats = g.op("Concat", [front, c1, c2, c3], axis=1)
+    g.nodes.append(g.helper.make_node("ReduceMean", [feats], ["embedding"], axes=[2],
+                                      keepdims=0))
+    h = g.helper
+    graph = h.make_graph(
+        g.nodes, "msd_musicnn_embedding",
+        [h.make_tensor_value_info("patches", TensorProto.FLOAT, ["batch", PATCH_FRAMES, N_MELS])],
+        [h.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
+        g.inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)],
+                         producer_name="genred")
+    model.ir_version = 8  # readable by any ONNX Runtime since 1.10
+    checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+class OrtBackbone:
+    """The backbone's embedding on ONNX Runtime with ``threads`` intra-op threads."""
+
+    def __init__(self, name: str = MSD_MUSICNN, threads: int = 1) -> None:
+        import onnxruntime as ort
+        from safetensors.numpy import load_file
+
+        if name not in WEIGHTS:
+            raise ValueError(f"unknown backbone {name!r}; one of {', '.join(WEIGHTS)}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings of graph rewrites are not the user's
+        self.threads = threads
+        self.session = ort.InferenceSession(embedding_graph(load_file(str(WEIGHTS[name]))),
+                                            options, providers=["CPUExecutionProvider"])
+
+    def embed(self, patches: np.ndarray) -> np.ndarray:
+        """(B, EMBEDDING_DIM) float32 embeddings of (B, 187, 96) float32 patches."""
+        x = np.ascontiguousarray(patches, dtype=np.float32)
+        return np.asarray(self.session.run(["embedding"], {"patches": x})[0])
