@@ -133,20 +133,18 @@ def stage_timings(paths: Sequence[Path], params: Any, n_clips: int, model: str |
 
 def _backbone_stages(classifier: Any, info: Any, feats: np.ndarray,
                      stages: dict[str, list[float]]) -> None:
-    """A backbone model: the track embedding on one torch thread (what each decode process
-    of a scan runs, daemon/decoding.py), then the head (the scan's main process)."""
-    import torch
-
+    """A backbone model: the track embedding on one thread (what each decode process of a
+    scan runs, daemon/decoding.py), then the head (the scan's main process)."""
+    from classifier import musicnn_ort
     from classifier.predict import track_embedding
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    musicnn_ort.set_threads(1)
     try:
         t0 = time.perf_counter()
         emb = track_embedding(feats, classifier.backbone)
         t1 = time.perf_counter()
     finally:
-        torch.set_num_threads(threads)
+        musicnn_ort.set_threads(None)
     classifier.predict_embedding(emb, info.duration, info.format)
     stages.setdefault("embedding_1thread", []).append(t1 - t0)
     stages.setdefault("head", []).append(time.perf_counter() - t1)

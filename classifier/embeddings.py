@@ -29,7 +29,7 @@ from classifier import audio
 from classifier.dataset import Song
 from classifier.extract import Extractor
 from classifier.features import FeatureParams
-from classifier.musicnn import EMBEDDING_DIM
+from classifier.musicnn_spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 

@@ -15,51 +15,16 @@ of calibrated logits, so whole-track prediction (averaging rows) works unchanged
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import numpy as np
 import torch
 from torch import nn
 
-from classifier.features import PATCH_FRAMES
-from classifier.musicnn import EMBEDDING_DIM, MSD_MUSICNN
-from classifier.musicnn_ort import OrtBackbone
-
-# Patches per backbone call. On ONNX Runtime the cost per patch hardly depends on it (15.4
-# ms at 1, 2 or 6 on one thread), but its memory arena keeps the largest call's buffers: a
-# timbral block's conv output is 9 MB per patch; a session grew by ~45 MiB at 1 patch per
-# call, ~90 MiB at 2 (benchmarks/bench_backbone.py).
-PATCH_BATCH = 1
-
-
-@lru_cache(maxsize=2)
-def engine_for(name: str, threads: int) -> OrtBackbone:
-    return OrtBackbone(name, threads)
-
-
-def embedding_engine(name: str) -> OrtBackbone:
-    """One ONNX Runtime session per process and thread count: the embedding's engine (as
-    many threads as torch is allowed here; one in a scan's decode processes)."""
-    return engine_for(name, torch.get_num_threads())
-
-
-def window_patches(x: torch.Tensor) -> torch.Tensor:
-    """(K, n_mels, frames) log-mel windows -> (K * frames // 187, 187, n_mels) patches."""
-    k, n_mels, frames = x.shape
-    if frames % PATCH_FRAMES:
-        raise ValueError(f"windows of {frames} frames are not whole {PATCH_FRAMES}-frame patches")
-    p = frames // PATCH_FRAMES
-    return x.reshape(k, n_mels, p, PATCH_FRAMES).permute(0, 2, 3, 1).reshape(k * p,
-                                                                             PATCH_FRAMES, n_mels)
+from classifier import musicnn_ort
+from classifier.musicnn_spec import EMBEDDING_DIM, MSD_MUSICNN
 
 
 def embed_windows(x: torch.Tensor, backbone: str = MSD_MUSICNN) -> torch.Tensor:
     """(EMBEDDING_DIM,) float32 track embedding of its (K, n_mels, frames) windows."""
-    engine = embedding_engine(backbone)
-    patches = window_patches(x.float()).numpy()
-    parts = [engine.embed(patches[i : i + PATCH_BATCH])
-             for i in range(0, len(patches), PATCH_BATCH)]
-    return torch.from_numpy(np.concatenate(parts).mean(axis=0))
+    return torch.from_numpy(musicnn_ort.embed_windows(x.numpy(), backbone))
 
 
 class BackboneHead(nn.Module):

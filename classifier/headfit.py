@@ -30,7 +30,7 @@ from classifier import dataset, reports
 from classifier.bundle import BundleMeta, new_version_id
 from classifier.dataset import DatasetError, Song
 from classifier.embeddings import embed_songs
-from classifier.musicnn import MSD_MUSICNN
+from classifier.musicnn_spec import MSD_MUSICNN
 
 if TYPE_CHECKING:
     import torch

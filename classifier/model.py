@@ -161,7 +161,7 @@ def build(arch: str, n_labels: int, n_mels: int, frames: int, **kwargs: Any) -> 
         return PooledCNN(n_labels, n_mels=n_mels, **kwargs)
     if arch == "backbone":
         from classifier.head import BackboneHead
-        from classifier.musicnn import N_MELS
+        from classifier.musicnn_spec import N_MELS
 
         if n_mels != N_MELS:
             raise ValueError(f"the backbone takes {N_MELS} mel bands, not {n_mels}")

@@ -16,13 +16,27 @@ Graph, per block (as FreqPooledBlock and MidendLayer compute it):
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from classifier.musicnn import BN_EPS, EMBEDDING_DIM, MSD_MUSICNN, N_MELS, PATCH_FRAMES, WEIGHTS
+from classifier.musicnn_spec import (
+    BN_EPS,
+    EMBEDDING_DIM,
+    MSD_MUSICNN,
+    N_MELS,
+    PATCH_FRAMES,
+    WEIGHTS,
+)
 
 OPSET = 17
+# Patches per call. On ONNX Runtime the cost per patch hardly depends on it (15.4 ms at 1,
+# 2 or 6 on one thread), but a session's memory arena keeps the largest call's buffers: a
+# timbral block's conv output is 9 MB per patch; a session grew by ~45 MiB at 1 patch per
+# call, ~90 MiB at 2.
+PATCH_BATCH = 1
 _TIMBRAL = ((7, int(0.4 * N_MELS)), (7, int(0.7 * N_MELS)))  # as Musicnn.__init__
 _TEMPORAL = (128, 64, 32)
 
@@ -136,3 +150,52 @@ class OrtBackbone:
         """(B, EMBEDDING_DIM) float32 embeddings of (B, 187, 96) float32 patches."""
         x = np.ascontiguousarray(patches, dtype=np.float32)
         return np.asarray(self.session.run(["embedding"], {"patches": x})[0])
+
+
+_threads: int | None = None
+
+
+def set_threads(n: int | None) -> None:
+    """Threads of the sessions this process makes from now on (a scan's decode processes:
+    one each); None: the default of :func:`threads`."""
+    global _threads
+    _threads = n
+
+
+def threads() -> int:
+    """The engine's threads here: as set, else GENRED_TORCH_THREADS, else the cores, at
+    most 4 (as classifier.predict.set_torch_threads chooses torch's)."""
+    if _threads is not None:
+        return _threads
+    wanted = int(os.environ.get("GENRED_TORCH_THREADS", "0") or 0)
+    return wanted if wanted > 0 else min(4, os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=2)
+def engine_for(name: str, n_threads: int) -> OrtBackbone:
+    return OrtBackbone(name, n_threads)
+
+
+def engine(name: str = MSD_MUSICNN) -> OrtBackbone:
+    """This process's session of backbone ``name`` on :func:`threads` threads."""
+    return engine_for(name, threads())
+
+
+def window_patches(x: np.ndarray) -> np.ndarray:
+    """(K, n_mels, frames) log-mel windows -> (K * frames // 187, 187, n_mels) patches."""
+    k, n_mels, frames = x.shape
+    if frames % PATCH_FRAMES:
+        raise ValueError(f"windows of {frames} frames are not whole {PATCH_FRAMES}-frame patches")
+    p = frames // PATCH_FRAMES
+    return x.reshape(k, n_mels, p, PATCH_FRAMES).transpose(0, 2, 3, 1).reshape(
+        k * p, PATCH_FRAMES, n_mels)
+
+
+def embed_windows(x: np.ndarray, name: str = MSD_MUSICNN) -> np.ndarray:
+    """(EMBEDDING_DIM,) float32 track embedding of its (K, n_mels, frames) log-mel windows:
+    the mean of its patches' embeddings."""
+    session = engine(name)
+    patches = np.ascontiguousarray(window_patches(np.asarray(x, dtype=np.float32)))
+    parts = [session.embed(patches[i : i + PATCH_BATCH])
+             for i in range(0, len(patches), PATCH_BATCH)]
+    return np.concatenate(parts).mean(axis=0)

@@ -86,14 +86,10 @@ def check_classifiable(info: AudioInfo, feats: np.ndarray, min_seconds: float) -
 def track_embedding(feats: np.ndarray, backbone: str) -> np.ndarray:
     """(EMBEDDING_DIM,) track embedding of K windows' log-mels, at the store's float16
     precision: a track judged from its stored embedding gets the very answer it got when
-    it was decoded. Torch, on the threads this process has set."""
-    import torch
+    it was decoded. ONNX Runtime, no torch (classifier/musicnn_ort.py)."""
+    from classifier.musicnn_ort import embed_windows
 
-    from classifier.head import embed_windows
-
-    emb = embed_windows(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
-                        backbone)
-    return emb.numpy().astype(np.float16).astype(np.float32)
+    return embed_windows(feats, backbone).astype(np.float16).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -205,7 +201,7 @@ class Classifier:
 
     @property
     def backbone(self) -> str:
-        from classifier.musicnn import MSD_MUSICNN
+        from classifier.musicnn_spec import MSD_MUSICNN
 
         return MSD_MUSICNN  # arch "backbone" is MSD_musicnn (classifier/head.py)
 

@@ -3,13 +3,14 @@
 A decode process opens a file once and returns a :class:`Decoded`: its audio info,
 fingerprint and title tags, and what the model needs of it (``Classifier.extraction``):
 the K windows' log-mels, or for a backbone model the track embedding itself. The
-backbone is the costly part of classifying a track (~90 % of its CPU), so it runs
-where the cores are: in each decode process, on one torch thread, next to the decoding
-(benchmarks/bench_scan.py). The worker's process then only applies the head.
+backbone is the costly part of classifying a track (about half of its CPU), so it runs
+where the cores are: in each decode process, on one ONNX Runtime thread, next to the
+decoding (benchmarks/bench_scan.py). The worker's process then only applies the head.
+No torch here: a decode process never imports it.
 
 The pool's server process (forkserver, daemon/decode_server.py) imports this module and
-torch once; every decode process forked from it starts with them loaded, and the pages
-stay shared.
+ONNX Runtime once; every decode process forked from it starts with them loaded, and the
+pages stay shared.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classifier import musicnn_ort
 from classifier.audio import AudioInfo, UnreadableAudio, read_track
 from classifier.features import one_thread_per_process
 from classifier.predict import Extraction, Unclassifiable, clip_features
@@ -96,19 +98,17 @@ def new_pool(workers: int) -> ProcessPoolExecutor:
 
 def _start_decoder(owner: int) -> None:
     """A decode process's initializer: one BLAS thread (see one_thread_per_process) and
-    one torch thread (a pool already runs a process per core; a second thread in each only
+    one backbone thread (a pool already runs a process per core; a second thread in each only
     waits for a descheduled peer); stop signals ignored — Ctrl-C or a SIGTERM sent to the
     whole process group (systemd stopping the service) is for the main process ``owner``,
     which finishes or requeues the work and shuts the pool down; a decode process killed
     by it would record its file as crashed; and an exit of its own once ``owner`` is gone
     (killed with SIGKILL, say): an orphaned pool process would otherwise wait for work
     forever."""
-    import torch  # loaded by the pool's server: free here
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     one_thread_per_process()
-    torch.set_num_threads(1)
+    musicnn_ort.set_threads(1)
     threading.Thread(target=_exit_without, args=(owner,), daemon=True,
                      name="exit-with-owner").start()
 

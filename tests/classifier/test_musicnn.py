@@ -16,7 +16,8 @@ import torch
 
 from classifier import audio
 from classifier.features import log_mel, musicnn_params, patches
-from classifier.musicnn import EMBEDDING_DIM, MSD_TAGS, WEIGHTS, load_backbone
+from classifier.musicnn import load_backbone
+from classifier.musicnn_spec import EMBEDDING_DIM, MSD_TAGS, WEIGHTS
 from classifier.resample import resample
 
 REF = Path(__file__).parent / "data" / "musicnn_reference"

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from classifier.head import embed_windows, embedding_engine, window_patches
-from classifier.musicnn import EMBEDDING_DIM, load_backbone
-from classifier.musicnn_ort import OrtBackbone, embedding_graph
+from classifier import musicnn_ort
+from classifier.head import embed_windows
+from classifier.musicnn import load_backbone
+from classifier.musicnn_ort import OrtBackbone, embedding_graph, engine, window_patches
+from classifier.musicnn_spec import EMBEDDING_DIM
 
 REF = Path(__file__).parent / "data" / "musicnn_reference"
 
@@ -48,7 +50,7 @@ def test_a_tracks_embedding_is_the_mean_over_its_windows_patches() -> None:
     rng = np.random.default_rng(6)
     windows = torch.from_numpy(rng.gamma(2.0, 0.8, size=(3, 96, 2 * 187)).astype(np.float32))
     emb = embed_windows(windows)
-    per_patch = embedding_engine("msd_musicnn").embed(window_patches(windows).numpy())
+    per_patch = engine().embed(window_patches(windows.numpy()))
     assert per_patch.shape == (6, EMBEDDING_DIM)
     np.testing.assert_allclose(emb.numpy(), per_patch.mean(axis=0), rtol=1e-5, atol=1e-6)
 
@@ -56,7 +58,7 @@ def test_a_tracks_embedding_is_the_mean_over_its_windows_patches() -> None:
 def test_the_graph_is_built_from_the_packaged_weights_and_nothing_else() -> None:
     from safetensors.numpy import load_file
 
-    from classifier.musicnn import WEIGHTS
+    from classifier.musicnn_spec import WEIGHTS
 
     weights = load_file(str(WEIGHTS["msd_musicnn"]))
     broken = dict(weights)
@@ -64,3 +66,29 @@ def test_the_graph_is_built_from_the_packaged_weights_and_nothing_else() -> None
     assert embedding_graph(weights) != embedding_graph(broken)
     with pytest.raises(ValueError, match="unknown backbone"):
         OrtBackbone("no_such_backbone")
+
+
+def test_a_process_sets_its_engines_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENRED_TORCH_THREADS", "3")
+    assert musicnn_ort.threads() == 3
+    musicnn_ort.set_threads(1)
+    try:
+        assert musicnn_ort.threads() == 1
+        assert engine().threads == 1
+    finally:
+        musicnn_ort.set_threads(None)
+
+
+def test_the_decode_path_never_imports_torch() -> None:
+    """A scan's decode processes import daemon.decoding (the pool server's preload) and
+    compute embeddings: no torch in them (memory, start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; import daemon.decode_server, daemon.decoding; "
+            "from classifier.predict import track_embedding; "
+            "e = track_embedding(np.ones((1, 96, 374), np.float32), 'msd_musicnn'); "
+            "print(e.shape, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == ["(753,)", "False"], out.stdout + out.stderr

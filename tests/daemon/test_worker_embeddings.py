@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from classifier import training
 from classifier.embeddings import EmbeddingStore
-from classifier.head import engine_for
+from classifier.musicnn_ort import engine_for
 from classifier.predict import Classifier
 from daemon.config import Config
 from daemon.queue_worker import Claimant, ClaimingWorker
