@@ -65,6 +65,9 @@ def run(argv: list[str] | None = None) -> None:
     report.result("floor_to_scan_cpu_ratio", fl.cpu_seconds / scan.cpu_seconds,
                   "(the ratio in CPU time: steadier on a busy machine)", target=">= 0.4")
     report.result("scan_startup_seconds", startup, "s")
+    report.result("scan_tracks_per_second_after_startup", args.tracks / max(
+        scan.seconds - startup, 1e-9), "tracks/s (the scan's seconds less an empty scan's: "
+        "a big library's rate)")
     report.result("scan_peak_rss_tree", scan.peak_rss_kib / 1024, "MiB")
     report.result("scan_peak_pss_tree", scan.peak_pss_kib / 1024, "MiB", target="<= 1024")
     report.result("tracks_recorded_ok", counts.get("ok", 0), f"of {args.tracks}")
