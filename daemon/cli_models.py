@@ -123,8 +123,9 @@ def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
     from classifier.bundle import BundleError, read_meta
     from classifier.store import ModelNotFound, ModelStore
     from daemon.shared_models import share_bundle
-    from storage.catalogue import register_model, requeue_for_model
+    from storage.catalogue import register_model
     from storage.db import CatalogueError
+    from storage.requeue import requeue_for_model
 
     store = ModelStore(cfg.model_store_path)
     try:

@@ -38,7 +38,7 @@ from daemon.decoding import Decoded, decode, discard, new_pool
 from daemon.summary import Summary
 from daemon.walk import Walk
 from daemon.worker_embeddings import StoredEmbeddings
-from storage import catalogue
+from storage import catalogue, moves
 from storage.genres import MultiGenre
 from storage.names import shown
 from storage.paths import is_gone
@@ -155,7 +155,7 @@ class Worker:
         self._gone_now = set()
         for root in roots:
             if Path(root).is_dir():
-                gone = catalogue.missing_under(self.engine, root)
+                gone = moves.missing_under(self.engine, root)
                 summary.missing += len(gone)
                 self._gone_now.update(gone)
         walk = Walk(roots)
@@ -233,7 +233,7 @@ class Worker:
         try:
             size, mtime = catalogue.file_stat(where)
         except FileNotFoundError:
-            summary.missing += int(catalogue.mark_missing(self.engine, where, "file vanished"))
+            summary.missing += int(moves.mark_missing(self.engine, where, "file vanished"))
             self._tick()
             return None
         except OSError as e:
@@ -406,7 +406,7 @@ class Worker:
                         summary: Summary) -> None:
         """The file could not be classified: ``missing`` if it is gone, else ``error``."""
         if is_gone(path):
-            summary.missing += int(catalogue.mark_missing(self.engine, path, "file vanished"))
+            summary.missing += int(moves.mark_missing(self.engine, path, "file vanished"))
             return
         log.warning("cannot classify %s: %s", shown(path), reason)
         catalogue.record_error(self.engine, path, reason, size, mtime)
@@ -415,7 +415,7 @@ class Worker:
     def _record_success(self, path: str, decoded: Decoded, prediction: Any, size: int,
                         mtime: float, summary: Summary) -> None:
         """Store ``prediction`` (a moved file first takes over its old track)."""
-        old_path = decoded.fingerprint and catalogue.adopt_moved(
+        old_path = decoded.fingerprint and moves.adopt_moved(
             self.engine, path, decoded.fingerprint)
         if old_path:
             summary.moved += 1

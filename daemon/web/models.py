@@ -90,7 +90,8 @@ def activate(ctx: WebContext, version: str) -> dict[str, Any] | None:
     """Make ``version`` active; None when the store has no such version."""
     from classifier.bundle import read_meta
     from classifier.store import ModelStore
-    from storage.catalogue import register_model, requeue_for_model
+    from storage.catalogue import register_model
+    from storage.requeue import requeue_for_model
 
     info = _find(ctx, version)
     if info is None:
