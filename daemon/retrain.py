@@ -257,7 +257,7 @@ def _judge(engine: Engine, store: Any, base: Path, labels: list[Label], held: li
     held-out labels when they are enough, else cross-validation over every label (each
     fold's candidate trained on the other folds)."""
     from classifier.bundle import read_meta
-    from classifier.training import trained_fingerprints
+    from classifier.trainrun import trained_fingerprints
 
     seen = trained_fingerprints(read_meta(base))
 
@@ -343,7 +343,7 @@ def _train_and_decide(engine: Engine, store: Any, base_path: Path, labels: list[
 
 
 def _scored(held: list[Label], base_meta: Any) -> Labelled:
-    from classifier.training import trained_fingerprints
+    from classifier.trainrun import trained_fingerprints
 
     seen = trained_fingerprints(base_meta)
     return [(x.path, x.genre) for x in held if x.fingerprint is None or x.fingerprint not in seen]
