@@ -201,7 +201,7 @@ def _config_toml(cfg: Config, data: dict[str, Any]) -> Iterator[str]:
     from classifier.store import ModelStore
 
     origins = data["origins"]
-    from daemon.config import searched
+    from daemon.config_places import searched
 
     source = cfg.source if cfg.source != "defaults" else "no file"
     yield f"# effective config: defaults < {source} < GENRED_* environment < flags"
