@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.cli_output import counts_line, on_catalogue
 from daemon.cli_output import open_engine as _open
 from daemon.cli_query import run_query, run_stats
 from daemon.cli_tags import (
@@ -166,7 +167,7 @@ def _register_corrections(sub: argparse._SubParsersAction,
     p.set_defaults(handler=_correct)
     p = sub.add_parser("uncorrect", parents=[common], help="drop corrections (kept as history)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    p.set_defaults(handler=_uncorrect)
+    p.set_defaults(handler=on_catalogue(_uncorrect))
     p = sub.add_parser("import-tags", parents=[common],
                        help="take the genre tags files carry as labels",
                        description="Read genre tags under PATH, normalise them through the "
@@ -177,7 +178,7 @@ def _register_corrections(sub: argparse._SubParsersAction,
     p.add_argument("--pretend", action="store_true",
                    help="list what would become labels and which genres would be new; "
                    "record nothing")
-    p.set_defaults(handler=_import_tags)
+    p.set_defaults(handler=on_catalogue(_import_tags))
 
 
 # --- scan ------------------------------------------------------------------------------
@@ -320,14 +321,9 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK if results or not rows else EXIT_USAGE
 
 
-def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
+def _uncorrect(args: argparse.Namespace, cfg: Config, engine: Engine) -> int:
     from storage.corrections import remove_label
 
-    if not require_existing(args.paths):
-        return EXIT_USAGE
-    engine = _open(cfg)
-    if engine is None:
-        return EXIT_FAILED
     total = sum(remove_label(engine, path) for path in args.paths)
     print(f"{total} track{'' if total == 1 else 's'} uncorrected (history kept)")
     if cfg.write_tags and total:  # the files now get the prediction (where policy allows)
@@ -335,16 +331,11 @@ def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
-def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
+def _import_tags(args: argparse.Namespace, cfg: Config, engine: Engine) -> int:
     from daemon.cli_genres import describe_new, known_genres
     from daemon.walk import Walk
     from storage.corrections import TAG_WOULD_IMPORT, TagImport, import_tag_label
 
-    if not require_existing(args.paths):
-        return EXIT_USAGE
-    engine = _open(cfg)
-    if engine is None:
-        return EXIT_FAILED
     walk = Walk(args.paths)
     paths = [str(p) for p in walk]
     options = TagImport(known_genres(engine, cfg), cfg.genre_aliases, cfg.ignore_genres)
@@ -365,6 +356,6 @@ def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
             mark = " (new genre)" if result.new_genre else ""
             print(f"would import {shown(path)}: {result.genre}{mark}")
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
-    line = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no audio files"
+    line = counts_line(counts, "no audio files")
     print(line + (f" ({walk.summary()})" if walk.summary() else ""))
     return EXIT_OK

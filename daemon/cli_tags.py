@@ -18,9 +18,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from daemon.cli_output import open_engine as _open
+from daemon.cli_output import counts_line, on_catalogue
 from daemon.config import Config, flag_type
-from daemon.userpaths import require_existing, shown
+from daemon.userpaths import shown
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -51,13 +51,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                          "those under PATH). The first write backs up the original values.")
     p.add_argument("paths", nargs="*", metavar="PATH")
     tag_policy_flags(p)
-    p.set_defaults(handler=_tags_write)
+    p.set_defaults(handler=on_catalogue(_tags_write))
     p = verbs.add_parser("restore", parents=[common], help="put the original tags back",
                          description="Restore the genre values files had before genred "
                          "wrote them, where the file still holds what genred wrote.")
     p.add_argument("paths", nargs="*", metavar="PATH")
     p.add_argument("--pretend", action="store_true", help="list what would change")
-    p.set_defaults(handler=_tags_restore)
+    p.set_defaults(handler=on_catalogue(_tags_restore))
     tags.set_defaults(handler=lambda args, cfg: _usage(tags))
 
 
@@ -97,25 +97,15 @@ def catalogued(engine: Engine, paths: list[str]) -> list[str]:
     return sorted(found)
 
 
-def _tags_write(args: argparse.Namespace, cfg: Config) -> int:
-    if not require_existing(args.paths):
-        return EXIT_USAGE
-    engine = _open(cfg)
-    if engine is None:
-        return EXIT_FAILED
+def _tags_write(args: argparse.Namespace, cfg: Config, engine: Engine) -> int:
     counts = write_tags_for(engine, catalogued(engine, args.paths), tag_policy(args, cfg))
-    print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no tracks")
+    print(counts_line(counts, "no tracks"))
     return EXIT_OK
 
 
-def _tags_restore(args: argparse.Namespace, cfg: Config) -> int:
+def _tags_restore(args: argparse.Namespace, cfg: Config, engine: Engine) -> int:
     from storage.tagging import backed_up_paths, restore_track
 
-    if not require_existing(args.paths):
-        return EXIT_USAGE
-    engine = _open(cfg)
-    if engine is None:
-        return EXIT_FAILED
     paths = sorted({p for folder in (args.paths or [None]) for p in
                     backed_up_paths(engine, folder)})
     counts: dict[str, int] = {}
@@ -124,5 +114,5 @@ def _tags_restore(args: argparse.Namespace, cfg: Config) -> int:
                                 split_hard_links=cfg.split_hard_links)
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
         print_outcome(outcome)
-    print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to restore")
+    print(counts_line(counts, "nothing to restore"))
     return EXIT_OK
