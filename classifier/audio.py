@@ -12,23 +12,34 @@ file costs. Decoding is bounded (a cap on demuxed packets), so a broken file can
 Padding: audio shorter than a clip is **looped** to fill it (the clip repeats the audio
 from its start), never padded with silence, so "silence at the end" can never become a
 feature the model learns (e.g. "short files are Classical").
+
+Opening a file (its checks, the errors, AudioInfo) is classifier.audio_open, the bounded
+reader classifier.audio_bounds, the completeness rule classifier.audio_complete and the
+soundfile reading classifier.audio_sf; this module places, decodes and fingerprints.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import io
 import logging
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from classifier.audio_bounds import BoundedFile
+from classifier.audio_complete import incompleteness
+from classifier.audio_open import (
+    AudioInfo,
+    IncompleteAudio,
+    NoAudioInBudget,
+    UnreadableAudio,
+    check_file,
+    failure_reason,
+    no_audio_found,
+    open_av,
+)
 from classifier.resample import resample
 
 log = logging.getLogger(__name__)
@@ -46,59 +57,6 @@ KAISER_MARGIN = 0.02
 RESAMPLERS = ("ffmpeg", "kaiser_best")
 FINGERPRINT_PACKETS = 2_000
 FINGERPRINT_BYTES = 1 << 20  # lossless packets are big: ~9 s of CD-quality FLAC
-# At most this many bytes are read in a row without finding an audio packet (beyond an
-# ID3v2 tag at the start, whose size its header gives): a 4 GB file of zeros named .mp3
-# made FFmpeg read all of it while probing (49 s, 2.3 GB per decode process).
-SEARCH_BUDGET_BYTES = 32 << 20
-
-
-class UnreadableAudio(Exception):
-    """The one documented decode error: the file is missing, empty, not audio, corrupt or
-    has no decodable samples. ``str(e) == f"{path}: {reason}"`` and is one line."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
-        self.reason = " ".join(str(reason).split()) or "unreadable"
-        super().__init__(f"{self.path}: {self.reason}")
-
-
-# Audio that stops this long before the duration its header gives (EARLY_END_SECONDS, or
-# EARLY_END_FRACTION of a long track) is incomplete: a copy still in progress or cut short.
-# Real files of every format decode to within 0.13 s of their header (storage/filewrite.py
-# refuses tag writes by the same rule).
-EARLY_END_SECONDS, EARLY_END_FRACTION = 1.0, 0.02
-
-
-def early_end_tolerance(header_seconds: float) -> float:
-    """How much shorter than ``header_seconds`` audio may decode and still be whole."""
-    return max(EARLY_END_SECONDS, EARLY_END_FRACTION * header_seconds)
-
-
-class IncompleteAudio(UnreadableAudio):
-    """The audio stops well before the duration the file's header gives: still being
-    copied, or cut short. No other decoder is tried (libsndfile would read what is there
-    and call it whole)."""
-
-
-class _NoAudioInBudget(UnreadableAudio):
-    """The search budget ran out with no audio found: no other decoder is tried (libsndfile
-    would read on through the whole file too)."""
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    duration: float  # seconds (0.0 when the container does not say)
-    codec: str
-    container: str
-    sample_rate: int
-    channels: int
-
-    @property
-    def format(self) -> str:
-        """Short user-facing format, e.g. ``mp3``, ``flac``, ``ogg/vorbis``, ``mp4/alac``."""
-        if self.codec.startswith(self.container) or self.container in ("", self.codec, "mpc"):
-            return self.codec[:32]
-        return f"{self.container}/{self.codec}"[:32]
 
 
 @dataclass
@@ -123,149 +81,6 @@ def clip_starts(duration: float, n_clips: int, clip_seconds: float = CLIP_SECOND
     margin = min(EDGE_FRACTION * duration, EDGE_MAX_SECONDS, slack / 2)
     lo, hi = margin, slack - margin
     return [round(lo + (hi - lo) * (i + 0.5) / n_clips, 3) for i in range(n_clips)]
-
-
-def _check_file(path: Path) -> None:
-    try:
-        st = path.stat()
-    except FileNotFoundError as e:
-        raise UnreadableAudio(path, "file not found") from e
-    except OSError as e:
-        raise UnreadableAudio(path, f"cannot stat: {e.strerror}") from e
-    if path.is_dir():
-        raise UnreadableAudio(path, "is a directory")
-    if st.st_size == 0:
-        raise UnreadableAudio(path, "empty file (0 bytes)")
-    if not os.access(path, os.R_OK):
-        raise UnreadableAudio(path, "permission denied")
-
-
-_CODEC_NAMES = {"mp3float": "mp3", "mp3": "mp3", "mpc7": "musepack", "mpc8": "musepack"}
-
-
-def _short_name(fmt_name: str) -> str:
-    first = fmt_name.split(",")[0]
-    return {"mov": "mp4", "matroska": "mkv"}.get(first, first)
-
-
-class _BoundedFile(io.RawIOBase):
-    """The file, for FFmpeg, with a bound on how much of it may be read while no audio is
-    found: once ``budget`` bytes have been read since the start (or since the last
-    :meth:`found_audio`), reads return end-of-file and FFmpeg gives up as on a short file."""
-
-    def __init__(self, path: Path, budget: int) -> None:
-        super().__init__()
-        self._file = path.open("rb")
-        self.name = str(path)
-        self.budget = budget
-        self.searched = 0
-
-    @property
-    def exhausted(self) -> bool:
-        return self.searched >= self.budget
-
-    def found_audio(self) -> None:
-        """Audio was found: the next ``budget`` bytes may be read again."""
-        self.searched = 0
-
-    def lift(self) -> None:
-        """No bound from now on: the caller reads the whole file, audio having been found."""
-        self.budget = 1 << 62
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.exhausted:
-            return 0
-        n = self._file.readinto(buffer)
-        self.searched += n or 0
-        return n or 0
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """The new position; a seek the file refuses (before its start) is FFmpeg's error
-        code (-errno), as its own file protocol answers: an exception raised here would be
-        printed by PyAV ("library exception being dropped") and then dropped all the same."""
-        try:
-            return self._file.seek(offset, whence)
-        except OSError as e:
-            return -(e.errno or errno.EIO)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
-
-
-def _id3v2_size(path: Path) -> int:
-    """Bytes of the ID3v2 tag at the start of ``path`` (0 when none): cover art may make it
-    large, and FFmpeg reads it whole before the audio."""
-    with path.open("rb") as fh:
-        head = fh.read(10)
-    if len(head) < 10 or not head.startswith(b"ID3") or any(b & 0x80 for b in head[6:10]):
-        return 0
-    size = 0
-    for b in head[6:10]:  # "syncsafe": 7 bits a byte
-        size = (size << 7) | b
-    return size + 10
-
-
-def _search_budget(path: Path) -> int:
-    return SEARCH_BUDGET_BYTES + _id3v2_size(path)
-
-
-@contextmanager
-def _open_av(path: Path) -> Iterator[tuple[Any, Any, AudioInfo, _BoundedFile]]:
-    """Open with PyAV; yields (container, audio stream, info, the bounded file: tell it
-    when audio is found). PyAV errors propagate; a
-    file in which no audio is found within the search budget raises UnreadableAudio."""
-    import av
-    import av.logging
-
-    av.logging.set_level(None)  # FFmpeg's own chatter on stderr; errors reach us as raises
-    source = _BoundedFile(path, _search_budget(path))
-    try:
-        container: Any = av.open(source, metadata_errors="ignore")
-    except BaseException:
-        source.close()
-        raise
-    try:
-        if not container.streams.audio:
-            raise UnreadableAudio(path, "no audio stream")
-        stream = container.streams.audio[0]
-        ctx = stream.codec_context
-        if ctx is None:  # FFmpeg knows the container but has no decoder for this codec
-            raise UnreadableAudio(path, "its audio codec is not one FFmpeg can decode")
-        if not ctx.sample_rate or not ctx.channels:
-            raise _no_audio_found(path, source)
-        duration = 0.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        if duration <= 0 and container.duration:
-            duration = container.duration / 1_000_000
-        info = AudioInfo(
-            duration=max(duration, 0.0),
-            codec=_CODEC_NAMES.get(ctx.name, ctx.name or "unknown"),
-            container=_short_name(container.format.name or ""),
-            sample_rate=int(ctx.sample_rate or 0),
-            channels=int(ctx.channels or 0),
-        )
-        yield container, stream, info, source
-    finally:
-        container.close()
-        source.close()
-
-
-def _no_audio_found(path: Path, source: _BoundedFile) -> UnreadableAudio:
-    if source.exhausted:
-        return _NoAudioInBudget(path, f"no audio found in its first {source.budget >> 20} MiB "
-                                "(not an audio file, or corrupt)")
-    return UnreadableAudio(path, "no audio found (not an audio file, or corrupt)")
 
 
 def _resampler(sr: int, kaiser: bool) -> Any:
@@ -295,7 +110,7 @@ def _frames_to_array(frames: list[Any]) -> np.ndarray:
 
 def _decode_window(
     container: Any, stream: Any, start: float, seconds: float, sr: int, fresh: bool,
-    source: _BoundedFile, kaiser: bool = False,
+    source: BoundedFile, kaiser: bool = False,
 ) -> np.ndarray:
     """Seek to ``start`` (seconds from the stream's first sample) and decode ``seconds`` of
     audio (fewer at the end of the track). ``fresh``: nothing was read since opening.
@@ -316,7 +131,7 @@ def _decode_window(
 
 def _decode_span(
     container: Any, stream: Any, start: float, seconds: float, sr: int, fresh: bool,
-    source: _BoundedFile, kaiser: bool,
+    source: BoundedFile, kaiser: bool,
 ) -> tuple[np.ndarray, int]:
     """(samples, their rate): mono at ``sr``, or with ``kaiser`` the channel mean at the
     native rate."""
@@ -380,7 +195,7 @@ class Track:
 
 
 def _packet_digest(path: Path, container: Any, stream: Any, info: AudioInfo,
-                   source: _BoundedFile) -> str:
+                   source: BoundedFile) -> str:
     """The fingerprint of an open file: reads (does not decode) its first packets."""
     digest = hashlib.sha256()
     digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}".encode())
@@ -394,7 +209,7 @@ def _packet_digest(path: Path, container: Any, stream: Any, info: AudioInfo,
         if n >= FINGERPRINT_PACKETS or size >= FINGERPRINT_BYTES:
             break
     if n == 0:
-        raise _no_audio_found(path, source)
+        raise no_audio_found(path, source)
     digest.update(f"|{round(info.duration, 1)}".encode())
     return digest.hexdigest()
 
@@ -402,7 +217,7 @@ def _packet_digest(path: Path, container: Any, stream: Any, info: AudioInfo,
 def _av_track(path: Path, n_clips: int, starts: list[float] | None, seconds: float, sr: int,
               want_fingerprint: bool, kaiser: bool = False, complete: bool = True) -> Track:
     n = round(seconds * sr)
-    with _open_av(path) as (container, stream, info, source):
+    with open_av(path) as (container, stream, info, source):
         if starts is None:
             starts = clip_starts(info.duration, n_clips, seconds)
         digest = (_packet_digest(path, container, stream, info, source) if want_fingerprint
@@ -419,68 +234,30 @@ def _av_track(path: Path, n_clips: int, starts: list[float] | None, seconds: flo
     return Track(info, clips, digest)
 
 
-# FFmpeg gives a WAV's duration from the bytes present, not from the size its header
-# declares for the sample data (an AIFF's comes from the header's frame count): read it here.
-PCM_CONTAINERS = ("wav",)
-
-
-def _pcm_header_seconds(path: Path, present_seconds: float) -> float | None:
-    """The duration a WAV header declares (scaled from the ``present_seconds`` of the bytes
-    present), or None where it declares none (a streaming writer's 0 or 0xFFFFFFFF, RF64)
-    or cannot be read."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(1 << 16)
-            size = os.fstat(fh.fileno()).st_size
-    except OSError:
-        return None
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    pos = 12
-    while pos + 8 <= len(head):
-        chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
-        if chunk == b"data":
-            present = size - (pos + 8)
-            if length in (0, 0xFFFFFFFF) or present <= 0 or length <= present:
-                return None
-            return present_seconds * length / present
-        pos += 8 + length + (length & 1)
-    return None
-
-
 def _check_complete(path: Path, container: Any, stream: Any, info: AudioInfo, sr: int,
-                    source: _BoundedFile) -> None:
+                    source: BoundedFile) -> None:
     """Raise IncompleteAudio when nothing decodes near the end the header gives (one seek
     and a quarter second of decoding)."""
-    if info.duration <= 0:
-        return
-    header = _pcm_header_seconds(path, info.duration) if info.container in PCM_CONTAINERS else None
-    if header is not None and header - info.duration > early_end_tolerance(header):
-        raise IncompleteAudio(path, f"incomplete: its audio ends at {info.duration:.1f} s of "
-                              f"the {header:.1f} s its header gives (still being copied, or "
-                              "cut short?)")
-    tolerance = early_end_tolerance(info.duration)
-    at = info.duration - tolerance
-    if at <= 0:
-        return
-    if _decode_window(container, stream, at, 0.25, sr, False, source).size == 0:
-        raise IncompleteAudio(path, f"incomplete: no audio after {at:.1f} s of the "
-                              f"{info.duration:.1f} s its header gives (still being copied, "
-                              "or cut short?)")
+    def has_audio_at(at: float) -> bool:
+        return _decode_window(container, stream, at, 0.25, sr, False, source).size > 0
+
+    reason = incompleteness(path, info, has_audio_at)
+    if reason is not None:
+        raise IncompleteAudio(path, reason)
 
 
 def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds: float,
                    sr: int, want_fingerprint: bool = False, kaiser: bool = False,
                    complete: bool = True) -> Track:
-    _check_file(path)
+    check_file(path)
     try:
         return _av_track(path, n_clips, starts, seconds, sr, want_fingerprint, kaiser, complete)
-    except (_NoAudioInBudget, IncompleteAudio):
+    except (NoAudioInBudget, IncompleteAudio):
         raise
     except UnreadableAudio as e:
         first = e.reason
     except Exception as e:  # any FFmpeg/PyAV failure: try soundfile next
-        first = _reason(e)
+        first = failure_reason(e)
     try:
         from classifier.audio_sf import sf_track
 
@@ -492,33 +269,17 @@ def _with_fallback(path: Path, n_clips: int, starts: list[float] | None, seconds
     raise UnreadableAudio(path, first)
 
 
-def _reason(e: BaseException) -> str:
-    """A one-line human reason from a PyAV/FFmpeg error. Only FFmpeg's and the operating
-    system's own words reach the user; any other exception is an internal failure on odd
-    data, whose text ("'NoneType' object has no attribute ...") would mean nothing."""
-    import av
-
-    if not isinstance(e, av.FFmpegError | OSError):
-        log.debug("decoder failure", exc_info=e)
-        return "cannot decode (the decoder failed on this file's data: corrupt or unusual)"
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    text = str(text).split(":")[0] if "Errno" in str(text) else str(text)
-    if "Invalid data found" in text:
-        return "not an audio file, or corrupt: FFmpeg found invalid data"
-    return f"cannot decode ({text})"
-
-
 def probe(path: str | Path) -> AudioInfo:
     """Container/codec facts without decoding. Raises UnreadableAudio."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
-        with _open_av(path) as (_, _, info, _):
+        with open_av(path) as (_, _, info, _):
             return info
     except UnreadableAudio:
         raise
     except Exception as e:  # try soundfile before giving up
-        first = _reason(e)
+        first = failure_reason(e)
     try:
         from classifier.audio_sf import sf_track
 
@@ -602,11 +363,11 @@ def decode_all(path: str | Path) -> DecodedAudio:
     """Decode every sample of ``path`` with PyAV (no soundfile fallback: the point is to
     compare two files with the very same decoder). Raises UnreadableAudio."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     digest = hashlib.sha256()
     samples = 0
     try:
-        with _open_av(path) as (container, stream, info, source):
+        with open_av(path) as (container, stream, info, source):
             digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}|".encode())
             for frame in container.decode(stream):
                 if not samples:
@@ -616,6 +377,6 @@ def decode_all(path: str | Path) -> DecodedAudio:
     except UnreadableAudio:
         raise
     except Exception as e:  # any FFmpeg/PyAV failure
-        raise UnreadableAudio(path, _reason(e)) from e
+        raise UnreadableAudio(path, failure_reason(e)) from e
     rate = info.sample_rate or 1
     return DecodedAudio(digest.hexdigest(), samples / rate, info.duration)

@@ -135,6 +135,24 @@ def read_meta(path: str | Path) -> BundleMeta:
     return BundleMeta.from_json(data, path)
 
 
+def per_genre_scores(path: str | Path, metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A bundle's per-genre scores ({genre: {precision, recall, f1, support}}): from its
+    headline ``metrics`` (model.json) when they hold them, else from the held-out test
+    report its training wrote (metrics.json); {} when neither says. What `genred models
+    show` and the models page show; no torch."""
+    scores = metrics.get("per_genre")
+    if not (isinstance(scores, dict) and scores):
+        try:
+            report = json.loads((Path(path) / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        test = report.get("test") if isinstance(report, dict) else None
+        scores = test.get("per_genre") if isinstance(test, dict) else None
+    if not isinstance(scores, dict):
+        return {}
+    return {str(g): v for g, v in scores.items() if isinstance(v, dict)}
+
+
 def load(
     path: str | Path,
     expect_params: FeatureParams | None = None,

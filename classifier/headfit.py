@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import torch
 
     from classifier.head import BackboneHead
-    from classifier.training import TrainOptions, TrainResult
+    from classifier.trainrun import TrainOptions, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,12 @@ def run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_
     from classifier import bundle
     from classifier import model as cnn
     from classifier.predict import set_torch_threads
-    from classifier.training import TrainResult, _fingerprints, _headline, _looks_like_version
+    from classifier.trainrun import (
+        TrainResult,
+        headline_metrics,
+        looks_like_version,
+        train_fingerprints,
+    )
 
     set_torch_threads()
     arch_kwargs = (dict(base[0].arch_kwargs) if base
@@ -229,7 +234,7 @@ def run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_
                     if base else None)
     log.info("held-out test accuracy %.3f, ECE %.3f on %d songs", metrics["accuracy"],
              metrics["ece"], metrics["n_songs"])
-    version = out_dir.name if _looks_like_version(out_dir.name) else new_version_id()
+    version = out_dir.name if looks_like_version(out_dir.name) else new_version_id()
     train_genres = [labels[i] for i in train.y]
     summary.update({
         "songs": {k: dataset.genre_counts(v.songs) for k, v in parts.items()},
@@ -238,9 +243,9 @@ def run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_
         "head": "logistic regression" if not arch_kwargs.get("hidden") else "MLP",
         "backbone": backbone,
         # what `evaluate` and the retrain judge know it trained on, wherever the files go
-        "train_fingerprints": _fingerprints(parts["train"].songs),
+        "train_fingerprints": train_fingerprints(parts["train"].songs),
     })
-    headline = _headline(metrics, base_metrics)
+    headline = headline_metrics(metrics, base_metrics)
     headline["ece"] = metrics["ece"]
     meta = BundleMeta(version=version, labels=labels, params=opts.params, arch="backbone",
                       arch_kwargs=arch_kwargs, metrics=headline, training=summary,

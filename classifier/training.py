@@ -1,6 +1,8 @@
 """Training, fine-tuning and evaluation of genre models (a readable loop, no framework).
 
-The pieces live next door: ``dataset`` (scan a genre-folder collection, song-level split),
+A run is ``cnnrun`` (``--arch pooled`` / ``paper``) or ``headfit`` (``backbone``); what
+runs share (TrainOptions, TrainResult, metrics) is ``trainrun``. The pieces live next door:
+``dataset`` (scan a genre-folder collection, song-level split),
 ``extract`` (log-mels for many songs in worker processes) through ``featurecache`` (plain
 .npy arrays keyed by file content and feature parameters), ``fit`` (the optimisation
 loop), ``reports`` (metrics.json, PNGs).
@@ -16,17 +18,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from classifier import dataset, reports
-from classifier.bundle import BundleMeta, ModelMismatch, new_version_id
+from classifier import dataset
+from classifier.bundle import BundleMeta, ModelMismatch
 from classifier.dataset import DatasetError, Song
-from classifier.extract import Extractor, Job
+from classifier.extract import Extractor
 from classifier.features import FeatureParams
+from classifier.trainrun import (
+    EVAL_CLIPS,
+    TrainOptions,
+    TrainResult,
+    song_metrics,
+    trained_fingerprints,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,97 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Labelled = Sequence[tuple[str | Path, str]]
-EVAL_CLIPS = 3
-ANCHOR_CLIPS = 2
-
-
-@dataclass
-class TrainResult:
-    """What a training run made and how good it is.
-
-    ``metrics`` is the held-out test evaluation of the new model in the shape
-    :func:`evaluate` returns (accuracy, labels, per_genre, confusion, n_songs, n_clips, plus
-    per_source). ``base_metrics`` is the base model's evaluation on the very same held-out
-    songs (fine-tuning / --from only; None otherwise), so a caller can compare the two.
-    ``test_songs`` are the held-out (path, genre) pairs."""
-
-    out_dir: Path
-    version: str
-    labels: list[str]
-    metrics: dict[str, Any]
-    base_metrics: dict[str, Any] | None
-    test_songs: list[tuple[str, str]]
-    epochs_run: int
-    best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    cache_hits: int = 0
-    cache_misses: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, error}
-    decoded: int = 0  # songs decoded (cache misses that read audio)
-
-    @property
-    def accuracy(self) -> float:
-        return float(self.metrics["accuracy"])
-
-
-@dataclass
-class TrainOptions:
-    """The knobs of a run, in one place."""
-
-    seed: int = 0
-    clips_per_song: int = 5
-    epochs: int = 40
-    arch: str = "backbone"  # classifier.model.DEFAULT_ARCH (not imported: no torch here)
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 32
-    lr: float | None = None  # None: 1e-3 from scratch, 5e-4 when starting from a model
-    patience: int = 8
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    augment: bool | None = None  # None: SpecAugment for the default arch, not for `paper`
-    distill: float = 1.0
-    progress: bool = True
-    workers: int | None = None  # feature-extraction processes (None: cores, at most 4)
-    params: FeatureParams = field(default_factory=FeatureParams)
-    windows: int | None = None  # backbone: windows per song (None: headfit.DEFAULT_WINDOWS)
-
-
-def song_metrics(net: nn.Module, labels: list[str], songs: list[Song],
-                 feats: list[np.ndarray], lists: tuple[int, float] | None = None
-                 ) -> dict[str, Any]:
-    """The evaluate JSON for these songs, plus per_source accuracy; with ``lists``
-    (max_genres, secondary_threshold), "genre_lists" (``reports.list_metrics``)."""
-    from classifier.fit import song_probabilities
-
-    probs = song_probabilities(net, feats) if feats else np.zeros((0, len(labels)))
-    predicted = [labels[i] for i in probs.argmax(axis=1)] if feats else []
-    true = [s.genre for s in songs]
-    extra = sorted({g for g in true if g not in labels})
-    out = reports.metrics(true, predicted, labels + extra, sum(f.shape[0] for f in feats))
-    out["per_source"] = reports.per_group_accuracy([s.source for s in songs], true, predicted)
-    out["ece"] = reports.ece(probs.max(axis=1) if feats else [],
-                             [t == p for t, p in zip(true, predicted, strict=True)])
-    if lists is not None and lists[0] > 1:
-        out["genre_lists"] = reports.list_metrics([str(s.path) for s in songs], true, probs,
-                                                  labels, *lists)
-    return out
-
-
-def _grow(base: nn.Module, meta: BundleMeta, labels: list[str]) -> nn.Module:
-    """A copy of ``base`` whose output layer has a row per label: the base's rows are kept
-    (its genres come first in ``labels``), new genres get fresh rows."""
-    from classifier import model as cnn
-
-    net = cnn.build(meta.arch, len(labels), meta.params.n_mels, meta.params.frames,
-                    **meta.arch_kwargs)
-    state = net.state_dict()
-    for key, value in base.state_dict().items():
-        if key.startswith("out."):
-            state[key][: value.shape[0]] = value
-        else:
-            state[key] = value
-    net.load_state_dict(state)
-    return net
 
 
 def _load_base(from_model: str | Path, params: FeatureParams) -> tuple[BundleMeta, nn.Module]:
@@ -137,155 +52,9 @@ def _load_base(from_model: str | Path, params: FeatureParams) -> tuple[BundleMet
     return meta, net
 
 
-def _check_trainable(splits: dict[str, list[Song]], labels: list[str]) -> None:
-    trained = {s.genre for s in splits["train"]}
-    if len(labels) < 2:
-        raise DatasetError(f"need at least two genres to tell apart, found {labels}")
-    if not trained:
-        raise DatasetError("no readable training songs")
-
-
 def _anchor_songs(anchors: Sequence[str | Path], labelled: list[Song]) -> list[Song]:
     taken = {s.path.absolute() for s in labelled}
     return [Song(Path(p), "", "anchor") for p in anchors if Path(p).absolute() not in taken]
-
-
-def _warn_missing(base_labels: list[str], genres: list[str]) -> None:
-    missing = [g for g in base_labels if g not in genres]
-    if missing:
-        log.warning("no training songs of %s: the new model will likely forget %s; include "
-                    "some of their songs to keep them", ", ".join(missing),
-                    "it" if len(missing) == 1 else "them")
-
-
-def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_dir: Any,
-         summary: dict[str, Any], base: tuple[BundleMeta, nn.Module] | None,
-         base_path: Path | None = None) -> TrainResult:
-    if (base[0].arch if base else opts.arch) == "backbone":
-        from classifier import headfit
-
-        return headfit.run(splits, opts, out_dir, cache_dir, summary,
-                           (base[0], base[1], base_path) if base else None)  # type: ignore[arg-type]
-    from classifier import bundle
-    from classifier import model as cnn
-    from classifier.fit import FitOptions, SongSet, Teacher, fit
-    from classifier.predict import set_torch_threads
-
-    set_torch_threads()
-    ex = Extractor(opts.params, cache_dir, opts.progress, opts.workers)
-    # The training and anchor clips go straight into one float16 array each (Extractor.stack):
-    # a retrain's memory is the clips once, not per-song arrays plus a stacked copy.
-    x, rows = ex.stack([(s, opts.clips_per_song, opts.seed) for s in splits["train"]],
-                       "features: training songs")
-    train_songs = [s for s, k in zip(splits["train"], rows, strict=True) if k]
-    held: list[Job] = [(s, EVAL_CLIPS, None) for s in splits["val"] + splits["test"]]
-    held_feats = ex.run(held, "features: held-out songs")
-    parts = {}
-    for name, songs, feats in (
-            ("val", splits["val"], held_feats[: len(splits["val"])]),
-            ("test", splits["test"], held_feats[len(splits["val"]):])):
-        kept = [(s, f) for s, f in zip(songs, feats, strict=True) if f is not None]
-        parts[name] = ([s for s, _ in kept], [f for _, f in kept])
-    (val_songs, val_feats), (test_songs, test_feats) = parts["val"], parts["test"]
-    anchor_songs = splits.setdefault("anchor", [])
-    anchors: np.ndarray | None = None
-    if anchor_songs:
-        anchors, _ = ex.stack([(s, ANCHOR_CLIPS, opts.seed) for s in anchor_songs],
-                              "features: anchor tracks")
-        anchors = anchors if len(anchors) else None
-    genres = sorted({s.genre for s in train_songs})
-    labels = list(base[0].labels) if base else []
-    labels += [g for g in genres if g not in labels]
-    _check_trainable({"train": train_songs}, labels)
-    if anchors is None:
-        _warn_missing(base[0].labels if base else [], genres)
-    index = {g: i for i, g in enumerate(labels)}
-    y = np.repeat([index[s.genre] for s in train_songs], [k for k in rows if k]).astype(np.int64)
-    val = SongSet(val_feats, [index.get(s.genre, -1) for s in val_songs])
-    val = SongSet([f for f, i in zip(val.feats, val.labels, strict=True) if i >= 0],
-                  [i for i in val.labels if i >= 0])
-    import torch
-
-    torch.manual_seed(opts.seed)  # the initial weights, so a seed reproduces a model
-    if base:
-        arch, arch_kwargs = base[0].arch, base[0].arch_kwargs
-        net = _grow(base[1], base[0], labels)
-    else:
-        arch, arch_kwargs = opts.arch, cnn.arch_config(opts.arch, **opts.arch_kwargs)
-        net = cnn.build(arch, len(labels), opts.params.n_mels, opts.params.frames, **arch_kwargs)
-    fit_opts = FitOptions(
-        epochs=opts.epochs, batch_size=opts.batch_size, patience=opts.patience,
-        lr=opts.lr or (5e-4 if base else 1e-3), seed=opts.seed, progress=opts.progress,
-        augment=opts.augment if opts.augment is not None else arch != "paper",
-        distill=opts.distill,
-    )
-    teacher = Teacher(base[1], anchors) if base else None
-    fitted = fit(net, x, y, val, fit_opts, teacher=teacher)
-    metrics = song_metrics(net, labels, test_songs, test_feats)
-    base_metrics = song_metrics(base[1], base[0].labels, test_songs, test_feats) if base else None
-    log.info("held-out test accuracy %.3f on %d songs", metrics["accuracy"], metrics["n_songs"])
-    version = out_dir.name if _looks_like_version(out_dir.name) else new_version_id()
-    summary.update({
-        "songs": {k: dataset.genre_counts(v) for k, v in
-                  (("train", train_songs), ("val", val_songs), ("test", test_songs))},
-        "clips_per_song": opts.clips_per_song, "seed": opts.seed, "epochs_run":
-        len(fitted.history), "best_epoch": fitted.best_epoch, "skipped": len(ex.skipped),
-        "augment": fit_opts.augment, "lr": fit_opts.lr,
-        "train_fingerprints": _fingerprints(train_songs),
-    })
-    meta = BundleMeta(version=version, labels=labels, params=opts.params, arch=arch,
-                      arch_kwargs=arch_kwargs, metrics=_headline(metrics, base_metrics),
-                      training=summary, parent=base[0].version if base else None)
-    report = {"test": metrics, "base_test": base_metrics, "history": fitted.history,
-              "skipped": ex.skipped, "test_songs": [str(s.path) for s in test_songs]}
-    with bundle.staged(out_dir) as tmp:
-        bundle.write(tmp, net, meta)
-        reports.write_json(tmp / "metrics.json", report)
-        reports.plot_confusion(tmp / "confusion.png", metrics["confusion"], metrics["labels"],
-                               f"held-out test songs: accuracy {metrics['accuracy']:.2f}")
-        reports.plot_curve(tmp / "curve.png", fitted.history, fitted.best_epoch)
-    return TrainResult(
-        out_dir=out_dir, version=version, labels=labels, metrics=metrics,
-        base_metrics=base_metrics, test_songs=[(str(s.path), s.genre) for s in test_songs],
-        epochs_run=len(fitted.history), best_epoch=fitted.best_epoch, history=fitted.history,
-        cache_hits=ex.cache.hits, cache_misses=ex.cache.misses, skipped=ex.skipped,
-        decoded=ex.decoded,
-    )
-
-
-def _fingerprints(songs: list[Song]) -> list[str]:
-    """The audio fingerprints of the songs a model trains on, recorded in its bundle so
-    `genred evaluate` and the retrain job can tell which songs it has seen (by their audio,
-    wherever the files are now)."""
-    from classifier.audio import UnreadableAudio, fingerprint
-
-    out = set()
-    for song in songs:
-        try:
-            out.add(fingerprint(song.path))
-        except (UnreadableAudio, OSError):
-            continue
-    return sorted(out)
-
-
-def trained_fingerprints(meta: BundleMeta) -> set[str]:
-    """The fingerprints a bundle says it was trained on (empty when it does not say)."""
-    got = meta.training.get("train_fingerprints")
-    return {str(x) for x in got} if isinstance(got, list) else set()
-
-
-def _looks_like_version(name: str) -> bool:
-    stamp, _, tail = name.partition("-")
-    return len(stamp) == 16 and stamp.endswith("Z") and stamp[8] == "T" and len(tail) == 6
-
-
-def _headline(metrics: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
-    out = {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
-           "ece": metrics.get("ece"), "n_songs": metrics["n_songs"],
-           "per_source": metrics.get("per_source", {})}
-    if base is not None:
-        out["base_accuracy"] = base["accuracy"]
-    return out
 
 
 def _options(seed: int, clips_per_song: int, epochs: int, options: dict[str, Any]
@@ -298,6 +67,19 @@ def _options(seed: int, clips_per_song: int, epochs: int, options: dict[str, Any
     if opts.clips_per_song < 1 or opts.epochs < 1:
         raise DatasetError("--clips-per-song and --epochs must be at least 1")
     return opts
+
+
+def _run(splits: dict[str, list[Song]], opts: TrainOptions, out_dir: Path, cache_dir: Any,
+         summary: dict[str, Any], base: tuple[BundleMeta, nn.Module] | None,
+         base_path: Path | None = None) -> TrainResult:
+    if (base[0].arch if base else opts.arch) == "backbone":
+        from classifier import headfit
+
+        return headfit.run(splits, opts, out_dir, cache_dir, summary,
+                           (base[0], base[1], base_path) if base else None)  # type: ignore[arg-type]
+    from classifier import cnnrun
+
+    return cnnrun.run(splits, opts, out_dir, cache_dir, summary, base)
 
 
 def train(

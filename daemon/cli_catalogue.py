@@ -1,5 +1,6 @@
 """Verbs on the catalogue: ``scan``, ``query``, ``stats``, ``correct``, ``uncorrect``,
-``import-tags``, ``tags write``, ``tags restore``.
+``import-tags``; ``tags write`` and ``tags restore`` are registered here from
+daemon/cli_tags.py (with the tag policy flags these verbs share).
 
 Examples::
 
@@ -30,15 +31,22 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.cli_output import counts_line, on_catalogue
 from daemon.cli_output import open_engine as _open
 from daemon.cli_query import run_query, run_stats
+from daemon.cli_tags import (
+    catalogued,
+    print_outcome,
+    tag_policy,
+    tag_policy_flags,
+    write_tags_for,
+)
+from daemon.cli_tags import register as register_tags
 from daemon.config import Config, flag_type
 from daemon.userpaths import missing, missing_message, require_existing, shown
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
-
-    from storage.tagging import TagOutcome
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +64,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(handler=run_stats)
     _register_corrections(sub, common)
-    _register_tags(sub, common)
-
-
-def _tag_policy_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tag-threshold", dest="cfg_tag_threshold", type=flag_type("tag_threshold"),
-                   default=None,
-                   metavar="P", help="write a predicted genre only at this confidence or more "
-                   "(config tag_threshold, default 0.5); corrections are always written")
-    p.add_argument("--overwrite-existing", dest="cfg_overwrite_existing", action="store_const",
-                   const=True, default=None,
-                   help="replace a genre the file already has (config overwrite_existing)")
-    p.add_argument("--pretend", action="store_true",
-                   help="list what would change; touch no file")
+    register_tags(sub, common)  # `tags write|restore`: daemon/cli_tags.py
 
 
 def _register_scan(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -87,7 +83,7 @@ def _register_scan(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--write-tags", dest="cfg_write_tags", action="store_const", const=True,
                    default=None, help="write genre tags as files are classified (write_tags)")
     p.add_argument("--force", action="store_true", help="re-classify unchanged files too")
-    _tag_policy_flags(p)
+    tag_policy_flags(p)
     p.set_defaults(handler=_scan)
 
 
@@ -171,7 +167,7 @@ def _register_corrections(sub: argparse._SubParsersAction,
     p.set_defaults(handler=_correct)
     p = sub.add_parser("uncorrect", parents=[common], help="drop corrections (kept as history)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    p.set_defaults(handler=_uncorrect)
+    p.set_defaults(handler=on_catalogue(_uncorrect))
     p = sub.add_parser("import-tags", parents=[common],
                        help="take the genre tags files carry as labels",
                        description="Read genre tags under PATH, normalise them through the "
@@ -182,42 +178,7 @@ def _register_corrections(sub: argparse._SubParsersAction,
     p.add_argument("--pretend", action="store_true",
                    help="list what would become labels and which genres would be new; "
                    "record nothing")
-    p.set_defaults(handler=_import_tags)
-
-
-def _register_tags(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    tags = sub.add_parser("tags", parents=[common], help="write or restore genre tags")
-    verbs = tags.add_subparsers(dest="tags_verb", metavar="ACTION")
-    p = verbs.add_parser("write", parents=[common], help="write genres into files' tags",
-                         description="Apply the tag policy to catalogued tracks (all, or "
-                         "those under PATH). The first write backs up the original values.")
-    p.add_argument("paths", nargs="*", metavar="PATH")
-    _tag_policy_flags(p)
-    p.set_defaults(handler=_tags_write)
-    p = verbs.add_parser("restore", parents=[common], help="put the original tags back",
-                         description="Restore the genre values files had before genred "
-                         "wrote them, where the file still holds what genred wrote.")
-    p.add_argument("paths", nargs="*", metavar="PATH")
-    p.add_argument("--pretend", action="store_true", help="list what would change")
-    p.set_defaults(handler=_tags_restore)
-    tags.set_defaults(handler=lambda args, cfg: _usage(tags))
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_usage(sys.stderr)
-    return EXIT_USAGE
-
-
-# --- shared ----------------------------------------------------------------------------
-
-def _policy(args: argparse.Namespace, cfg: Config) -> Any:
-    from storage.tagging import policy_from
-
-    return policy_from(cfg, getattr(args, "pretend", False))
-
-
-def _print_outcome(outcome: TagOutcome) -> None:
-    print(shown(outcome.line()))
+    p.set_defaults(handler=on_catalogue(_import_tags))
 
 
 # --- scan ------------------------------------------------------------------------------
@@ -233,13 +194,13 @@ def _scan(args: argparse.Namespace, cfg: Config) -> int:
 
     from daemon.worker import Worker
 
-    policy = _policy(args, cfg) if (cfg.write_tags or args.pretend) else None
+    policy = tag_policy(args, cfg) if (cfg.write_tags or args.pretend) else None
     from classifier.bundle import BundleError
 
     try:
         with tqdm(unit="file", disable=not sys.stderr.isatty(), file=sys.stderr) as bar, \
                 Worker(engine, classifier, cfg, tag_policy=policy, progress=bar,
-                       on_tag=_print_outcome if policy else None) as worker:
+                       on_tag=print_outcome if policy else None) as worker:
             summary = worker.scan(args.paths, force=args.force)
         from datetime import UTC, datetime
 
@@ -356,35 +317,25 @@ def _correct(args: argparse.Namespace, cfg: Config) -> int:
     print(f"{len(added)} corrected, {len(results) - len(added)} already had that genre"
           + (f", {skipped} skipped" if skipped else ""))
     if cfg.write_tags:
-        _write_tags_for(engine, [r.path for r in added], _policy(args, cfg))
+        write_tags_for(engine, [r.path for r in added], tag_policy(args, cfg))
     return EXIT_OK if results or not rows else EXIT_USAGE
 
 
-def _uncorrect(args: argparse.Namespace, cfg: Config) -> int:
+def _uncorrect(args: argparse.Namespace, cfg: Config, engine: Engine) -> int:
     from storage.corrections import remove_label
 
-    if not require_existing(args.paths):
-        return EXIT_USAGE
-    engine = _open(cfg)
-    if engine is None:
-        return EXIT_FAILED
     total = sum(remove_label(engine, path) for path in args.paths)
     print(f"{total} track{'' if total == 1 else 's'} uncorrected (history kept)")
     if cfg.write_tags and total:  # the files now get the prediction (where policy allows)
-        _write_tags_for(engine, _catalogued(engine, args.paths), _policy(args, cfg))
+        write_tags_for(engine, catalogued(engine, args.paths), tag_policy(args, cfg))
     return EXIT_OK
 
 
-def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
+def _import_tags(args: argparse.Namespace, cfg: Config, engine: Engine) -> int:
     from daemon.cli_genres import describe_new, known_genres
     from daemon.walk import Walk
     from storage.corrections import TAG_WOULD_IMPORT, TagImport, import_tag_label
 
-    if not require_existing(args.paths):
-        return EXIT_USAGE
-    engine = _open(cfg)
-    if engine is None:
-        return EXIT_FAILED
     walk = Walk(args.paths)
     paths = [str(p) for p in walk]
     options = TagImport(known_genres(engine, cfg), cfg.genre_aliases, cfg.ignore_genres)
@@ -405,60 +356,6 @@ def _import_tags(args: argparse.Namespace, cfg: Config) -> int:
             mark = " (new genre)" if result.new_genre else ""
             print(f"would import {shown(path)}: {result.genre}{mark}")
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
-    line = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no audio files"
+    line = counts_line(counts, "no audio files")
     print(line + (f" ({walk.summary()})" if walk.summary() else ""))
-    return EXIT_OK
-
-
-# --- tags ------------------------------------------------------------------------------
-
-def _write_tags_for(engine: Engine, paths: list[str], policy: Any) -> dict[str, int]:
-    from storage.tagging import SKIPPED, write_track
-
-    counts: dict[str, int] = {}
-    for path in paths:
-        outcome = write_track(engine, path, policy)
-        counts[outcome.action] = counts.get(outcome.action, 0) + 1
-        if outcome.action != SKIPPED or policy.pretend:
-            _print_outcome(outcome)
-    return counts
-
-
-def _catalogued(engine: Engine, paths: list[str]) -> list[str]:
-    from storage.catalogue import tracks_under
-
-    found: set[str] = set()
-    for path in paths or ["/"]:
-        found |= {t.path for t in tracks_under(engine, path)}
-    return sorted(found)
-
-
-def _tags_write(args: argparse.Namespace, cfg: Config) -> int:
-    if not require_existing(args.paths):
-        return EXIT_USAGE
-    engine = _open(cfg)
-    if engine is None:
-        return EXIT_FAILED
-    counts = _write_tags_for(engine, _catalogued(engine, args.paths), _policy(args, cfg))
-    print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no tracks")
-    return EXIT_OK
-
-
-def _tags_restore(args: argparse.Namespace, cfg: Config) -> int:
-    from storage.tagging import backed_up_paths, restore_track
-
-    if not require_existing(args.paths):
-        return EXIT_USAGE
-    engine = _open(cfg)
-    if engine is None:
-        return EXIT_FAILED
-    paths = sorted({p for folder in (args.paths or [None]) for p in
-                    backed_up_paths(engine, folder)})
-    counts: dict[str, int] = {}
-    for path in paths:
-        outcome = restore_track(engine, path, pretend=args.pretend,
-                                split_hard_links=cfg.split_hard_links)
-        counts[outcome.action] = counts.get(outcome.action, 0) + 1
-        _print_outcome(outcome)
-    print(", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to restore")
     return EXIT_OK

@@ -64,7 +64,7 @@ def _accuracy_songs(path: Any) -> int | None:
 
 
 def models_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
-    from classifier.bundle import BundleError, read_meta
+    from classifier.bundle import BundleError, per_genre_scores, read_meta
     from classifier.store import ModelNotFound, ModelStore
 
     store = ModelStore(cfg.model_store_path)
@@ -84,8 +84,8 @@ def models_show_cmd(args: argparse.Namespace, cfg: Config) -> int:
         ("architecture", meta.arch), ("genres", ", ".join(meta.labels)),
         ("accuracy", metrics.get("accuracy")), ("test songs", metrics.get("n_songs")),
     ])
-    for genre, scores in sorted(_per_genre(path, metrics).items()):
-        f1 = scores.get("f1") if isinstance(scores, dict) else None
+    for genre, scores in sorted(per_genre_scores(path, metrics).items()):
+        f1 = scores.get("f1")
         print(f"  {genre:<20} f1 {f1 if f1 is None else format(f1, '.3f')}")
     for line in _anchor_lines(metrics.get("anchor_check")):
         print(line)
@@ -107,24 +107,13 @@ def _anchor_lines(check: Any) -> list[str]:
     return lines
 
 
-def _per_genre(path: Any, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Per-genre scores: from the bundle's headline metrics, else its metrics.json report."""
-    if metrics.get("per_genre"):
-        return dict(metrics["per_genre"])
-    try:
-        report = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    test = report.get("test") if isinstance(report, dict) else None
-    return dict(test.get("per_genre") or {}) if isinstance(test, dict) else {}
-
-
 def models_activate_cmd(args: argparse.Namespace, cfg: Config) -> int:
     from classifier.bundle import BundleError, read_meta
     from classifier.store import ModelNotFound, ModelStore
     from daemon.shared_models import share_bundle
-    from storage.catalogue import register_model, requeue_for_model
+    from storage.catalogue import register_model
     from storage.db import CatalogueError
+    from storage.requeue import requeue_for_model
 
     store = ModelStore(cfg.model_store_path)
     try:
@@ -200,7 +189,7 @@ def _config_toml(cfg: Config, data: dict[str, Any]) -> Iterator[str]:
     from classifier.store import ModelStore
 
     origins = data["origins"]
-    from daemon.config import searched
+    from daemon.config_places import searched
 
     source = cfg.source if cfg.source != "defaults" else "no file"
     yield f"# effective config: defaults < {source} < GENRED_* environment < flags"

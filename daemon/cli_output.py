@@ -14,11 +14,13 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+
     from sqlalchemy import Engine
 
     from daemon.config import Config
@@ -92,6 +94,30 @@ def open_engine(cfg: Config) -> Engine | None:
     from storage.db import open_catalogue
 
     return open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
+
+
+def on_catalogue(verb: Callable[[argparse.Namespace, Config, Engine], int]
+                 ) -> Callable[[argparse.Namespace, Config], int]:
+    """The handler of a verb on ``args.paths`` and the catalogue: a path that does not
+    exist is the usage error (exit 2, nothing opened), then ``verb(args, cfg, engine)``
+    (exit 1 when the catalogue cannot be opened)."""
+    from daemon.userpaths import EXIT_USAGE, require_existing
+
+    def handler(args: argparse.Namespace, cfg: Config) -> int:
+        if not require_existing(args.paths):
+            return EXIT_USAGE
+        engine = open_engine(cfg)
+        if engine is None:
+            return 1  # EXIT_FAILED
+        return verb(args, cfg, engine)
+
+    handler.__name__ = verb.__name__
+    return handler
+
+
+def counts_line(counts: dict[str, int], nothing: str) -> str:
+    """``3 skipped, 2 written``: what a verb did to how many files, or ``nothing``."""
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or nothing
 
 
 def write_json(text: str) -> None:

@@ -107,7 +107,8 @@ def _register_models(sub: argparse._SubParsersAction, common: argparse.ArgumentP
 
 def run_cmd(args: argparse.Namespace, cfg: Config) -> int:
     from daemon.cli import config_loader
-    from daemon.service import DaemonError, run_daemon
+    from daemon.launch import run_daemon
+    from daemon.service import DaemonError
     from storage.db import CatalogueError
 
     if args.cfg_watch and not require_existing(args.cfg_watch):

@@ -141,3 +141,9 @@ class FaultGuard:
 
     def status(self) -> str:
         return f"{self.current.kind}; retrying" if self.current else ""
+
+
+def describe_short(exc: BaseException) -> str:
+    """A fault in a few words for systemd's STATUS line."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0][:120] if text else type(exc).__name__

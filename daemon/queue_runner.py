@@ -123,7 +123,7 @@ class QueueRunner:
         return ClaimingWorker(self.engine, classifier, self.cfg, claimant=self._claimant)
 
     def _after_load(self, version: str) -> None:
-        from storage.catalogue import requeue_for_model
+        from storage.requeue import requeue_for_model
 
         requeue = requeue_for_model(self.engine, version)
         log.info("classifying with model %s (%d track(s) from other models queued, "

@@ -31,7 +31,7 @@ from daemon.decoding import Decoded
 from daemon.paths import PathMap
 from daemon.summary import Summary
 from daemon.worker import Worker
-from storage import catalogue, workqueue
+from storage import catalogue, moves, workqueue
 from storage.names import shown
 from storage.paths import is_gone, safe_text
 
@@ -125,7 +125,7 @@ class ClaimingWorker(Worker):
             workqueue.put_back(self.engine, held, self.claimant.worker_id, reason)
             self.put_back += 1
         elif is_gone(local):
-            summary.missing += int(catalogue.mark_missing(self.engine, held.path,
+            summary.missing += int(moves.mark_missing(self.engine, held.path,
                                                           "file vanished"))
         else:
             workqueue.fail(self.engine, held, self.claimant.worker_id, reason, size=None,
@@ -160,7 +160,7 @@ class ClaimingWorker(Worker):
             super()._record_success(path, decoded, prediction, size, mtime, summary)
             return
         if not self.remote and decoded.fingerprint:  # other paths mean nothing elsewhere
-            old_path = catalogue.adopt_moved(self.engine, held.path, decoded.fingerprint)
+            old_path = moves.adopt_moved(self.engine, held.path, decoded.fingerprint)
             summary.moved += int(bool(old_path))
         try:
             recorded = workqueue.finish(self.engine, held, self.claimant.worker_id, prediction,

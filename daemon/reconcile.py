@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from daemon.watcher import Change, FileStabilityTracker, is_junk
-from storage import catalogue
+from storage import catalogue, moves
 from storage.names import shown
 from storage.paths import is_gone, is_inside
 from storage.schema import ERROR, MISSING, OK, PENDING
@@ -78,7 +78,7 @@ class Reconciler:
                 self.tracker.touch(change.path)
         elif change.kind == "deleted":
             self.tracker.discard(change.path)
-            if catalogue.mark_missing(self.engine, change.path, "deleted"):
+            if moves.mark_missing(self.engine, change.path, "deleted"):
                 log.info("deleted: %s", shown(change.path))
         elif change.kind == "moved":
             self._moved(change.path, change.dest)
@@ -86,7 +86,7 @@ class Reconciler:
             self.tracker.discard_under(change.path)
             if change.path in self.roots:
                 return  # a watched folder as a whole: unmounted or renamed, not deleted
-            gone = catalogue.mark_missing_under(self.engine, change.path)
+            gone = moves.mark_missing_under(self.engine, change.path)
             if gone:
                 log.info("folder gone: %s (%d track(s) missing)", shown(change.path), gone)
         elif change.kind == "dir_created":
@@ -107,10 +107,10 @@ class Reconciler:
     def _moved(self, src: str, dest: str) -> None:
         self.tracker.discard(src)
         if not self._wanted(dest):
-            if catalogue.mark_missing(self.engine, src, f"renamed to {dest}"):
+            if moves.mark_missing(self.engine, src, f"renamed to {dest}"):
                 log.info("moved out of view: %s -> %s", shown(src), shown(dest))
             return
-        if not is_junk(src, self._root_of(src) or "/") and catalogue.move_path(
+        if not is_junk(src, self._root_of(src) or "/") and moves.move_path(
             self.engine, src, dest
         ):
             log.info("moved: %s -> %s", shown(src), shown(dest))
@@ -188,6 +188,6 @@ class Reconciler:
         for path, track in known.items():
             # Only what is certainly gone: a track in a folder the walk could not read stays.
             if path not in seen and track.status != MISSING and is_gone(path):
-                catalogue.mark_missing(self.engine, path, "not found by the rescan")
+                moves.mark_missing(self.engine, path, "not found by the rescan")
                 counts["missing"] += 1
         return True

@@ -73,7 +73,7 @@ from daemon.retrain_judge import (  # noqa: F401
     judge_agreement,
 )
 from daemon.retrain_outcome import RetrainBusy, RetrainOutcome
-from storage import catalogue, training_runs
+from storage import requeue, training_runs
 from storage.training_runs import FAILED, PROMOTED, REJECTED, RUNNING, SKIPPED  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ def _judge(engine: Engine, store: Any, base: Path, labels: list[Label], held: li
     held-out labels when they are enough, else cross-validation over every label (each
     fold's candidate trained on the other folds)."""
     from classifier.bundle import read_meta
-    from classifier.training import trained_fingerprints
+    from classifier.trainrun import trained_fingerprints
 
     seen = trained_fingerprints(read_meta(base))
 
@@ -328,7 +328,7 @@ def _train_and_decide(engine: Engine, store: Any, base_path: Path, labels: list[
                    metrics=base_meta.metrics, parent=base_meta.parent, active=False)
     # Queue first, then switch: a running daemon reloads on the switch (and requeues by
     # itself too), so the count reported here is the real one.
-    outcome.requeued = catalogue.requeue_for_model(engine, meta.version).queued
+    outcome.requeued = requeue.requeue_for_model(engine, meta.version).queued
     register_model(engine, meta.version, candidate, meta.labels,
                    metrics={**meta.metrics, **judged, "anchor_check": headline},
                    parent=base_meta.version, active=True)
@@ -343,7 +343,7 @@ def _train_and_decide(engine: Engine, store: Any, base_path: Path, labels: list[
 
 
 def _scored(held: list[Label], base_meta: Any) -> Labelled:
-    from classifier.training import trained_fingerprints
+    from classifier.trainrun import trained_fingerprints
 
     seen = trained_fingerprints(base_meta)
     return [(x.path, x.genre) for x in held if x.fingerprint is None or x.fingerprint not in seen]
@@ -363,5 +363,5 @@ def _note_in_bundle(bundle: Path, values: dict[str, Any]) -> None:
 
 def requeue_outdated(engine: Engine, version: str) -> int:
     """After promoting ``version``: queue the uncorrected ``ok`` tracks another model
-    predicted (catalogue.requeue_for_model); returns how many."""
-    return catalogue.requeue_for_model(engine, version).queued
+    predicted (requeue.requeue_for_model); returns how many."""
+    return requeue.requeue_for_model(engine, version).queued

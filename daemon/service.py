@@ -19,21 +19,19 @@ No single fault ends the loop (see daemon/faults.py): a pass that fails (the cat
 locked past its busy timeout, a full disk, an I/O error) is logged once, retried with
 back-off, and the loop resumes where it was; watcher events wait meanwhile. A watched
 folder that vanishes is re-attached when it is back. Signals are handled outside signal
-handlers (daemon/signals.py); SIGHUP re-reads the config.
+handlers (daemon/signals.py); SIGHUP re-reads the config. daemon/launch.py runs a Daemon
+for `genred run` (signals, the catalogue, the way out).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,7 +39,7 @@ from sqlalchemy import Engine
 
 from daemon import sdnotify
 from daemon.config import Config, ConfigError
-from daemon.faults import FaultGuard, describe
+from daemon.faults import FaultGuard, describe, describe_short
 from daemon.queue_runner import DaemonError, QueueRunner
 from daemon.reconcile import Reconciler
 from daemon.status import (
@@ -49,13 +47,13 @@ from daemon.status import (
     HOST_KEY,
     LAST_SCAN_KEY,
     PID_KEY,
-    STARTED_KEY,
-    WATCH_KEY,
+    record_start,
     running_pid,
+    stamp,
 )
 from daemon.watcher import Change, FileStabilityTracker, FolderWatcher
 
-__all__ = ["Daemon", "DaemonError", "run_daemon"]
+__all__ = ["Daemon", "DaemonError", "watch_roots"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,11 +62,8 @@ HEARTBEAT_SECONDS = 300.0
 QUEUE_POLL_SECONDS = 2.0  # idle: how often to look for work queued by other processes
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _watch_roots(cfg: Config) -> list[str]:
+def watch_roots(cfg: Config) -> list[str]:
+    """The watched folders, resolved; a missing one is a ConfigError naming its setting."""
     if not cfg.watch:
         raise DaemonError("no folders to watch: give --watch PATH or set watch = [...] in "
                           "the config file")
@@ -107,7 +102,7 @@ class Daemon:
             raise ConfigError(f"config key 'retrain.schedule': {e}") from e
         self.cfg = cfg
         self.engine = engine
-        self.roots = _watch_roots(cfg)
+        self.roots = watch_roots(cfg)
         self.watcher = FolderWatcher(self.roots, control_dirs=[cfg.model_store_path])
         self.tracker = FileStabilityTracker(cfg.settle_seconds)
         self.reconciler = Reconciler(engine, self.watcher.roots, self.tracker)
@@ -178,7 +173,7 @@ class Daemon:
         """One daemon per catalogue: a lock on the catalogue (an advisory lock on
         PostgreSQL, whichever host holds it; an flock next to a SQLite catalogue; released
         however the process ends), and the pid and host recorded in the catalogue."""
-        from storage.catalogue import get_state, set_state
+        from storage.catalogue import get_state
         from storage.db import try_lock
 
         other = running_pid(self.engine)
@@ -191,10 +186,7 @@ class Daemon:
             host = get_state(self.engine, HOST_KEY) or "an unknown host"
             raise DaemonError(f"another genred daemon (pid {pid} on {host}) already serves "
                               f"{self.cfg.db_url}; stop it first")
-        for key, value in ((PID_KEY, str(os.getpid())), (HOST_KEY, socket.gethostname()),
-                           (STARTED_KEY, _now()), (HEARTBEAT_KEY, _now()),
-                           (WATCH_KEY, json.dumps(self.watcher.roots))):
-            set_state(self.engine, key, value)
+        record_start(self.engine, self.watcher.roots)
 
     def _start(self) -> None:
         from daemon.retrain import mark_interrupted
@@ -312,7 +304,7 @@ class Daemon:
         self._beat_watchdog()
         now = time.monotonic()
         if now >= self._next_heartbeat:
-            set_state(self.engine, HEARTBEAT_KEY, _now())
+            set_state(self.engine, HEARTBEAT_KEY, stamp())
             self._next_heartbeat = now + HEARTBEAT_SECONDS
 
     def _wait_timeout(self) -> float:
@@ -375,7 +367,7 @@ class Daemon:
         from storage.catalogue import set_state
 
         counts = self.reconciler.rescan(self.cfg.settle_seconds, self._keep_walking, roots)
-        set_state(self.engine, LAST_SCAN_KEY, _now())
+        set_state(self.engine, LAST_SCAN_KEY, stamp())
         log.info("%s scan: %s", why, ", ".join(f"{k} {v}" for k, v in counts.items()))
 
     def _keep_walking(self) -> bool:
@@ -410,71 +402,3 @@ class Daemon:
     def rescan_within(self, hours: float) -> None:
         """The periodic rescan comes no later than ``hours`` from now."""
         self._next_rescan = min(self._next_rescan, time.monotonic() + hours * 3600)
-
-
-def describe_short(exc: BaseException) -> str:
-    """A fault in a few words for systemd's STATUS line."""
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.splitlines()[0][:120] if text else type(exc).__name__
-
-
-class _Relay:
-    """Signal callbacks that reach the daemon once it exists (a stop before that is kept)."""
-
-    def __init__(self) -> None:
-        self.daemon: Daemon | None = None
-        self.stop_signal: int | None = None
-
-    def stop(self, signum: int) -> None:
-        if self.daemon is None:
-            self.stop_signal = signum
-        else:
-            self.daemon.request_stop(signum)
-
-    def reload(self) -> None:
-        if self.daemon is not None:
-            self.daemon.request_reload()
-
-    def started(self) -> bool:
-        return self.daemon is not None and self.daemon.started
-
-    def attach(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        if self.stop_signal is not None:
-            daemon.request_stop(self.stop_signal)
-
-
-def run_daemon(cfg: Config, reload_config: Callable[[], Config] | None = None,
-               classify: bool = True) -> int:
-    """`genred run`: open the catalogue, run until SIGTERM/SIGINT, return the exit code."""
-    from daemon.signals import SignalInbox
-    from storage.db import open_catalogue
-
-    _watch_roots(cfg)  # a folder that is not there ends it before the catalogue is touched
-    relay = _Relay()
-    with SignalInbox(relay.stop, relay.reload, relay.started):
-        engine = open_catalogue(cfg.db_url, cfg.busy_timeout_seconds)
-        daemon = Daemon(cfg, engine, reload_config, classify)
-        relay.attach(daemon)
-        code = daemon.run()
-    _abandon_retrain(engine, code)
-    engine.dispose()
-    return code
-
-
-def _abandon_retrain(engine: Engine, code: int) -> None:
-    """A retrain still running in the scheduler's thread would keep the process alive
-    until it finishes (minutes): record it as interrupted and exit now. The model store is
-    untouched (a candidate is only promoted by a finished run)."""
-    from daemon.retrain import in_progress, mark_interrupted
-    from daemon.retrain_child import stop_child
-
-    if not in_progress():
-        return
-    stop_child()  # the child records its run as interrupted and exits
-    log.warning("stopping in the middle of a retrain; it will run again at the next "
-                "scheduled time")
-    mark_interrupted(engine)
-    engine.dispose()
-    logging.shutdown()
-    os._exit(code)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,21 @@ from daemon.config import Config
 
 PID_KEY, HOST_KEY, STARTED_KEY = "daemon.pid", "daemon.host", "daemon.started"
 HEARTBEAT_KEY, WATCH_KEY, LAST_SCAN_KEY = "daemon.heartbeat", "daemon.watch", "last_scan"
+
+
+def stamp() -> str:
+    """Now, as the daemon's time facts are stored (UTC, ISO 8601, whole seconds)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def record_start(engine: Engine, roots: list[str]) -> None:
+    """The daemon that just claimed this catalogue: its pid, host, start and folders."""
+    from storage.catalogue import set_state
+
+    now = stamp()
+    for key, value in ((PID_KEY, str(os.getpid())), (HOST_KEY, socket.gethostname()),
+                       (STARTED_KEY, now), (HEARTBEAT_KEY, now), (WATCH_KEY, json.dumps(roots))):
+        set_state(engine, key, value)
 
 
 def _alive(pid: int) -> bool:

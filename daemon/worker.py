@@ -14,7 +14,8 @@ a backbone model's track embedding), then predict and record in this process, on
 transaction per track, and apply the tag policy if asked. A file
 that fails becomes ``error`` with a one-line reason; nothing one file does stops the run.
 A backbone model's worker keeps each track's embedding and judges an unchanged track
-whose embedding is stored without decoding it (daemon/worker_embeddings.py).
+whose embedding is stored without decoding it (daemon/worker_embeddings.py). What happens
+to each decoded file (predict, record, tags) is daemon/worker_record.py.
 At most ``8 × workers`` files are in flight, so memory stays flat on any library size.
 """
 
@@ -30,19 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from classifier.audio import AudioInfo
-from classifier.bundle import BundleError
-from classifier.predict import Classifier, Prediction, Unclassifiable
+from classifier.predict import Classifier
 from daemon.config import Config
 from daemon.decoding import Decoded, decode, discard, new_pool
 from daemon.summary import Summary
 from daemon.walk import Walk
 from daemon.worker_embeddings import StoredEmbeddings
-from storage import catalogue
-from storage.genres import MultiGenre
-from storage.names import shown
-from storage.paths import is_gone
-from storage.tagging import TagOutcome, TagPolicy, write_track
+from daemon.worker_record import Recording
+from storage import catalogue, moves
+from storage.tagging import TagOutcome, TagPolicy
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -72,7 +69,7 @@ def _one_torch_thread() -> None:
         torch.set_num_threads(1)
 
 
-class Worker:
+class Worker(Recording):
     """Classifies paths with ``classifier`` and records them in the catalogue at
     ``engine``. Call ``close()`` (or use ``with``) to stop the decode processes."""
 
@@ -155,7 +152,7 @@ class Worker:
         self._gone_now = set()
         for root in roots:
             if Path(root).is_dir():
-                gone = catalogue.missing_under(self.engine, root)
+                gone = moves.missing_under(self.engine, root)
                 summary.missing += len(gone)
                 self._gone_now.update(gone)
         walk = Walk(roots)
@@ -233,7 +230,7 @@ class Worker:
         try:
             size, mtime = catalogue.file_stat(where)
         except FileNotFoundError:
-            summary.missing += int(catalogue.mark_missing(self.engine, where, "file vanished"))
+            summary.missing += int(moves.mark_missing(self.engine, where, "file vanished"))
             self._tick()
             return None
         except OSError as e:
@@ -340,113 +337,6 @@ class Worker:
             self._record(decoded, job, summary)
             self.heartbeat()
             self._tick()
-
-    def _record(self, decoded: Decoded, job: tuple[str, int, float, int], summary: Summary) -> None:
-        from sqlalchemy.exc import IntegrityError
-
-        try:
-            self._record_one(decoded, job, summary)
-        except IntegrityError as e:
-            # This row, not the catalogue: leave the track as it is and go on.
-            path = job[0]
-            if path not in self._refused:
-                log.error("the catalogue refused to record %s (%s); it stays queued and is "
-                          "tried again later — check the catalogue's triggers/constraints",
-                          path, e.orig)
-            self._refused.add(path)
-            summary.deferred.append(path)
-            return
-        if job[0] in self._refused:
-            self._refused.discard(job[0])
-        summary.done_paths.append(job[0])
-
-    def _record_one(self, decoded: Decoded, job: tuple[str, int, float, int],
-                    summary: Summary) -> None:
-        path, size, mtime = job[0], job[1], job[2]
-        if decoded.stored:
-            summary.from_embeddings += 1
-        else:
-            summary.decoded += 1
-        if decoded.unclassifiable is not None:  # judged where it was decoded
-            self._record_unclassifiable(path, decoded.unclassifiable, size, mtime, summary)
-            return
-        if decoded.error is not None or decoded.info is None or (
-                decoded.features is None and decoded.embedding is None):
-            self._record_failure(path, decoded.error or "no audio", size, mtime, summary)
-            return
-        try:
-            prediction = self._predict(decoded, decoded.info)
-        except BundleError:
-            raise  # the model itself is unusable: no file will classify
-        except Unclassifiable as e:  # "too short to classify: 1.0 s", "silent"
-            self._record_unclassifiable(path, str(e), size, mtime, summary)
-            return
-        except Exception as e:
-            self._record_failure(path, f"{type(e).__name__}: {e}", size, mtime, summary)
-            return
-        self._record_success(path, decoded, prediction, size, mtime, summary)
-
-    def _predict(self, decoded: Decoded, info: AudioInfo) -> Prediction:
-        """The model's answer; a backbone model's from the track's embedding, which is
-        stored for the next model (see daemon/worker_embeddings.py)."""
-        if decoded.embedding is None:
-            assert decoded.features is not None
-            return self.classifier.predict_features(info, decoded.features)
-        if not decoded.stored and self.embeddings is not None:
-            self.embeddings.keep(decoded.fingerprint, decoded.embedding)
-        return self.classifier.predict_embedding(decoded.embedding, info.duration, info.format)
-
-    def _record_unclassifiable(self, path: str, reason: str, size: int, mtime: float,
-                               summary: Summary) -> None:
-        log.info("not classified: %s: %s", path, reason)
-        catalogue.record_error(self.engine, path, reason, size, mtime)
-        summary.errors += 1
-
-    def _record_failure(self, path: str, reason: str, size: int, mtime: float,
-                        summary: Summary) -> None:
-        """The file could not be classified: ``missing`` if it is gone, else ``error``."""
-        if is_gone(path):
-            summary.missing += int(catalogue.mark_missing(self.engine, path, "file vanished"))
-            return
-        log.warning("cannot classify %s: %s", shown(path), reason)
-        catalogue.record_error(self.engine, path, reason, size, mtime)
-        summary.errors += 1
-
-    def _record_success(self, path: str, decoded: Decoded, prediction: Any, size: int,
-                        mtime: float, summary: Summary) -> None:
-        """Store ``prediction`` (a moved file first takes over its old track)."""
-        old_path = decoded.fingerprint and catalogue.adopt_moved(
-            self.engine, path, decoded.fingerprint)
-        if old_path:
-            summary.moved += 1
-            if old_path in self._gone_now:  # counted missing earlier in this scan
-                summary.missing -= 1
-                self._gone_now.discard(old_path)
-        catalogue.record_prediction(
-            self.engine, path, prediction, fingerprint=decoded.fingerprint, size=size,
-            mtime=mtime, multi=self.multi, titles=decoded.titles)
-        summary.classified += 1
-        self._write_tags(path, summary)
-
-    @property
-    def multi(self) -> MultiGenre:
-        """How many genres an answer holds (config ``max_genres``, ``secondary_threshold``)
-        and the genre tree it is read through."""
-        return MultiGenre(self.cfg.max_genres, self.cfg.secondary_threshold, self.cfg.tree)
-
-    def _write_tags(self, path: str, summary: Summary) -> None:
-        if self.tag_policy is None:
-            return
-        try:
-            outcome = write_track(self.engine, path, self.tag_policy)
-        except OSError as e:  # a full or failing music disk: this file's tag, not the run
-            log.warning("could not write the genre tag of %s: %s; it is classified, and "
-                        "`genred tags write` writes it once the disk is fixed", path, e)
-            summary.tags["failed"] = summary.tags.get("failed", 0) + 1
-            return
-        summary.tags[outcome.action] = summary.tags.get(outcome.action, 0) + 1
-        if self.on_tag is not None:
-            self.on_tag(outcome)
 
     def _tick(self) -> None:
         if self.progress is not None:

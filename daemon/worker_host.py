@@ -23,7 +23,8 @@ from sqlalchemy.exc import OperationalError
 
 from daemon import sdnotify
 from daemon.config import Config
-from daemon.service import QUEUE_POLL_SECONDS, DaemonError, QueueRunner
+from daemon.queue_runner import DaemonError, QueueRunner
+from daemon.service import QUEUE_POLL_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,10 @@ session across decoding or inference. Paths are stored absolute and normalised
 (``canonical``); callers may pass any spelling.
 
 The work queue: ``mark_pending`` puts a path in it (creating the track), ``pending_paths``
-lists it oldest first, and ``record_prediction`` / ``record_error`` / ``mark_missing`` take a
-track out of it. Each is one transaction, so after a crash every pending track is simply
-processed again.
+lists it oldest first, and ``record_prediction`` / ``record_error`` /
+``storage.moves.mark_missing`` take a track out of it. Each is one transaction, so after a
+crash every pending track is simply processed again. Missing and moved files are
+storage.moves; what a model switch queues is storage.requeue.
 """
 
 from __future__ import annotations
@@ -20,19 +21,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, exists, func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import locks_rows, reading, serialise, writing
 from storage.genres import MultiGenre
-from storage.names import shown
-from storage.paths import in_folder, is_gone, safe_text
+from storage.paths import in_folder, safe_text
 from storage.schema import (
     ERROR,
-    MISSING,
     OK,
     PENDING,
-    Correction,
     ModelVersion,
     Prediction,
     State,
@@ -139,18 +137,23 @@ def release_claim(track: Track) -> None:
     track.claimed_by, track.lease_until = None, None
 
 
+def track_info(s: Session, track: Track) -> TrackInfo:
+    """Inside a session: ``track`` and its current prediction, detached."""
+    return _info(track, _current(s, track.id))
+
+
 def get_track(engine: Engine, path: str | os.PathLike[str]) -> TrackInfo | None:
     """The track at ``path``, or None when the catalogue has never seen it."""
     with Session(reading(engine)) as s:
         track = track_at(s, canonical(path))
-        return _info(track, _current(s, track.id)) if track else None
+        return track_info(s, track) if track else None
 
 
 def tracks_under(engine: Engine, folder: str | os.PathLike[str]) -> list[TrackInfo]:
     """Every track whose path is ``folder`` itself or inside it, by path."""
     with Session(reading(engine)) as s:
         rows = s.scalars(select(Track).where(under(folder)).order_by(Track.path)).all()
-        return [_info(t, _current(s, t.id)) for t in rows]
+        return [track_info(s, t) for t in rows]
 
 
 @dataclass(frozen=True)
@@ -226,76 +229,6 @@ def has_pending(engine: Engine) -> bool:
             is not None
 
 
-@dataclass(frozen=True)
-class Requeue:
-    """What ``requeue_for_model`` did."""
-
-    queued: int  # ok tracks whose current prediction is from another model, now pending
-    unqueued: int  # pending tracks this model had already classified, back to ok
-
-
-def requeue_for_model(engine: Engine, version: str) -> Requeue:
-    """Make the queue match model ``version`` (just activated, or just loaded by the
-    daemon): uncorrected ``ok`` tracks whose current prediction comes from another model
-    are queued, and queued tracks whose current prediction already comes from ``version``
-    are taken off the queue when nothing else queued them (see ``_classified_by``), so
-    switching A -> B -> A does not leave A's own answers waiting to be redone."""
-    corrected = exists().where(Correction.track_id == Track.id, Correction.active)
-    outdated = exists().where(
-        Prediction.track_id == Track.id, Prediction.current, Prediction.model_version != version
-    )
-    with Session(writing(engine)) as s, s.begin():
-        result = s.execute(
-            update(Track).where(Track.status == OK, outdated, ~corrected)
-            .values(status=PENDING).execution_options(synchronize_session=False)
-        )
-        queued = int(getattr(result, "rowcount", 0) or 0)
-    return Requeue(queued, _unqueue_classified_by(engine, version))
-
-
-def _classified_by(version: str) -> Any:
-    """SQL condition: the track is pending, its current prediction is from ``version``, and
-    nothing has looked at the file since that prediction was recorded. ``record_prediction``
-    sets ``last_seen`` just before the prediction row gets its ``created_at``; every other
-    way into the queue that may mean new bytes (``mark_pending`` by a scan, the watcher or
-    the worker itself; ``adopt_moved``) moves ``last_seen`` past it. Only a model requeue,
-    which changes nothing but the status, leaves it behind."""
-    made = (select(Prediction.created_at)
-            .where(Prediction.track_id == Track.id, Prediction.current,
-                   Prediction.model_version == version)
-            .order_by(Prediction.id.desc()).limit(1).scalar_subquery())
-    return (Track.status == PENDING) & (Track.last_seen <= made)
-
-
-def _unqueue_classified_by(engine: Engine, version: str) -> int:
-    """Pending tracks ``_classified_by(version)`` whose file still has the size and mtime
-    recorded with that prediction go back to ``ok``; returns how many. The files are
-    statted outside any transaction; the update re-checks every condition, so a track a
-    daemon queued or picked up meanwhile is left alone."""
-    with Session(reading(engine)) as s:
-        rows = s.execute(select(Track.id, Track.path, Track.size, Track.mtime)
-                         .where(_classified_by(version))).all()
-    still: list[tuple[int, int, float | None]] = []
-    for track_id, path, size, mtime in rows:
-        try:
-            if size is not None and file_stat(path) == (size, mtime):
-                still.append((track_id, size, mtime))
-        except OSError:
-            continue  # gone or unreadable: the worker will say so
-    unqueued = 0
-    for start in range(0, len(still), 500):
-        chunk = still[start:start + 500]
-        with Session(writing(engine)) as s, s.begin():
-            for track_id, size, mtime in chunk:
-                result = s.execute(
-                    update(Track).where(Track.id == track_id, Track.size == size,
-                                        Track.mtime == mtime, _classified_by(version))
-                    .values(status=OK, error=None)
-                    .execution_options(synchronize_session=False))
-                unqueued += int(getattr(result, "rowcount", 0) or 0)
-    return unqueued
-
-
 def record_prediction(engine: Engine, path: str | os.PathLike[str], prediction: PredictionLike,
                       *, fingerprint: str | None, size: int | None, mtime: float | None,
                       multi: MultiGenre | None = None, titles: TitleTags | None = None) -> int:
@@ -356,100 +289,6 @@ def record_error(engine: Engine, path: str | os.PathLike[str], reason: str,
         track.size, track.mtime = size, mtime
         track.last_seen = utcnow()
         return track.id
-
-
-def mark_missing(engine: Engine, path: str | os.PathLike[str],
-                 reason: str = "file not found") -> bool:
-    """Set the track at ``path`` ``missing`` (history kept, so it can be matched back by
-    fingerprint); False when there is no such track."""
-    with Session(writing(engine)) as s, s.begin():
-        track = track_at(s, canonical(path))
-        if track is None:
-            return False
-        track.status, track.error = MISSING, safe_text(reason)
-        release_claim(track)
-        return True
-
-
-def mark_missing_under(engine: Engine, folder: str | os.PathLike[str]) -> int:
-    """Mark every catalogued track inside ``folder`` whose file is gone; returns how many."""
-    return len(missing_under(engine, folder))
-
-
-def missing_under(engine: Engine, folder: str | os.PathLike[str]) -> list[str]:
-    """``mark_missing_under``, returning the paths it marked. Only files that are certainly
-    gone count (``storage.paths.is_gone``): a track in a folder genred may not look into
-    (permissions, an I/O error) is left as it is."""
-    gone = [t.path for t in tracks_under(engine, folder)
-            if t.status != MISSING and is_gone(t.path)]
-    for path in gone:
-        mark_missing(engine, path)
-    return gone
-
-
-def find_by_fingerprint(engine: Engine, fingerprint: str) -> list[TrackInfo]:
-    """Tracks whose audio stream has this fingerprint (a moved or re-tagged file)."""
-    with Session(reading(engine)) as s:
-        rows = s.scalars(select(Track).where(Track.fingerprint == fingerprint)
-                         .order_by(Track.id)).all()
-        return [_info(t, _current(s, t.id)) for t in rows]
-
-
-def adopt_moved(engine: Engine, path: str | os.PathLike[str], fingerprint: str) -> str | None:
-    """If a track with this ``fingerprint`` is missing (or its file is gone), it moved here:
-    it takes over ``path`` with its predictions, corrections and tag backups, and any
-    placeholder row for ``path`` is merged into it. Returns the old path, or None."""
-    new_path = canonical(path)
-    with Session(writing(engine)) as s, s.begin():
-        candidates = s.scalars(select(Track).where(Track.fingerprint == fingerprint,
-                                                   Track.path != new_path)
-                               .order_by(Track.id)).all()
-        old = next((t for t in candidates
-                    if t.status == MISSING or is_gone(t.path)), None)
-        if old is None:
-            return None
-        placeholder = track_at(s, new_path)
-        if placeholder is not None:
-            # a worker busy with the placeholder records its result on the moved track
-            old.claimed_by, old.lease_until = placeholder.claimed_by, placeholder.lease_until
-            _merge_into(s, placeholder, old)
-        old_path, old.path = old.path, new_path
-        old.status, old.error = PENDING, None
-        old.last_seen = utcnow()
-    log.info("%s moved to %s (same audio)", shown(old_path), shown(new_path))
-    return old_path
-
-
-def _merge_into(s: Session, placeholder: Track, keeper: Track) -> None:
-    """Move ``placeholder``'s labels and history to ``keeper`` and delete it."""
-    for correction in list(placeholder.corrections):
-        correction.track_id = keeper.id
-    for prediction in list(placeholder.predictions):
-        s.delete(prediction)
-    for backup in list(placeholder.tag_backups):
-        backup.track_id = keeper.id
-    s.flush()
-    s.expire(placeholder)
-    s.delete(placeholder)
-    s.flush()
-
-
-def move_path(engine: Engine, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> bool:
-    """A file was renamed (e.g. a watcher move event): the track follows it, keeping its
-    history. A track already at ``new`` is merged into the moved one. False if ``old`` is
-    not catalogued."""
-    old_path, new_path = canonical(old), canonical(new)
-    with Session(writing(engine)) as s, s.begin():
-        track = track_at(s, old_path)
-        if track is None:
-            return False
-        existing = track_at(s, new_path)
-        if existing is not None and existing.id != track.id:
-            _merge_into(s, existing, track)
-        track.path = new_path
-        if track.status == MISSING:
-            track.status, track.error = PENDING, None
-        return True
 
 
 def set_file_stat(engine: Engine, path: str | os.PathLike[str], size: int,

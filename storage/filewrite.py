@@ -242,7 +242,7 @@ def _decoded(path: str | os.PathLike[str], file: Path, what: str) -> DecodedAudi
 
 def _refuse_if_incomplete(path: str | os.PathLike[str], seconds: float,
                           header_seconds: float) -> None:
-    from classifier.audio import early_end_tolerance  # the decoder's one rule
+    from classifier.audio_complete import early_end_tolerance  # the decoder's one rule
 
     if header_seconds > 0 and header_seconds - seconds > early_end_tolerance(header_seconds):
         raise TagRefused(path, f"its audio ends at {seconds:.1f} s but its header says "

@@ -32,6 +32,7 @@ def lacking_uses(ctx: WebContext, labels: list[str]) -> list[tuple[str, str]]:
 
 
 def overview(ctx: WebContext) -> dict[str, Any]:
+    from classifier.bundle import per_genre_scores
     from classifier.store import ModelStore
     from daemon.retrain import last_trained_correction
     from storage.review import labels_since, predicted_counts, training_runs
@@ -46,7 +47,7 @@ def overview(ctx: WebContext) -> dict[str, Any]:
             "version": info.version, "active": info.path == active, "bundled": info.bundled,
             "created_at": info.created_at, "parent": info.parent, "labels": info.labels,
             "accuracy": info.accuracy, "test_songs": metrics.get("n_songs"),
-            "metrics": metrics, "per_genre": per_genre(info.path, metrics),
+            "metrics": metrics, "per_genre": per_genre_scores(info.path, metrics),
             "predicted_tracks": counts.get(info.version, 0),
             "images": [n for n in IMAGES if (info.path / n).is_file()],
             "lacks": [g for g, _ in lacking_uses(ctx, info.labels)],
@@ -58,23 +59,6 @@ def overview(ctx: WebContext) -> dict[str, Any]:
             "min_new_labels": ctx.cfg.retrain.min_new_labels,
             "schedule": ctx.cfg.retrain.schedule, "pinned": ctx.cfg.model or None,
             "retrain_job": ctx.retrain.snapshot()}
-
-
-def per_genre(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Per-genre scores: the bundle's headline metrics, else its metrics.json report (what
-    `genred models show` prints)."""
-    import json
-
-    if isinstance(metrics.get("per_genre"), dict):
-        return dict(metrics["per_genre"])
-    try:
-        report = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    test = report.get("test") if isinstance(report, dict) else None
-    scores = test.get("per_genre") if isinstance(test, dict) else None
-    return {str(g): v for g, v in scores.items() if isinstance(v, dict)} \
-        if isinstance(scores, dict) else {}
 
 
 def image_path(ctx: WebContext, version: str, name: str) -> Path | None:
@@ -90,7 +74,8 @@ def activate(ctx: WebContext, version: str) -> dict[str, Any] | None:
     """Make ``version`` active; None when the store has no such version."""
     from classifier.bundle import read_meta
     from classifier.store import ModelStore
-    from storage.catalogue import register_model, requeue_for_model
+    from storage.catalogue import register_model
+    from storage.requeue import requeue_for_model
 
     info = _find(ctx, version)
     if info is None:

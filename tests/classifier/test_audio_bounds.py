@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from classifier import audio
-from classifier.audio import SEARCH_BUDGET_BYTES, UnreadableAudio
+from classifier.audio import UnreadableAudio
+from classifier.audio_bounds import SEARCH_BUDGET_BYTES
 from tests.audiogen import make_track
 
 

@@ -16,6 +16,13 @@ from tests.daemon.test_cli_catalogue import env, genred, library, model_dir, que
 __all__ = ["env", "library", "model_dir"]  # fixtures
 
 
+def _write_config(env: dict[str, str], text: str) -> None:
+    """The config file the genred commands run with ``env`` find (XDG)."""
+    config = Path(env["XDG_CONFIG_HOME"]) / "genred" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(text)
+
+
 def test_correct_takes_several_genres_main_first_and_query_shows_them(
         env: dict[str, str], library: Path, tmp_path: Path) -> None:
     genred(env, "scan", library)
@@ -67,9 +74,7 @@ def test_with_write_tags_a_two_genre_correction_reaches_the_file(
 
 def test_a_sub_genre_correction_is_found_by_its_parent_and_tagged_under_it(
         env: dict[str, str], library: Path) -> None:
-    config = Path(env["XDG_CONFIG_HOME"]) / "genred" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text('write_parent_genres = true\n[genre_tree]\n"Slow Drone" = "Drone"\n')
+    _write_config(env, 'write_parent_genres = true\n[genre_tree]\n"Slow Drone" = "Drone"\n')
     genred(env, "scan", library)
     genred(env, "correct", library / "a.mp3", "house")  # built in: House under Electronic
     genred(env, "correct", library / "sub" / "b.flac", "slow drone")  # from [genre_tree]
@@ -94,9 +99,7 @@ def test_a_sub_genre_correction_is_found_by_its_parent_and_tagged_under_it(
 def test_the_daemons_answers_roll_sub_genre_probabilities_up_to_the_parent(
         env: dict[str, str], library: Path) -> None:
     # the tiny model's outputs made parent and child: Pulse (and Chirp) under Drone
-    config = Path(env["XDG_CONFIG_HOME"]) / "genred" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text('[genre_tree]\n"Pulse" = "Drone"\n"Chirp" = "Pulse"\n')
+    _write_config(env, '[genre_tree]\n"Pulse" = "Drone"\n"Chirp" = "Pulse"\n')
     genred(env, "scan", library)
     rows = [r for r in query(env) if r["status"] == "ok"]
     assert len(rows) == 3

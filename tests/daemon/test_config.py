@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import Config, ConfigError, config_file, data_dir, load
+from daemon.config import Config, ConfigError, load
+from daemon.config_places import config_file, data_dir
 
 
 @pytest.fixture(autouse=True)

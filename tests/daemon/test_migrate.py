@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from storage import catalogue, corrections
+from storage import catalogue, corrections, moves
 from storage.db import open_catalogue
 from storage.schema import TagBackup, TrainingRun
 from tests.audiogen import STYLES, make_track
@@ -34,7 +34,7 @@ def _sqlite_catalogue(library: Library) -> str:
     corrections.add_label(engine, first, "Blues")
     corrections.add_label(engine, library.music / "Pulse" / "1.flac", "Rock")
     corrections.remove_label(engine, library.music / "Pulse" / "1.flac")
-    catalogue.mark_missing(engine, library.music / "Chirp" / "2.flac")
+    moves.mark_missing(engine, library.music / "Chirp" / "2.flac")
     with engine.begin() as conn:
         track_id = conn.scalar(text("SELECT id FROM tracks WHERE path = :p"), {"p": str(first)})
         conn.execute(TagBackup.__table__.insert().values(

@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,19 +71,34 @@ def test_a_lock_held_past_the_busy_timeout_is_waited_out_and_nothing_is_lost(
 
 
 @contextlib.contextmanager
+def _mounted(mount: Path, mount_it: Callable[[], str | None]) -> Iterator[None]:
+    """While ``mount_it()`` (None once ``mount`` is mounted, else why not: the test is
+    skipped) holds: ``mount`` is unmounted (lazily) on the way out either way."""
+    try:
+        why_not = mount_it()
+        if why_not is not None:
+            pytest.skip(why_not)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
 def _small_tmpfs(where: Path, size: str) -> Iterator[Path]:
     where.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                               str(where)], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        pytest.skip("no mount command: cannot make a small full file system")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+
+    def mount_it() -> str | None:
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                   str(where)], capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            return "no mount command: cannot make a small full file system"
+        if done.returncode != 0:
+            return f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}"
+        return None
+
+    with _mounted(where, mount_it):
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _fill(folder: Path) -> Path:
@@ -131,16 +146,20 @@ def _failing_disk(where: Path) -> Iterator[tuple[Path, Path]]:
     mount.mkdir()
     proc = subprocess.Popen([sys.executable, str(FAULTFS), str(root), str(mount), str(switch)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+
+    def mount_it() -> str | None:
         wait_for(lambda: os.path.ismount(mount) or proc.poll() is not None, 60,
                  "the FUSE file system to mount (or fail)")
-        if not os.path.ismount(mount):
-            error = (proc.stderr.read().strip() if proc.stderr else "") or "no message"
-            pytest.skip(f"cannot mount a FUSE file system here (needs /dev/fuse, root and "
-                        f"Debian's libfuse2): {error.splitlines()[-1]}")
-        yield mount, switch
+        if os.path.ismount(mount):
+            return None
+        error = (proc.stderr.read().strip() if proc.stderr else "") or "no message"
+        return (f"cannot mount a FUSE file system here (needs /dev/fuse, root and "
+                f"Debian's libfuse2): {error.splitlines()[-1]}")
+
+    try:
+        with _mounted(mount, mount_it):
+            yield mount, switch
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

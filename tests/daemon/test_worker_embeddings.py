@@ -25,7 +25,7 @@ from classifier.predict import Classifier
 from daemon.config import Config
 from daemon.queue_worker import Claimant, ClaimingWorker
 from daemon.worker import Worker
-from storage import catalogue
+from storage import catalogue, requeue
 from storage.db import open_catalogue
 from storage.schema import ERROR, OK
 from tests.audiogen import STYLES, make_track, write_audio
@@ -75,7 +75,7 @@ def test_a_new_head_reclassifies_embedded_tracks_without_decoding(
     assert new.version != Classifier.load(first).version
 
     # its promotion queues every track again; the worker decodes none of them
-    assert catalogue.requeue_for_model(engine, new.version).queued == n
+    assert requeue.requeue_for_model(engine, new.version).queued == n
     with Worker(engine, new, cfg) as w:
         again = w.process_pending()
     assert (again.classified, again.decoded, again.from_embeddings) == (n, 0, n)
@@ -95,7 +95,7 @@ def test_a_new_head_reclassifies_embedded_tracks_without_decoding(
     assert training.train(lib, other, arch="backbone", seed=1, cache_dir=cfg.cache_path,
                           progress=False).decoded == 0
     third = Classifier.load(other)
-    assert catalogue.requeue_for_model(engine, third.version).queued == n
+    assert requeue.requeue_for_model(engine, third.version).queued == n
     claimant = Claimant(engine, cfg, "daemon")
     try:
         with ClaimingWorker(engine, third, cfg, claimant=claimant) as w:

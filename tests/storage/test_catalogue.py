@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from storage import catalogue, corrections
+from storage import catalogue, corrections, moves, requeue
 from storage.schema import ERROR, MISSING, OK, PENDING, Prediction
 
 
@@ -81,7 +81,7 @@ def test_tracks_whose_files_are_gone_become_missing(engine: Engine, tmp_path: Pa
         catalogue.record_prediction(engine, path, guess(), fingerprint=None, size=1,
                                     mtime=1.0)
 
-    assert catalogue.mark_missing_under(engine, tmp_path / "lib") == 1
+    assert moves.mark_missing_under(engine, tmp_path / "lib") == 1
 
     statuses = {t.path: t.status for t in catalogue.tracks_under(engine, tmp_path)}
     assert statuses == {str(kept): OK, str(tmp_path / "lib" / "gone.mp3"): MISSING,
@@ -95,10 +95,10 @@ def test_a_moved_file_takes_over_its_track_with_the_correction(
     catalogue.record_prediction(engine, old, guess(), fingerprint="same-audio", size=1,
                                 mtime=1.0)
     corrections.add_label(engine, old, "Blues")
-    catalogue.mark_missing(engine, old)
+    moves.mark_missing(engine, old)
     catalogue.mark_pending(engine, new, 1, 2.0)  # the scanner found the file at its new path
 
-    assert catalogue.adopt_moved(engine, new, "same-audio") == str(old)
+    assert moves.adopt_moved(engine, new, "same-audio") == str(old)
 
     assert catalogue.get_track(engine, old) is None
     moved = catalogue.get_track(engine, new)
@@ -113,8 +113,8 @@ def test_a_fingerprint_of_a_track_still_present_is_not_taken_over(
     first = tmp_path / "a.mp3"
     first.write_bytes(b"x")
     catalogue.record_prediction(engine, first, guess(), fingerprint="dup", size=1, mtime=1.0)
-    assert catalogue.adopt_moved(engine, tmp_path / "copy.mp3", "dup") is None
-    assert len(catalogue.find_by_fingerprint(engine, "dup")) == 1
+    assert moves.adopt_moved(engine, tmp_path / "copy.mp3", "dup") is None
+    assert len(moves.find_by_fingerprint(engine, "dup")) == 1
 
 
 def test_move_path_merges_a_placeholder_at_the_destination(engine: Engine) -> None:
@@ -123,11 +123,11 @@ def test_move_path_merges_a_placeholder_at_the_destination(engine: Engine) -> No
     catalogue.mark_pending(engine, "/m/b.mp3")
     corrections.add_label(engine, "/m/b.mp3", "Rock")
 
-    assert catalogue.move_path(engine, "/m/a.mp3", "/m/b.mp3")
+    assert moves.move_path(engine, "/m/a.mp3", "/m/b.mp3")
 
     assert catalogue.count_tracks(engine) == 1
     assert corrections.corrected_genre(engine, "/m/b.mp3") == "Rock"
-    assert not catalogue.move_path(engine, "/m/nothing.mp3", "/m/c.mp3")
+    assert not moves.move_path(engine, "/m/nothing.mp3", "/m/c.mp3")
 
 
 def test_one_model_version_is_active(engine: Engine) -> None:
@@ -171,12 +171,12 @@ def test_switching_models_queues_other_models_tracks_and_unqueues_its_own(
                                 size=size2, mtime=mtime2)
     corrections.add_label(engine, corrected, "Polka")
 
-    assert catalogue.requeue_for_model(engine, "v2") == catalogue.Requeue(queued=1, unqueued=0)
+    assert requeue.requeue_for_model(engine, "v2") == requeue.Requeue(queued=1, unqueued=0)
     assert catalogue.pending_paths(engine) == [str(same)]  # the corrected track is left alone
     assert catalogue.has_pending(engine)
 
     # Back to v1 before v2 classified anything: v1's answer still stands.
-    assert catalogue.requeue_for_model(engine, "v1") == catalogue.Requeue(queued=0, unqueued=1)
+    assert requeue.requeue_for_model(engine, "v1") == requeue.Requeue(queued=0, unqueued=1)
     assert catalogue.pending_paths(engine) == [] and not catalogue.has_pending(engine)
     info = catalogue.get_track(engine, same)
     assert info is not None and (info.status, info.model) == (OK, "v1")
@@ -191,14 +191,14 @@ def test_a_queued_track_whose_file_changed_stays_queued_on_a_switch_back(
     rewritten, size2, mtime2 = _file(tmp_path / "rewritten.flac")
     catalogue.record_prediction(engine, rewritten, guess(model="v1"), fingerprint=None,
                                 size=size2, mtime=mtime2)
-    assert catalogue.requeue_for_model(engine, "v2").queued == 2
+    assert requeue.requeue_for_model(engine, "v2").queued == 2
     # Changed on disk while queued, nobody looked (e.g. the daemon was down).
     edited.write_bytes(b"new audio, longer")
     # Changed and already queued for it by the watcher/scan, which records the new stat.
     rewritten.write_bytes(b"other audio, longer")
     catalogue.mark_pending(engine, rewritten, *catalogue.file_stat(rewritten))
 
-    assert catalogue.requeue_for_model(engine, "v1") == catalogue.Requeue(queued=0, unqueued=0)
+    assert requeue.requeue_for_model(engine, "v1") == requeue.Requeue(queued=0, unqueued=0)
     assert sorted(catalogue.pending_paths(engine)) == sorted([str(edited), str(rewritten)])
 
 
@@ -209,5 +209,5 @@ def test_a_track_queued_by_a_file_change_is_not_unqueued_by_its_own_model(
     catalogue.record_prediction(engine, song, guess(model="v1"), fingerprint=None, size=size,
                                 mtime=mtime)
     catalogue.mark_pending(engine, song, size, mtime)  # e.g. `scan --force`, or a move back
-    assert catalogue.requeue_for_model(engine, "v1") == catalogue.Requeue(queued=0, unqueued=0)
+    assert requeue.requeue_for_model(engine, "v1") == requeue.Requeue(queued=0, unqueued=0)
     assert catalogue.pending_paths(engine) == [str(song)]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from storage import catalogue, corrections
+from storage import catalogue, corrections, moves
 from storage.schema import MISSING, PENDING, TAG, USER
 from tests.audiogen import make_track
 
@@ -56,7 +56,7 @@ def test_labelled_tracks_lists_active_labels_of_present_tracks(engine: Engine) -
     corrections.add_label(engine, "/m/a.mp3", "Blues")
     corrections.add_label(engine, "/m/b.mp3", "Rock")
     corrections.add_label(engine, "/m/gone.mp3", "Pop")
-    catalogue.mark_missing(engine, "/m/gone.mp3")
+    moves.mark_missing(engine, "/m/gone.mp3")
     corrections.add_label(engine, "/m/c.mp3", "Pop")
     corrections.remove_label(engine, "/m/c.mp3")
 

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateTable
 
-from storage import catalogue
+from storage import catalogue, moves
 from storage.paths import MARK, from_db, in_folder, is_gone, is_inside, to_db
 from storage.schema import Track
 
@@ -125,7 +125,7 @@ def test_an_older_catalogue_keeps_a_name_holding_u_ffff(tmp_path: os.PathLike[st
 def test_an_error_reason_naming_an_odd_path_is_stored(engine: Engine) -> None:
     odd = os.fsdecode(b"/m/bad\xffname.ogg")
     catalogue.mark_pending(engine, "/m/a.ogg")
-    assert catalogue.mark_missing(engine, "/m/a.ogg", f"renamed to {odd}")
+    assert moves.mark_missing(engine, "/m/a.ogg", f"renamed to {odd}")
     catalogue.record_error(engine, odd, f"cannot read {odd}: I/O error")
     assert catalogue.get_track(engine, "/m/a.ogg").error == \
         "renamed to /m/bad\\xffname.ogg"  # type: ignore[union-attr]
