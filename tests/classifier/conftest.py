@@ -76,15 +76,12 @@ def synth_model(tmp_path_factory: pytest.TempPathFactory, synth_library: Path,
     return Trained(result, time.monotonic() - start, cpu_seconds() - cpu)
 
 
-BACKBONE_FORMATS = (".flac", ".ogg", ".mp3", ".wav")
-
-
 def backbone_library(root: Path, per_style: int, seed0: int, seconds: float = 12.0) -> Path:
     """root/<style>/<style>-<n>.<fmt>: short songs, enough for a backbone head (it embeds
     a few 6 s windows per song whatever the song's length)."""
     for s, style in enumerate(STYLES):
         for i in range(per_style):
-            make_track(root / style / f"{style.lower()}-{i}{BACKBONE_FORMATS[i % 4]}", style,
+            make_track(root / style / f"{style.lower()}-{i}{FORMATS[i % len(FORMATS)]}", style,
                        seconds, seed=seed0 + 100 * s + i)
     return root
 
