@@ -151,7 +151,7 @@ def test_bench_query_times_query_and_startup(bench_cache: Path, model: Path) -> 
 
 
 def test_bench_train_times_epochs_and_retrain(bench_cache: Path, model: Path) -> None:
-    figures = run_bench("bench_train", bench_cache, model, "--tracks", "8")
+    figures = run_bench("bench_train", bench_cache, model, "--tracks", "4")
     assert number(figures, "pooled_seconds_per_epoch_per_1000_clips") > 0
     assert "retrain_seconds" in figures
 

@@ -76,6 +76,31 @@ def synth_model(tmp_path_factory: pytest.TempPathFactory, synth_library: Path,
     return Trained(result, time.monotonic() - start, cpu_seconds() - cpu)
 
 
+def backbone_library(root: Path, per_style: int, seed0: int, seconds: float = 12.0) -> Path:
+    """root/<style>/<style>-<n>.<fmt>: short songs, enough for a backbone head (it embeds
+    a few 6 s windows per song whatever the song's length)."""
+    for s, style in enumerate(STYLES):
+        for i in range(per_style):
+            make_track(root / style / f"{style.lower()}-{i}{FORMATS[i % len(FORMATS)]}", style,
+                       seconds, seed=seed0 + 100 * s + i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def backbone_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(library, cache dir, bundle) of a backbone model trained once, from a cold cache.
+    Tests may add embeddings to the cache (never change one); a test that needs the cache
+    as it was right after this training copies it first."""
+    from classifier import training
+
+    lib = backbone_library(tmp_path_factory.mktemp("backbone-lib"), 6, seed0=1)
+    cache = tmp_path_factory.mktemp("backbone-cache")
+    out = tmp_path_factory.mktemp("backbone-models") / "first"
+    result = training.train(lib, out, arch="backbone", cache_dir=cache, progress=False)
+    assert result.decoded == 4 * 6  # a cold store: every song decoded once
+    return lib, cache, out
+
+
 @pytest.fixture(scope="session")
 def odd_files() -> Path:
     path = SHARED / "corpus" / "odd-files"

@@ -16,28 +16,15 @@ from classifier import training
 from classifier.bundle import read_meta
 from classifier.headfit import EMBEDDINGS_FILE
 from classifier.predict import Classifier, Unclassifiable
-from tests.audiogen import STYLES, make_track, write_audio
-
-FORMATS = (".flac", ".ogg", ".mp3", ".wav")
-
-
-def library(root: Path, per_style: int, seed0: int, seconds: float = 12.0) -> Path:
-    for s, style in enumerate(STYLES):
-        for i in range(per_style):
-            make_track(root / style / f"{style.lower()}-{i}{FORMATS[i % 4]}", style, seconds,
-                       seed=seed0 + 100 * s + i)
-    return root
+from tests.audiogen import make_track, write_audio
+from tests.classifier.conftest import backbone_library as library
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(library, cache dir, bundle) of a backbone model trained once."""
-    lib = library(tmp_path_factory.mktemp("lib"), 6, seed0=1)
-    cache = tmp_path_factory.mktemp("cache")
-    out = tmp_path_factory.mktemp("models") / "first"
-    result = training.train(lib, out, arch="backbone", cache_dir=cache, progress=False)
-    assert result.decoded == 4 * 6  # a cold store: every song decoded once
-    return lib, cache, out
+def trained(backbone_trained: tuple[Path, Path, Path]) -> tuple[Path, Path, Path]:
+    """(library, cache dir, bundle) of a backbone model trained once (shared with the CLI
+    tests, tests/classifier/conftest.py)."""
+    return backbone_trained
 
 
 def test_head_on_stored_embeddings_tells_the_styles_apart_and_is_calibrated(

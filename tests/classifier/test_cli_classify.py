@@ -120,18 +120,21 @@ def test_train_puts_a_new_version_in_the_store_without_activating_it(
     assert json.loads(proc.stdout)[0]["model"] == versions[0].name
 
 
-def test_train_with_activate_makes_the_new_model_active(env: dict[str, str],
-                                                         synth_library: Path,
-                                                         synth_cache: Path,
-                                                         tmp_path: Path) -> None:
+def test_train_with_activate_makes_the_new_model_active(
+        env: dict[str, str], backbone_trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    # The default network on a library whose embeddings are stored already (a copy of the
+    # shared cache): training through the CLI, not embedding, is what this test is about
+    # (tests/classifier/test_backbone.py trains from a cold cache).
+    library, stored, _ = backbone_trained
+    cache = shutil.copytree(stored, tmp_path / "cache")
     out = tmp_path / "mine"
-    proc = run(env, "train", str(synth_library), "--out", str(out), "--cache",
-               str(synth_cache), "--activate", "--no-progress")
+    proc = run(env, "train", str(library), "--out", str(out), "--cache", str(cache),
+               "--activate", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((out / "model.json").read_text())
     assert meta["arch"] == "backbone"  # the default network
     version = meta["version"]
-    proc = run(env, "classify", "--format", "json", str(next(synth_library.rglob("*.ogg"))))
+    proc = run(env, "classify", "--format", "json", str(next(library.rglob("*.ogg"))))
     assert json.loads(proc.stdout)[0]["model"] == version
 
 

@@ -81,13 +81,18 @@ class Library:
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         if not self.db.exists():
             return []
-        with sqlite3.connect(self.db, timeout=30) as conn:
-            try:
+        # Closed here, not left to the garbage collector (a connection sits in a reference
+        # cycle): an open catalogue keeps a lazily unmounted file system (faultfs) alive.
+        conn = sqlite3.connect(self.db, timeout=30)
+        try:
+            with conn:
                 return conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as e:
-                if "no such table" in str(e):
-                    return []
-                raise
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []
+            raise
+        finally:
+            conn.close()
 
     def track(self, path: Path) -> tuple[Any, ...] | None:
         """(id, status, size, error) of the track at ``path``."""

@@ -29,14 +29,18 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_bundle(tmp_path_factory.mktemp("models") / "tiny-v1")
 
 
-@pytest.fixture
-def env(tmp_path: Path, model_dir: Path) -> dict[str, str]:
-    home = tmp_path / "home"
+def _env(root: Path, model_dir: Path) -> dict[str, str]:
+    home = root / "home"
     home.mkdir()
     return {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
             "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache"),
-            "GENRED_DB": f"sqlite:///{tmp_path / 'catalogue.db'}", "GENRED_MODEL": str(model_dir),
+            "GENRED_DB": f"sqlite:///{root / 'catalogue.db'}", "GENRED_MODEL": str(model_dir),
             "GENRED_CLIPS_PER_TRACK": "1", "GENRED_WORKERS": "1"}
+
+
+@pytest.fixture
+def env(tmp_path: Path, model_dir: Path) -> dict[str, str]:
+    return _env(tmp_path, model_dir)
 
 
 def genred(
@@ -49,14 +53,18 @@ def genred(
     return proc
 
 
-@pytest.fixture
-def library(tmp_path: Path) -> Path:
-    lib = tmp_path / "lib"
+def _library(root: Path) -> Path:
+    lib = root / "lib"
     make_track(lib / "a.mp3", "Drone", 3.0, seed=1)
     make_track(lib / "sub" / "b.flac", "Pulse", 3.0, seed=2)
     make_track(lib / "sub" / "c.ogg", "Chirp", 3.0, seed=3)
     (lib / "broken.mp3").write_text("not music")
     return lib
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Path:
+    return _library(tmp_path)
 
 
 def query(env: dict[str, str], *args: str) -> list[dict[str, object]]:
@@ -94,15 +102,19 @@ def test_scan_query_correct_and_stats(env: dict[str, str], library: Path) -> Non
     assert query(env, "--corrected") == []
 
 
-@pytest.fixture
-def catalogued(env: dict[str, str], library: Path, tmp_path: Path) -> dict[str, Path]:
-    """The library scanned (3 ok, broken.mp3 an error), a.mp3 corrected, and a file that
-    is corrected but not scanned yet (pending)."""
+@pytest.fixture(scope="module")
+def catalogued(tmp_path_factory: pytest.TempPathFactory, model_dir: Path
+               ) -> tuple[dict[str, str], dict[str, Path]]:
+    """(env, files): the library scanned (3 ok, broken.mp3 an error), a.mp3 corrected, and
+    a file that is corrected but not scanned yet (pending). Built once for the module: the
+    tests using it only query."""
+    root = tmp_path_factory.mktemp("catalogued")
+    env, library = _env(root, model_dir), _library(root)
     genred(env, "scan", library)
     genred(env, "correct", library / "a.mp3", "Jazz")
-    late = make_track(tmp_path / "later" / "d.wav", "Noise", 3.0, seed=4)
+    late = make_track(root / "later" / "d.wav", "Noise", 3.0, seed=4)
     genred(env, "correct", late, "Rock")
-    return {"a": library / "a.mp3", "broken": library / "broken.mp3", "pending": late}
+    return env, {"a": library / "a.mp3", "broken": library / "broken.mp3", "pending": late}
 
 
 def table(env: dict[str, str], *args: str) -> list[str]:
@@ -110,8 +122,9 @@ def table(env: dict[str, str], *args: str) -> list[str]:
 
 
 def test_query_table_has_an_aligned_header_marks_and_a_legend(
-    env: dict[str, str], catalogued: dict[str, Path]
+    catalogued: tuple[dict[str, str], dict[str, Path]],
 ) -> None:
+    env, files = catalogued
     header, *rows, footer = table(env)
     assert header.split() == ["PATH", "GENRE", "PREDICTED", "CONF", "ARTIST", "ALBUM",
                               "STATUS"]
@@ -123,11 +136,11 @@ def test_query_table_has_an_aligned_header_marks_and_a_legend(
         assert all(row[i - 2:i] == "  " and row[i] != " " for i in starts), row
         assert row[conf_end - 1] != " " and row[conf_end:conf_end + 2] == "  ", row
     by_path = {row.split()[0]: row for row in rows}
-    corrected = by_path[str(catalogued["a"])]
+    corrected = by_path[str(files["a"])]
     assert corrected.split()[1] == "Jazz*" and corrected.split()[-1] == "ok"
-    pending = by_path[str(catalogued["pending"])]
+    pending = by_path[str(files["pending"])]
     assert pending.split()[1:] == ["Rock*", "-", "-", "-", "-", "pending"]
-    broken = by_path[str(catalogued["broken"])]
+    broken = by_path[str(files["broken"])]
     assert broken.split()[1:6] == ["-", "-", "-", "-", "-"]
     assert broken[starts[4]:].startswith("error: not an audio file")
     assert sum("*" in row for row in rows) == 2  # exactly the corrected rows
@@ -137,8 +150,9 @@ def test_query_table_has_an_aligned_header_marks_and_a_legend(
 
 
 def test_query_table_footer_counts_in_good_english(
-    env: dict[str, str], catalogued: dict[str, Path]
+    catalogued: tuple[dict[str, str], dict[str, Path]],
 ) -> None:
+    env, _ = catalogued
     assert table(env, "--status", "error")[-1] == "1 track"  # no legend: nothing marked
     assert table(env, "--uncorrected", "--status", "ok")[-1] == "2 tracks"
     assert table(env, "--corrected", "--status", "ok")[-1].startswith("1 track, 1 corrected (*")
@@ -146,8 +160,9 @@ def test_query_table_footer_counts_in_good_english(
 
 
 def test_query_csv_carries_the_json_fields_with_iso_timestamps(
-    env: dict[str, str], catalogued: dict[str, Path]
+    catalogued: tuple[dict[str, str], dict[str, Path]],
 ) -> None:
+    env, files = catalogued
     rows = query(env)
     text = genred(env, "query", "--format", "csv").stdout
     header, *records = list(csv.reader(io.StringIO(text)))
@@ -167,15 +182,16 @@ def test_query_csv_carries_the_json_fields_with_iso_timestamps(
             if stamp is not None:
                 assert "T" in str(stamp)
                 assert datetime.fromisoformat(str(stamp)).tzinfo == UTC
-    done = next(r for r in rows if r["path"] == str(catalogued["a"]))
-    assert (done["correction_source"], done["size"]) == ("user", catalogued["a"].stat().st_size)
+    done = next(r for r in rows if r["path"] == str(files["a"]))
+    assert (done["correction_source"], done["size"]) == ("user", files["a"].stat().st_size)
     assert done["mtime"] == datetime.fromtimestamp(
-        int(catalogued["a"].stat().st_mtime), UTC).isoformat()
+        int(files["a"].stat().st_mtime), UTC).isoformat()
 
 
 def test_query_sorts_tracks_without_confidence_last(
-    env: dict[str, str], catalogued: dict[str, Path]
+    catalogued: tuple[dict[str, str], dict[str, Path]],
 ) -> None:
+    env, _ = catalogued
     for order in ((), ("--desc",)):
         statuses = [r["status"] for r in query(env, "--sort", "confidence", *order)]
         assert statuses[:3] == ["ok"] * 3 and sorted(statuses[3:]) == ["error", "pending"]

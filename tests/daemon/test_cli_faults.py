@@ -132,12 +132,13 @@ def test_a_lock_held_past_the_busy_timeout_is_one_line_and_loses_nothing(
     assert genred(env, "correct", music / "song.wav", "Rock", "--db", db).returncode == 0
     other = sqlite3.connect(db, isolation_level=None)  # a second program, writing
     other.execute("BEGIN IMMEDIATE")
-    try:
-        proc = genred(env, "correct", music / "song.wav", "Jazz", "--db", db)
+    try:  # held until the command is done: 1 s of busy timeout, not the default 30 s
+        proc = genred({**env, "GENRED_BUSY_TIMEOUT_SECONDS": "1"}, "correct",
+                      music / "song.wav", "Jazz", "--db", db)
     finally:
         other.execute("ROLLBACK")
         other.close()
-    _one_line_failure(proc, 1, "is locked: another program held it")
+    _one_line_failure(proc, 1, "is locked: another program held it for more than 1 s")
     proc = genred(env, "query", "--format", "csv", "--db", db)
     assert proc.returncode == 0 and "Rock" in proc.stdout, proc.stderr
 

@@ -178,10 +178,14 @@ def _labelled_library(tmp_path: Path, music: Path) -> Library:
     library.env.update(GENRED_CLIPS_PER_TRACK="1", GENRED_WORKERS="1",
                        GENRED_RETRAIN_EPOCHS="4")
     assert library.genred("scan", str(library.music)).returncode == 0
-    for style in STYLES:
-        for i in range(5):  # the sixth song of each style stays unlabelled
-            path = library.music / style / f"{style}{i}.wav"
-            assert library.genred("correct", str(path), style).returncode == 0
+    # the sixth song of each style stays unlabelled; one `correct` for all 20 labels
+    labels = library.root / "labels.csv"
+    labels.write_text("path,genre\n" + "".join(
+        f"{library.music / style / f'{style}{i}.wav'},{style}\n"
+        for style in STYLES for i in range(5)))
+    done = library.genred("correct", "--from-csv", str(labels))
+    assert done.returncode == 0, done.stderr
+    assert library.rows("SELECT count(*) FROM corrections WHERE active") == [(20,)]
     return library
 
 
