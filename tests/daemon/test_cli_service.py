@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -238,7 +239,6 @@ def test_retrain_now_with_a_missing_pinned_model_fails_cleanly(library: Library)
 def test_retrain_now_stopped_with_sigterm_is_recorded_as_interrupted(library: Library) -> None:
     import signal
     import subprocess
-    import time
 
     from tests.audiogen import make_track
     from tests.daemon.daemon_helpers import GENRED, wait_for
@@ -248,15 +248,22 @@ def test_retrain_now_stopped_with_sigterm_is_recorded_as_interrupted(library: Li
     assert library.genred("scan", str(library.music)).returncode == 0
     for path in library.music.iterdir():
         assert library.genred("correct", str(path), path.stem.rstrip("0123456789")).returncode == 0
-    env = {**library.env, "GENRED_RETRAIN_EPOCHS": "100000"}  # long enough to be stopped
     proc = subprocess.Popen([str(GENRED), "--db", str(library.db), "retrain", "--now"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=library.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
-        wait_for(lambda: library.rows(
-            "SELECT count(*) FROM training_runs WHERE decision = 'running'")[0][0], 60,
-            "the retrain to start")
-        time.sleep(1.0)  # into the training itself (either way it must stop cleanly)
+        # No race with the run's end, however fast or slow the machine: the retrain child
+        # is frozen (SIGSTOP) as soon as it exists, before it can have recorded a decision
+        # (it has torch to import first); genred is stopped while it is frozen, and the
+        # child is thawed only once genred has passed the SIGTERM on to it.
+        child = wait_for(lambda: _child_of(proc.pid, "daemon.retrain_child"), 120,
+                         "the retrain child to start")
+        os.kill(child, signal.SIGSTOP)
+        assert library.rows("SELECT decision FROM training_runs") == [("running",)]
         proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: _pending(child, signal.SIGTERM), 120,
+                 "genred to pass the SIGTERM on to its retrain child")
+        os.kill(child, signal.SIGCONT)
         _, err = proc.communicate(timeout=300)  # a hang guard, not a speed check
     finally:
         proc.kill()
@@ -266,3 +273,27 @@ def test_retrain_now_stopped_with_sigterm_is_recorded_as_interrupted(library: Li
     assert runs == [("failed", "interrupted (the process stopped mid-run)")]
     status = library.genred("status")
     assert "last retrain  failed at" in status.stdout and "None" not in status.stdout
+
+
+def _child_of(parent: int, marker: str) -> int | None:
+    """The pid of a child process of ``parent`` whose command line holds ``marker``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and marker in cmdline:
+            return int(entry.name)
+    return None
+
+
+def _pending(pid: int, signum: int) -> bool:
+    """``signum`` is pending for process ``pid`` (sent while it is stopped)."""
+    masks = [int(line.split()[1], 16)
+             for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+             if line.startswith(("ShdPnd:", "SigPnd:"))]
+    return any(mask >> (signum - 1) & 1 for mask in masks)
