@@ -12,7 +12,7 @@ training can grow the genre set by adding rows to it.
   (statistics of the training data, stored as buffers), three short temporal convolutions and
   global average + max pooling over time instead of a giant flatten — ~20x fewer weights,
   any clip length, and less room to memorise a small training set.
-- ``backbone`` (the default, DEFAULT_ARCH): the pretrained MSD_musicnn, frozen, and a
+- ``backbone`` (the default, archs.DEFAULT_ARCH): the pretrained MSD_musicnn, frozen, and a
   small head over its track embedding (classifier/head.py); its input is musicnn's
   log-mel, not the paper's.
 """
@@ -20,39 +20,12 @@ training can grow the genre set by adding rows to it.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-ARCHS = ("pooled", "paper", "backbone")
-DEFAULT_ARCH = "backbone"  # what `genred train` trains without --arch
-
-
-@dataclass(frozen=True)
-class Bound:
-    """The values one architecture option may take in a model.json: a number from ``low``
-    to ``high`` (a whole one when ``kind`` is int), or with ``length`` a list of that many."""
-
-    kind: type
-    low: float
-    high: float
-    length: int | None = None
-
-
-# What a bundle's arch_kwargs may hold, per architecture: classifier/bundle.py refuses a
-# model.json outside these before it builds anything (``hidden: 2e9`` would allocate
-# gigabytes, ``channels: -5`` crash). A new architecture adds its entry here.
-ARCH_OPTIONS: dict[str, dict[str, Bound]] = {
-    "pooled": {"channels": Bound(int, 1, 1024), "hidden": Bound(int, 1, 8192),
-               "dropout": Bound(float, 0.0, 0.99)},
-    "paper": {"channels": Bound(int, 1, 512, length=2), "hidden": Bound(int, 1, 4096),
-              "dropout": Bound(float, 0.0, 0.99)},
-    "backbone": {"hidden": Bound(int, 0, 4096), "dropout": Bound(float, 0.0, 0.99)},
-}
-# No architecture, whatever its options, may have more weights than this (400 MB).
-MAX_PARAMETERS = 100_000_000
+from classifier.archs import ARCHS
 
 
 class PaperCNN(nn.Module):

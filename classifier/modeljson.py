@@ -3,7 +3,7 @@
 A model.json comes from a file anyone could have edited, and its numbers size what gets
 allocated: ``n_mels`` the mel filters, ``hop_length`` the frames per clip, ``hidden`` the
 layers. So every value is checked against a bound here (the feature parameters) or in
-``classifier/model.py`` (``ARCH_OPTIONS``, per architecture), the network is first built
+``classifier/archs.py`` (``ARCH_OPTIONS``, per architecture), the network is first built
 on PyTorch's "meta" device (shapes, no memory) to count its weights, and the shapes in
 model.safetensors' header are compared with it before a byte of weights is read. A value
 out of bounds, a layer that differs, NaN weights: each is a ModelMismatch (or
@@ -105,7 +105,7 @@ def check_meta(data: dict[str, Any]) -> None:
 
 def check_arch(arch: str, kwargs: dict[str, Any]) -> None:
     """The options are ones ``arch`` takes, each within its ARCH_OPTIONS bound."""
-    from classifier import model as cnn
+    from classifier import archs as cnn
 
     if arch not in cnn.ARCHS:
         raise SchemaError(f"unknown architecture {arch!r}; this genred knows "
@@ -137,15 +137,16 @@ def shapes_on_meta(arch: str, n_labels: int, n_mels: int, frames: int,
     """The state-dict shapes of the network, built on the meta device (no memory)."""
     import torch
 
+    from classifier import archs
     from classifier import model as cnn
 
     with torch.device("meta"):
         net = cnn.build(arch, n_labels, n_mels, frames, **build_kwargs(kwargs))
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     total = sum(math.prod(s) for s in shapes.values())
-    if total > cnn.MAX_PARAMETERS:
+    if total > archs.MAX_PARAMETERS:
         raise SchemaError(f"the architecture would hold {total:,} weights; at most "
-                          f"{cnn.MAX_PARAMETERS:,}")
+                          f"{archs.MAX_PARAMETERS:,}")
     return shapes
 
 

@@ -23,6 +23,8 @@ from classifier.store import STARTER_DIR, ModelStore
 if TYPE_CHECKING:
     from torch import nn
 
+    from classifier.head_np import NumpyHead
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CLIPS = 3
@@ -126,6 +128,7 @@ class Classifier:
         self.params = meta.params
         self.clips_per_track = clips_per_track
         self._net: nn.Module | None = None
+        self._head: NumpyHead | None = None
 
     @classmethod
     def load(
@@ -152,6 +155,24 @@ class Classifier:
             set_torch_threads()
             _, self._net = bundle.load(self.path, expect_params=self.params)
         return self._net
+
+    @property
+    def head(self) -> NumpyHead:
+        """A backbone model's head, applied with numpy (classifier/head_np.py): checked as
+        :attr:`net` is, without torch."""
+        if self._head is None:
+            from classifier.head_np import NumpyHead
+
+            self._head = NumpyHead.load(self.path, self.meta, expect_params=self.params)
+        return self._head
+
+    def ready(self) -> None:
+        """Load what predictions need now (a damaged bundle fails here, not mid-work): a
+        backbone model's head (no torch), else the network (torch)."""
+        if self.embeds:
+            self.head  # noqa: B018
+        else:
+            self.net  # noqa: B018
 
     def features(self, path: str | Path) -> tuple[AudioInfo, np.ndarray]:
         """(info, (K, n_mels, frames) log-mels). No torch: safe in a worker process.
@@ -196,7 +217,7 @@ class Classifier:
         very answer it got when it was decoded."""
         if not self.embeds:
             raise ValueError(f"{self.path}: a {self.meta.arch!r} model has no embeddings")
-        self.net  # noqa: B018 - loading the weights sets torch's threads
+        self.ready()  # a damaged bundle fails before the backbone runs
         return track_embedding(feats, self.backbone)
 
     @property
@@ -212,16 +233,9 @@ class Classifier:
                           self.backbone if self.embeds else None, self.min_seconds)
 
     def predict_embedding(self, emb: np.ndarray, duration: float, fmt: str) -> Prediction:
-        """The Prediction of a backbone model from a track's embedding (no decoding)."""
-        import torch
-
-        from classifier.head import BackboneHead
-
-        net = self.net
-        assert isinstance(net, BackboneHead)
-        with torch.inference_mode():
-            logits = net.calibrated(torch.from_numpy(np.asarray(emb, np.float32))[None])
-            probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+        """The Prediction of a backbone model from a track's embedding (no decoding, no
+        torch: the head is applied with numpy)."""
+        probs = self.head.probabilities(np.asarray(emb, np.float32)[None])
         if not np.isfinite(probs).all():
             raise ModelBroken(f"{self.path}: the model gives outputs that are not numbers "
                               "(NaN or infinite); it is damaged: activate another one "

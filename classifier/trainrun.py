@@ -64,7 +64,7 @@ class TrainOptions:
     seed: int = 0
     clips_per_song: int = 5
     epochs: int = 40
-    arch: str = "backbone"  # classifier.model.DEFAULT_ARCH (not imported: no torch here)
+    arch: str = "backbone"  # classifier.archs.DEFAULT_ARCH
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 32
     lr: float | None = None  # None: 1e-3 from scratch, 5e-4 when starting from a model

@@ -154,7 +154,7 @@ def _load_classifier(cfg: Config) -> Any:
 
     try:
         clf = Classifier.load(cfg.model or None, _store(cfg), cfg.clips_per_track)
-        clf.net  # noqa: B018 - load the weights now: a damaged bundle is a clean error here
+        clf.ready()  # load the weights now: a damaged bundle is a clean error here
         return clf
     except (ModelNotFound, BundleError) as e:
         print(f"genred: cannot load a model: {e}", file=sys.stderr)

@@ -103,7 +103,7 @@ class QueueRunner:
         try:
             classifier = Classifier.load(wanted, self.store,
                                          clips_per_track=self.cfg.clips_per_track)
-            classifier.net  # noqa: B018 - load the weights (torch) now, not mid-queue
+            classifier.ready()  # load the weights now, not mid-queue
         except (BundleError, OSError) as e:
             if self._worker is None:
                 raise DaemonError(f"cannot use the model: {e}") from e

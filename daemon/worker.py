@@ -312,8 +312,8 @@ class Worker(Recording):
     ) -> None:
         if not self._model_ready:
             # Here, once the decode processes have work: both start up at the same time.
-            self.classifier.net  # noqa: B018 - loading the weights sets torch's threads
-            if self._parallel:
+            self.classifier.ready()  # a backbone model's head needs no torch (head_np.py)
+            if self._parallel and not self.classifier.embeds:
                 _one_torch_thread()
             self._model_ready = True
         while True:
