@@ -162,13 +162,16 @@ def set_threads(n: int | None) -> None:
     _threads = n
 
 
-def threads() -> int:
-    """The engine's threads here: as set, else GENRED_TORCH_THREADS, else the cores, at
-    most 4 (as classifier.predict.set_torch_threads chooses torch's)."""
-    if _threads is not None:
-        return _threads
+def default_threads() -> int:
+    """GENRED_TORCH_THREADS, else the cores, at most 4: more threads than cores only thrash
+    on a shared machine (torch's too: classifier.predict.set_torch_threads)."""
     wanted = int(os.environ.get("GENRED_TORCH_THREADS", "0") or 0)
     return wanted if wanted > 0 else min(4, os.cpu_count() or 1)
+
+
+def threads() -> int:
+    """The engine's threads here: as set (:func:`set_threads`), else the default."""
+    return _threads if _threads is not None else default_threads()
 
 
 @lru_cache(maxsize=2)

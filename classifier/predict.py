@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,12 +48,13 @@ class Prediction:
 
 
 def set_torch_threads() -> None:
-    """Use the cores we may (GENRED_TORCH_THREADS, else all, at most 4): more threads than
-    cores only thrash on a shared machine."""
+    """Use the cores we may (musicnn_ort.default_threads: GENRED_TORCH_THREADS, else all,
+    at most 4)."""
     import torch
 
-    wanted = int(os.environ.get("GENRED_TORCH_THREADS", "0") or 0)
-    n = wanted if wanted > 0 else min(4, os.cpu_count() or 1)
+    from classifier.musicnn_ort import default_threads
+
+    n = default_threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
