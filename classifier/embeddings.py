@@ -100,9 +100,7 @@ def embed_songs(songs: list[Song], params: FeatureParams, windows: int, backbone
                 workers: int | None = None) -> Embedded:
     """Each readable song's track embedding (the backbone's mid-end features averaged
     over the patches of ``windows`` windows spread over the track)."""
-    import torch
-
-    from classifier.head import embed_windows
+    from classifier.musicnn_ort import embed_windows
 
     root = Path(cache_dir).expanduser() if cache_dir else None
     store = EmbeddingStore(root, store_key(backbone, params, windows))
@@ -128,7 +126,7 @@ def embed_songs(songs: list[Song], params: FeatureParams, windows: int, backbone
     for i, f in zip(todo, feats, strict=True):
         if f is None:
             continue
-        emb = embed_windows(torch.from_numpy(f.astype(np.float32)), backbone).numpy()
+        emb = embed_windows(f, backbone)
         store.put(digests[i], emb)
         # at the store's precision: a cold store and a warm one train the same head
         found[i] = emb.astype(np.float16).astype(np.float32)
