@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from classifier import onnx_proto
 from classifier.musicnn_spec import (
     BN_EPS,
     EMBEDDING_DIM,
@@ -48,26 +49,23 @@ def _scale_shift(w: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, np.
 
 
 class _Graph:
-    """Collects nodes and initialisers; names are generated."""
+    """Collects serialized nodes and initialisers (classifier/onnx_proto.py); names are
+    generated."""
 
     def __init__(self) -> None:
-        from onnx import helper, numpy_helper
-
-        self.helper, self.numpy_helper = helper, numpy_helper
-        self.nodes: list[Any] = []
-        self.inits: list[Any] = []
+        self.nodes: list[bytes] = []
+        self.inits: list[bytes] = []
         self._n = 0
 
     def const(self, value: np.ndarray) -> str:
         name = f"c{len(self.inits)}"
-        self.inits.append(self.numpy_helper.from_array(
-            np.ascontiguousarray(value, dtype=value.dtype), name))
+        self.inits.append(onnx_proto.tensor(name, value))
         return name
 
     def op(self, kind: str, inputs: list[str], **attrs: Any) -> str:
         self._n += 1
         out = f"t{self._n}"
-        self.nodes.append(self.helper.make_node(kind, inputs, [out], **attrs))
+        self.nodes.append(onnx_proto.node(kind, inputs, [out], **attrs))
         return out
 
     def affine(self, x: str, scale: np.ndarray, shift: np.ndarray) -> str:
@@ -98,8 +96,6 @@ def _midend_layer(g: _Graph, x: str, w: dict[str, np.ndarray], prefix: str) -> s
 
 def embedding_graph(weights: dict[str, np.ndarray]) -> bytes:
     """The serialized ONNX model: input "patches" (B, 187, 96) -> "embedding" (B, 753)."""
-    from onnx import TensorProto, checker
-
     w = {k: v.astype(np.float32) for k, v in weights.items()}
     g = _Graph()
     in_scale, in_shift = _scale_shift(w, "input_bn")
@@ -114,19 +110,14 @@ def embedding_graph(weights: dict[str, np.ndarray]) -> bytes:
     c2 = g.op("Add", [_midend_layer(g, c1, w, "midend.1"), c1])
     c3 = g.op("Add", [_midend_layer(g, c2, w, "midend.2"), c2])
     feats = g.op("Concat", [front, c1, c2, c3], axis=1)
-    g.nodes.append(g.helper.make_node("ReduceMean", [feats], ["embedding"], axes=[2],
-                                      keepdims=0))
-    h = g.helper
-    graph = h.make_graph(
-        g.nodes, "msd_musicnn_embedding",
-        [h.make_tensor_value_info("patches", TensorProto.FLOAT, ["batch", PATCH_FRAMES, N_MELS])],
-        [h.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
-        g.inits)
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)],
-                         producer_name="genred")
-    model.ir_version = 8  # readable by any ONNX Runtime since 1.10
-    checker.check_model(model)
-    return bytes(model.SerializeToString())
+    g.nodes.append(onnx_proto.node("ReduceMean", [feats], ["embedding"], axes=[2],
+                                   keepdims=0))
+    graph = onnx_proto.graph(
+        g.nodes, "msd_musicnn_embedding", g.inits,
+        [onnx_proto.value_info("patches", onnx_proto.FLOAT, ["batch", PATCH_FRAMES, N_MELS])],
+        [onnx_proto.value_info("embedding", onnx_proto.FLOAT, ["batch", EMBEDDING_DIM])])
+    # IR version 8: readable by any ONNX Runtime since 1.10
+    return onnx_proto.model(graph, OPSET, ir_version=8, producer="genred")
 
 
 class OrtBackbone:

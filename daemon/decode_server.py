@@ -23,7 +23,6 @@ from types import FrameType
 
 # Each decode process builds its own ONNX Runtime session on its first track (a session's
 # threads would not survive a fork); the modules are loaded here once.
-import onnx  # noqa: F401
 import onnxruntime  # noqa: F401
 
 import classifier.musicnn_ort  # noqa: F401 - the backbone's engine, loaded here once

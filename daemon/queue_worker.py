@@ -32,8 +32,8 @@ from daemon.paths import PathMap
 from daemon.summary import Summary
 from daemon.worker import Worker
 from storage import catalogue, moves, workqueue
-from storage.names import shown
-from storage.paths import is_gone, safe_text
+from storage.names import safe_text, shown
+from storage.paths import is_gone
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from storage.db import locks_rows, reading, serialise, writing
 from storage.genres import MultiGenre
-from storage.paths import in_folder, safe_text
+from storage.names import safe_text
+from storage.paths import in_folder
 from storage.schema import (
     ERROR,
     OK,

@@ -24,8 +24,8 @@ from storage.catalogue import (
     tracks_under,
 )
 from storage.db import reading, writing
-from storage.names import shown
-from storage.paths import is_gone, safe_text
+from storage.names import safe_text, shown
+from storage.paths import is_gone
 from storage.schema import MISSING, PENDING, Track, utcnow
 
 log = logging.getLogger(__name__)

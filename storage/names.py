@@ -4,8 +4,11 @@ here: the CLI imports it at start (``genred --help`` must stay fast)."""
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 
+# a byte that is not UTF-8 (a lone surrogate) or U+FFFF (storage/paths.py's MARK)
+_NEEDS_ESCAPE = re.compile("[\udc80-\udcff\uffff]")
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 
 
@@ -37,3 +40,11 @@ def shown(path: str | os.PathLike[str]) -> str:
     if text.isprintable() and "\\" not in text:
         return text
     return "".join(_shown_char(c) if _unsafe(c) else c for c in text)
+
+
+def safe_text(text: str) -> str:
+    """Free text (an error reason naming a path) made storable in a text column: a byte
+    that is not UTF-8 is written ``\\xff``, as ``shown`` writes it."""
+    if not _NEEDS_ESCAPE.search(text):
+        return text
+    return os.fsencode(text).decode("utf-8", "backslashreplace")

@@ -122,11 +122,3 @@ def is_gone(path: str | os.PathLike[str]) -> bool:
     except OSError as e:
         return e.errno in (errno.ENOENT, errno.ENOTDIR)
     return False
-
-
-def safe_text(text: str) -> str:
-    """Free text (an error reason naming a path) made storable in a text column: a byte
-    that is not UTF-8 is written ``\\xff``, as ``shown`` writes it."""
-    if not _NEEDS_ESCAPE.search(text):
-        return text
-    return os.fsencode(text).decode("utf-8", "backslashreplace")

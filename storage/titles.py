@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
-from storage.paths import safe_text
+from storage.names import safe_text
 
 log = logging.getLogger(__name__)
 

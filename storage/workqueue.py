@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from storage.catalogue import PredictionLike, release_claim, store_prediction, track_at
 from storage.db import reading, writing
 from storage.genres import MultiGenre
-from storage.paths import safe_text
+from storage.names import safe_text
 from storage.schema import ERROR, PENDING, ClaimSkip, Track, WorkerHost, utcnow
 from storage.titles import TitleTags
 
