@@ -186,6 +186,10 @@ def _register_corrections(sub: argparse._SubParsersAction,
 def _scan(args: argparse.Namespace, cfg: Config) -> int:
     if not require_existing(args.paths):
         return EXIT_USAGE
+    if cfg.worker_count > 1:
+        from daemon.decoding import start_server
+
+        start_server()  # it loads the decoders' modules while this process starts up
     classifier = _load_classifier(cfg)
     engine = _open(cfg)
     if classifier is None or engine is None:

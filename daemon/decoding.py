@@ -85,13 +85,29 @@ def decode(path: str, extraction: Extraction) -> Decoded:
         return Decoded(path, error=f"{type(e).__name__}: {e}")
 
 
+def _context() -> multiprocessing.context.ForkServerContext:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def start_server() -> None:
+    """Start the pool's server process now, without waiting for it: it imports the
+    decoding modules while this process opens the catalogue, loads the model and walks the
+    folders, so the first decode process forks at once (``genred scan`` calls it first).
+    The server ends with this process."""
+    from multiprocessing import forkserver
+
+    _context()
+    forkserver.ensure_running()
+
+
 def new_pool(workers: int) -> ProcessPoolExecutor:
     """``workers`` decode processes. forkserver: children never inherit torch's threads
     from the worker's process. The server imports the decoding modules once (and ignores
     SIGTERM: see daemon/decode_server.py); every decode process forked from it starts
     ready."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
+    ctx = _context()
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                initializer=_start_decoder, initargs=(os.getpid(),))
 

@@ -251,6 +251,8 @@ class Worker(Recording):
         (``size``, ``mtime`` as now on disk), it will be judged from that, not decoded."""
         if self.embeddings is None:
             return
+        if self._known is not None and catalogued not in self._known:
+            return  # a scan's new file: the catalogue has no row for it to look up
         found = self.embeddings.look_up(self.engine, catalogued, size, mtime)
         if found is not None:
             fingerprint, info, emb = found
