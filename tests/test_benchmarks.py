@@ -107,13 +107,17 @@ def test_percentile_interpolates() -> None:
 def test_bench_scan_reports_scan_and_floor(bench_cache: Path, model: Path, tmp_path: Path
                                            ) -> None:
     out = tmp_path / "scan.json"
-    figures = run_bench("bench_scan", bench_cache, model, "--tracks", "4", "--json", str(out))
+    figures = run_bench("bench_scan", bench_cache, model, "--tracks", "4", "--repeat", "2",
+                         "--json", str(out))
     assert number(figures, "scan_tracks_per_second") > 0
     assert number(figures, "floor_tracks_per_second") > 0
     assert number(figures, "scan_to_floor_ratio") > 0
     assert number(figures, "tracks_recorded_ok") == 4
     data = json.loads(out.read_text())
     assert data["machine"]["nproc"] >= 1 and data["results"]["scan_to_floor_ratio"]["value"] > 0
+    rounds = [float(x) for x in data["results"]["scan_to_floor_ratio_rounds"]["value"].split()]
+    assert len(rounds) == 2 and all(x > 0 for x in rounds)  # --repeat 2: two (scan, floor)
+    assert min(rounds) <= number(figures, "scan_to_floor_ratio") <= max(rounds)  # the median
     table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table.py"), str(out)],
                            capture_output=True, text=True, check=True).stdout
     assert "| scan | scan_to_floor_ratio |" in table and "Machine: " in table
