@@ -8,8 +8,14 @@ PyTorch's on the front end's two large timbral convolutions (one input channel,
 7 x 38 and 7 x 67 kernels; benchmarks/bench_backbone.py). The embedding agrees with
 ``Musicnn.embed`` to float32 rounding (tests/classifier/test_musicnn_ort.py).
 
+The front end's filters that provably never fire (398 of its 561:
+classifier/musicnn_bounds.py) are left out of the graph and their constant output put in
+their place: the embedding is the same bit for bit, with ~4x fewer multiply-adds
+(30.5 -> ~10 ms per patch on one Zen 4 core).
+
 Graph, per block (as FreqPooledBlock and MidendLayer compute it):
   front block:  Conv(w * sign, b * sign) -> ReduceMax(freq) -> * sign -> Relu -> * scale + shift
+                (live filters only; the dead ones' shifts concatenated, Gather to the order)
   mid-end:      Conv1d(k = 7, pad 3) -> Relu -> * scale + shift (+ the previous layer)
   embedding:    mean over time of concat(front, c1, c2, c3)
 """
@@ -22,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from classifier import onnx_proto
+from classifier import musicnn_bounds, onnx_proto
 from classifier.musicnn_spec import (
     BN_EPS,
     EMBEDDING_DIM,
@@ -75,16 +81,36 @@ class _Graph:
 
 
 def _front_block(g: _Graph, x: str, w: dict[str, np.ndarray], prefix: str,
-                 kernel: tuple[int, int], time_pad: tuple[int, int]) -> str:
+                 kernel: tuple[int, int], time_pad: tuple[int, int],
+                 input_range: tuple[float, float] | None) -> str:
+    """A front block's (B, C, T) output; with ``input_range``, the filters proved never to
+    fire on it (classifier/musicnn_bounds.py) are not computed: their channels are their
+    BN shift, put back in place."""
     scale, shift = _scale_shift(w, f"{prefix}.bn")
     sign = np.where(scale >= 0, 1.0, -1.0).astype(np.float32)
-    weight = w[f"{prefix}.conv.weight"] * sign.reshape(-1, 1, 1, 1)
-    bias = w[f"{prefix}.conv.bias"] * sign
-    y = g.op("Conv", [x, g.const(weight), g.const(bias)], kernel_shape=list(kernel),
-             pads=[time_pad[0], 0, time_pad[1], 0])  # (B, C, T, F')
+    weight, bias = w[f"{prefix}.conv.weight"], w[f"{prefix}.conv.bias"]
+    off = (musicnn_bounds.inactive_filters(weight, bias, *input_range)
+           if input_range is not None else np.zeros(len(bias), bool))
+    live = np.flatnonzero(~off)
+    y = g.op("Conv", [x, g.const(weight[live] * sign[live].reshape(-1, 1, 1, 1)),
+                      g.const(bias[live] * sign[live])],
+             kernel_shape=list(kernel), pads=[time_pad[0], 0, time_pad[1], 0])  # (B, C, T, F')
     pooled = g.op("ReduceMax", [y], axes=[3], keepdims=0)
-    signed = g.op("Mul", [pooled, g.const(sign.reshape(1, -1, 1))])
-    return g.affine(g.op("Relu", [signed]), scale, shift)
+    signed = g.op("Mul", [pooled, g.const(sign[live].reshape(1, -1, 1))])
+    out = g.affine(g.op("Relu", [signed]), scale[live], shift[live])
+    if not off.any():
+        return out
+    # (B, n_off, T) of the constants: the live output's shape with n_off channels
+    shape = g.op("Shape", [out])
+    wanted = g.op("Concat", [g.op("Slice", [shape, g.const(np.array([0], np.int64)),
+                                            g.const(np.array([1], np.int64))]),
+                             g.const(np.array([int(off.sum())], np.int64)),
+                             g.op("Slice", [shape, g.const(np.array([2], np.int64)),
+                                            g.const(np.array([3], np.int64))])], axis=0)
+    constants = g.op("Expand", [g.const(shift[off].reshape(1, -1, 1)), wanted])
+    both = g.op("Concat", [out, constants], axis=1)
+    order = np.argsort(np.concatenate([live, np.flatnonzero(off)])).astype(np.int64)
+    return g.op("Gather", [both, g.const(order)], axis=1)
 
 
 def _midend_layer(g: _Graph, x: str, w: dict[str, np.ndarray], prefix: str) -> str:
@@ -94,17 +120,23 @@ def _midend_layer(g: _Graph, x: str, w: dict[str, np.ndarray], prefix: str) -> s
     return g.affine(g.op("Relu", [y]), scale, shift)
 
 
-def embedding_graph(weights: dict[str, np.ndarray]) -> bytes:
-    """The serialized ONNX model: input "patches" (B, 187, 96) -> "embedding" (B, 753)."""
+def embedding_graph(weights: dict[str, np.ndarray], prune: bool = True) -> bytes:
+    """The serialized ONNX model: input "patches" (B, 187, 96) -> "embedding" (B, 753).
+    ``prune``: leave out the front-end filters proved never to fire on inputs within
+    ``musicnn_bounds.LOGMEL_BOUND`` (the same embedding there, ~4x fewer multiply-adds)."""
     w = {k: v.astype(np.float32) for k, v in weights.items()}
     g = _Graph()
     in_scale, in_shift = _scale_shift(w, "input_bn")
+    input_range = (musicnn_bounds.input_interval(float(in_scale.reshape(())),
+                                                 float(in_shift.reshape(())))
+                   if prune else None)
     x = g.op("Unsqueeze", ["patches", g.const(np.array([1], np.int64))])
     x = g.op("Add", [g.op("Mul", [x, g.const(in_scale.reshape(1, 1, 1, 1))]),
                      g.const(in_shift.reshape(1, 1, 1, 1))])
-    blocks = [_front_block(g, x, w, f"timbral.{i}", k, (3, 3)) for i, k in enumerate(_TIMBRAL)]
-    blocks += [_front_block(g, x, w, f"temporal.{i}", (k, 1), ((k - 1) // 2, k // 2))
-               for i, k in enumerate(_TEMPORAL)]
+    blocks = [_front_block(g, x, w, f"timbral.{i}", k, (3, 3), input_range)
+              for i, k in enumerate(_TIMBRAL)]
+    blocks += [_front_block(g, x, w, f"temporal.{i}", (k, 1), ((k - 1) // 2, k // 2),
+                            input_range) for i, k in enumerate(_TEMPORAL)]
     front = g.op("Concat", blocks, axis=1)
     c1 = _midend_layer(g, front, w, "midend.0")
     c2 = g.op("Add", [_midend_layer(g, c1, w, "midend.1"), c1])
@@ -121,26 +153,40 @@ def embedding_graph(weights: dict[str, np.ndarray]) -> bytes:
 
 
 class OrtBackbone:
-    """The backbone's embedding on ONNX Runtime with ``threads`` intra-op threads."""
+    """The backbone's embedding on ONNX Runtime with ``threads`` intra-op threads: the
+    pruned graph (dead filters left out, classifier/musicnn_bounds.py) for patches within
+    the bound its proof holds on — every log-mel — and the full graph, built when first
+    needed, for any other input."""
 
     def __init__(self, name: str = MSD_MUSICNN, threads: int = 1) -> None:
-        import onnxruntime as ort
         from safetensors.numpy import load_file
 
         if name not in WEIGHTS:
             raise ValueError(f"unknown backbone {name!r}; one of {', '.join(WEIGHTS)}")
+        self.threads = threads
+        self._weights = load_file(str(WEIGHTS[name]))
+        self.session = self._session(prune=True)
+        self._full: Any = None
+
+    def _session(self, prune: bool) -> Any:
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # warnings of graph rewrites are not the user's
-        self.threads = threads
-        self.session = ort.InferenceSession(embedding_graph(load_file(str(WEIGHTS[name]))),
-                                            options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(embedding_graph(self._weights, prune), options,
+                                    providers=["CPUExecutionProvider"])
 
     def embed(self, patches: np.ndarray) -> np.ndarray:
         """(B, EMBEDDING_DIM) float32 embeddings of (B, 187, 96) float32 patches."""
         x = np.ascontiguousarray(patches, dtype=np.float32)
-        return np.asarray(self.session.run(["embedding"], {"patches": x})[0])
+        session = self.session
+        if not musicnn_bounds.within_bound(x):
+            if self._full is None:
+                self._full = self._session(prune=False)
+            session = self._full
+        return np.asarray(session.run(["embedding"], {"patches": x})[0])
 
 
 _threads: int | None = None
