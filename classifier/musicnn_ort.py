@@ -39,10 +39,10 @@ from classifier.musicnn_spec import (
 )
 
 OPSET = 17
-# Patches per call. On ONNX Runtime the cost per patch hardly depends on it (15.4 ms at 1,
-# 2 or 6 on one thread), but a session's memory arena keeps the largest call's buffers: a
-# timbral block's conv output is 9 MB per patch; a session grew by ~45 MiB at 1 patch per
-# call, ~90 MiB at 2.
+# Patches per call. On ONNX Runtime the cost per patch hardly depends on it (9.4 / 9.0 /
+# 9.4 ms at 1, 2, 6 on one Zen 4 core, the pruned graph), but a session's memory arena
+# keeps the largest call's buffers, which grow with it (the full graph's timbral conv
+# output alone is 9 MB per patch).
 PATCH_BATCH = 1
 _TIMBRAL = ((7, int(0.4 * N_MELS)), (7, int(0.7 * N_MELS)))  # as Musicnn.__init__
 _TEMPORAL = (128, 64, 32)
