@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,7 +187,7 @@ def _register_corrections(sub: argparse._SubParsersAction,
 def _scan(args: argparse.Namespace, cfg: Config) -> int:
     if not require_existing(args.paths):
         return EXIT_USAGE
-    if cfg.worker_count > 1:
+    if cfg.worker_count > 1 and _may_use_the_pool(args.paths):
         from daemon.decoding import start_server
 
         start_server()  # it loads the decoders' modules while this process starts up
@@ -217,6 +218,14 @@ def _scan(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_FAILED
     print(summary.line())
     return EXIT_OK
+
+
+def _may_use_the_pool(paths: list[str]) -> bool:
+    """A folder, or enough files that the worker decodes them in its pool (a few files are
+    decoded in the scan's own process: no pool server to start)."""
+    from daemon.worker import POOL_MIN_FILES
+
+    return len(paths) >= POOL_MIN_FILES or any(os.path.isdir(p) for p in paths)
 
 
 def _load_classifier(cfg: Config) -> Any:
