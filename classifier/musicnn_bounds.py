@@ -16,7 +16,8 @@ The proof, per filter, is interval arithmetic on the filter's own weights:
 - a convolution output is ``bias + sum(w_i * u_i)`` with every ``u_i`` in ``[lo, hi]``, so
   it is at most ``bias + sum(max(w_i * lo, w_i * hi))``;
 - float32 arithmetic can add at most ``gamma_n * (|bias| + sum(|w_i|) * max(|lo|, |hi|))``
-  (n = the kernel's size + 1, in any summation order, fused or not), and the input
+  (n = the kernel's size + 1, in any summation order, fused or not), plus n times the
+  smallest normal float should subnormal products be flushed to zero, and the input
   BatchNorm's own rounding is covered by widening ``[lo, hi]``.
 
 A filter is left out only when that upper bound is below 0. Such a filter's computed
@@ -55,6 +56,7 @@ def inactive_filters(weight: np.ndarray, bias: np.ndarray, lo: float, hi: float)
     n = w.shape[1] + 1
     gamma = n * _U / (1 - n * _U)
     rounding = gamma * (np.abs(b) + np.abs(w).sum(axis=1) * max(abs(lo), abs(hi)))
+    rounding += n * np.finfo(np.float32).tiny  # products flushed to zero (FTZ/DAZ)
     return np.asarray(upper + rounding < 0)
 
 
