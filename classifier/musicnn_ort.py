@@ -91,6 +91,8 @@ def _front_block(g: _Graph, x: str, w: dict[str, np.ndarray], prefix: str,
     weight, bias = w[f"{prefix}.conv.weight"], w[f"{prefix}.conv.bias"]
     off = (musicnn_bounds.inactive_filters(weight, bias, *input_range)
            if input_range is not None else np.zeros(len(bias), bool))
+    if off.all():
+        off[0] = False  # keep one filter computed: the constants take the live output's shape
     live = np.flatnonzero(~off)
     y = g.op("Conv", [x, g.const(weight[live] * sign[live].reshape(-1, 1, 1, 1)),
                       g.const(bias[live] * sign[live])],

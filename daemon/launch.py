@@ -12,7 +12,8 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from daemon.config import Config
-from daemon.service import Daemon, watch_roots
+from daemon.roots import watch_roots
+from daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -42,6 +41,7 @@ from daemon.config import Config, ConfigError
 from daemon.faults import FaultGuard, describe, describe_short
 from daemon.queue_runner import DaemonError, QueueRunner
 from daemon.reconcile import Reconciler
+from daemon.roots import watch_roots
 from daemon.status import (
     HEARTBEAT_KEY,
     HOST_KEY,
@@ -53,36 +53,13 @@ from daemon.status import (
 )
 from daemon.watcher import Change, FileStabilityTracker, FolderWatcher
 
-__all__ = ["Daemon", "DaemonError", "watch_roots"]
+__all__ = ["Daemon", "DaemonError"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HEARTBEAT_SECONDS = 300.0
 QUEUE_POLL_SECONDS = 2.0  # idle: how often to look for work queued by other processes
-
-
-def watch_roots(cfg: Config) -> list[str]:
-    """The watched folders, resolved; a missing one is a ConfigError naming its setting."""
-    if not cfg.watch:
-        raise DaemonError("no folders to watch: give --watch PATH or set watch = [...] in "
-                          "the config file")
-    from daemon.config import setting_name
-    from daemon.userpaths import missing_message
-    from storage.names import shown
-    from storage.paths import is_gone
-
-    roots: list[str] = []
-    for folder in cfg.watch:
-        path = Path(folder).expanduser().resolve()
-        # The missing-path rule of every command (exit 2), naming where the folder came
-        # from: GENRED_WATCH, the config key and file (`--watch` is checked before this).
-        if is_gone(path):
-            raise ConfigError(f"{setting_name(cfg, 'watch')}: {missing_message(folder)}")
-        if not path.is_dir():
-            raise ConfigError(f"{setting_name(cfg, 'watch')}: {shown(folder)} is not a folder")
-        roots.append(str(path))
-    return roots
 
 
 class Daemon:

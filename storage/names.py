@@ -7,8 +7,9 @@ import os
 import re
 import unicodedata
 
-# a byte that is not UTF-8 (a lone surrogate) or U+FFFF (storage/paths.py's MARK)
-_NEEDS_ESCAPE = re.compile("[\udc80-\udcff\uffff]")
+# a byte that is not UTF-8 (a lone surrogate) or U+FFFF (storage/paths.py's MARK): text
+# that needs escaping before a text column takes it
+NEEDS_ESCAPE = re.compile("[\udc80-\udcff\uffff]")
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 
 
@@ -45,6 +46,6 @@ def shown(path: str | os.PathLike[str]) -> str:
 def safe_text(text: str) -> str:
     """Free text (an error reason naming a path) made storable in a text column: a byte
     that is not UTF-8 is written ``\\xff``, as ``shown`` writes it."""
-    if not _NEEDS_ESCAPE.search(text):
+    if not NEEDS_ESCAPE.search(text):
         return text
     return os.fsencode(text).decode("utf-8", "backslashreplace")

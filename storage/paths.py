@@ -40,8 +40,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Dialect, Text, and_, or_
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from storage.names import NEEDS_ESCAPE
+
 MARK = "\uffff"
-_NEEDS_ESCAPE = re.compile("[\udc80-\udcff\uffff]")
 _ESCAPED = re.compile(f"{MARK}([0-9a-f]{{2}})")
 
 
@@ -53,9 +54,9 @@ def _escape(match: re.Match[str]) -> str:
 
 def to_db(path: str) -> str:
     """``path`` (a str as ``os.fsdecode`` makes it) as stored: valid UTF-8 unchanged."""
-    if path.isascii() or not _NEEDS_ESCAPE.search(path):
+    if path.isascii() or not NEEDS_ESCAPE.search(path):
         return path
-    return _NEEDS_ESCAPE.sub(_escape, path)
+    return NEEDS_ESCAPE.sub(_escape, path)
 
 
 def from_db(stored: str) -> str:

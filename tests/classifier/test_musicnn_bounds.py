@@ -156,3 +156,17 @@ def test_within_bound_is_the_proofs_domain() -> None:
     # every finite float32 mel power gives a log-mel inside the bound
     top = np.log10(1.0 + 10000.0 * float(np.finfo(np.float32).max))
     assert top < musicnn_bounds.LOGMEL_BOUND
+
+
+def test_a_block_whose_every_filter_is_dead_still_builds_and_agrees(
+        weights: dict[str, np.ndarray]) -> None:
+    import onnxruntime as ort
+
+    dead = dict(weights)
+    dead["temporal.2.conv.weight"] = np.zeros_like(weights["temporal.2.conv.weight"])
+    dead["temporal.2.conv.bias"] = np.full_like(weights["temporal.2.conv.bias"], -1.0)
+    patches = np.random.default_rng(9).gamma(2.0, 0.8, (2, PATCH_FRAMES, N_MELS)).astype(
+        np.float32)
+    out = [ort.InferenceSession(embedding_graph(dead, prune), providers=["CPUExecutionProvider"])
+           .run(["embedding"], {"patches": patches})[0] for prune in (False, True)]
+    np.testing.assert_array_equal(out[0], out[1])
